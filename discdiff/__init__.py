@@ -1,0 +1,56 @@
+"""discdiff: masked discrete diffusion language models, MDLM and ReMDM.
+
+The objects a user composes are re-exported here::
+
+    from discdiff import CapSchedule, LogLinear, MaskingProcess, RemaskPosterior
+
+    process = MaskingProcess(schedule=LogLinear(), vocab_size=V)
+    posterior = RemaskPosterior(CapSchedule(eta))
+"""
+
+from discdiff.distributions import MaskedCategorical
+from discdiff.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.processes import MaskingProcess
+from discdiff.remasking import (
+    CapSchedule,
+    ConfidenceSchedule,
+    ForwardBackward,
+    LoopSchedule,
+    NoRemasking,
+    RemaskingSchedule,
+    RescaleSchedule,
+    sigma_max,
+)
+from discdiff.schedules import (
+    Cosine,
+    CosineSquared,
+    Geometric,
+    Linear,
+    LogLinear,
+    NoiseSchedule,
+    Polynomial,
+)
+
+__all__ = [
+    "CapSchedule",
+    "ConfidenceSchedule",
+    "Cosine",
+    "CosineSquared",
+    "ForwardBackward",
+    "Geometric",
+    "Linear",
+    "LogLinear",
+    "LoopSchedule",
+    "MaskedCategorical",
+    "MaskingPosterior",
+    "MaskingProcess",
+    "NoRemasking",
+    "NoiseSchedule",
+    "Polynomial",
+    "RemaskPosterior",
+    "RemaskingSchedule",
+    "RescaleSchedule",
+    "sigma_max",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,267 @@
+r"""The one distribution family of masked diffusion: mask-or-token per position.
+
+Every distribution masked diffusion needs (the forward marginal
+$q(z_t \mid x)$, the posteriors $q_\sigma(z_s \mid z_t, x)$ and the model's
+reverse step $p_\theta(z_s \mid z_t)$) factorises over positions, and at each
+position is a two-way mixture of the mask token and a distribution over data
+tokens:
+
+$$
+P(z^\ell = m) = \mu^\ell, \qquad
+P(z^\ell = v) = (1 - \mu^\ell)\, y^\ell_v, \quad v \in \{0, \dots, V-1\},
+$$
+
+where $y^\ell$ is either a given categorical $x^\ell$ (`probs`) or a point mass
+on a carried-over token $c^\ell$ (`carry`). Keeping the two parts apart is
+exact and never materialises a $(B, L, V+1)$ tensor.
+"""
+
+from typing import ClassVar
+
+import torch
+from jaxtyping import Float, Int
+from pyro.distributions import TorchDistribution
+from torch import Tensor
+from torch.distributions import constraints
+from torch.distributions.kl import register_kl
+
+from discdiff._checks import validation_enabled
+
+__all__ = ["MaskedCategorical", "TokenOrMask"]
+
+_SIMPLEX_TOL = 1e-4
+
+
+class TokenOrMask(constraints.Constraint):
+    """Integers in `{0..V-1}` or exactly the mask id."""
+
+    is_discrete = True
+    event_dim = 0
+
+    def __init__(self, vocab_size: int, mask_id: int) -> None:
+        self.vocab_size = vocab_size
+        self.mask_id = mask_id
+        super().__init__()
+
+    def check(self, value: Tensor) -> Tensor:
+        """Elementwise: is `value` a data token or the mask id?"""
+        in_vocab = (value >= 0) & (value < self.vocab_size) & (value == value.floor())
+        return in_vocab | (value == self.mask_id)
+
+    def __repr__(self) -> str:
+        return f"TokenOrMask(vocab_size={self.vocab_size}, mask_id={self.mask_id})"
+
+
+class _LooseSimplex(constraints.Constraint):
+    """The probability simplex, with a tolerance that float32 softmax meets."""
+
+    event_dim = 1
+
+    def check(self, value: Tensor) -> Tensor:
+        nonneg = (value >= 0).all(-1)
+        return nonneg & ((value.sum(-1) - 1.0).abs() < _SIMPLEX_TOL)
+
+
+class MaskedCategorical(TorchDistribution):
+    r"""A product over positions of "mask with probability $\mu$, else a token".
+
+    At position $\ell$ the token part is the carried-over token
+    $c^\ell$ when `carry[ℓ]` is a data token, and a draw from `probs[ℓ]`
+    when `carry[ℓ]` is the mask id (or `carry` is omitted). The batch shape
+    is `(B,)` and the event shape `(L,)`.
+
+    Args:
+        mask_prob: $\mu$, the probability of the mask at each position, `(B, L)`.
+        vocab_size: $V$, the number of data tokens.
+        mask_id: The id of the mask token, $\ge V$.
+        probs: Distribution over data tokens at each position, `(B, L, V)`.
+            May be omitted when every position is carried.
+        carry: Token ids `(B, L)`: data tokens are carried over, the mask id
+            means "draw from `probs`".
+        validate_args: Check arguments and values (defaults to torch's flag).
+
+    Example:
+        >>> d = MaskedCategorical(torch.full((1, 3), 0.5), vocab_size=2, mask_id=2,
+        ...                       carry=torch.tensor([[0, 1, 2]]),
+        ...                       probs=torch.tensor([[[0.5, 0.5]] * 3]))
+        >>> d.log_prob(torch.tensor([[0, 2, 1]])).exp()
+        tensor([0.0625])
+    """
+
+    arg_constraints: ClassVar[dict] = {
+        "mask_prob": constraints.unit_interval,
+        "probs": _LooseSimplex(),
+    }
+    has_enumerate_support = False
+
+    def __init__(
+        self,
+        mask_prob: Float[Tensor, "batch length"],
+        *,
+        vocab_size: int,
+        mask_id: int,
+        probs: Float[Tensor, "batch length vocab"] | None = None,
+        carry: Int[Tensor, "batch length"] | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        if mask_id < vocab_size:
+            raise ValueError(
+                f"`mask_id` must not be a data token (>= vocab_size={vocab_size}); got {mask_id}"
+            )
+        if probs is None and carry is None:
+            raise ValueError("give `probs`, `carry` or both")
+        if probs is not None and probs.shape[-1] != vocab_size:
+            raise ValueError(
+                f"`probs` must have vocab_size={vocab_size} entries in its last "
+                f"dimension; got shape {tuple(probs.shape)}"
+            )
+        self.mask_prob = mask_prob
+        self.probs = probs
+        self.carry = carry
+        self.vocab_size = vocab_size
+        self.mask_id = mask_id
+        *batch_shape, length = mask_prob.shape
+        for name, value in (("probs", probs), ("carry", carry)):
+            if value is not None and tuple(value.shape[: len(batch_shape) + 1]) != tuple(
+                mask_prob.shape
+            ):
+                raise ValueError(
+                    f"`{name}` has shape {tuple(value.shape)}, which does not match "
+                    f"`mask_prob` {tuple(mask_prob.shape)}"
+                )
+        if validate_args is None:
+            validate_args = validation_enabled()
+        if probs is None:
+            # `arg_constraints` is checked per attribute; skip the missing one.
+            self.arg_constraints = {"mask_prob": constraints.unit_interval}
+        super().__init__(torch.Size(batch_shape), torch.Size([length]), validate_args)
+        if validate_args and carry is not None:
+            if not bool(self.support.check(carry).all()):
+                raise ValueError(
+                    f"`carry` holds ids outside {{0..{vocab_size - 1}}} ∪ {{{mask_id}}}"
+                )
+            if probs is None and bool((carry == mask_id).any()):
+                raise ValueError("`carry` holds the mask id, so `probs` is needed")
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        """Data tokens and the mask id, independently at each position."""
+        return constraints.independent(TokenOrMask(self.vocab_size, self.mask_id), 1)
+
+    @property
+    def carried(self) -> Tensor:
+        """`True` where the token part is a carried-over token."""
+        if self.carry is None:
+            return torch.zeros_like(self.mask_prob, dtype=torch.bool)
+        return self.carry != self.mask_id
+
+    def token_probs(self) -> Float[Tensor, "*batch length vocab"]:
+        """The token part $y$ as dense probabilities (one-hot where carried)."""
+        if self.carry is None:
+            return self.probs
+        carried = self.carried
+        one_hot = torch.nn.functional.one_hot(
+            torch.where(carried, self.carry, 0), self.vocab_size
+        ).to(self.mask_prob.dtype)
+        if self.probs is None:
+            return one_hot
+        return torch.where(carried.unsqueeze(-1), one_hot, self.probs)
+
+    def expand(self, batch_shape, _instance=None):  # noqa: D102 (pyro's documented method)
+        new = self._get_checked_instance(MaskedCategorical, _instance)
+        batch_shape = torch.Size(batch_shape)
+        length = self.event_shape[0]
+        new.mask_prob = self.mask_prob.expand((*batch_shape, length))
+        new.probs = (
+            None
+            if self.probs is None
+            else self.probs.expand((*batch_shape, length, self.vocab_size))
+        )
+        new.carry = None if self.carry is None else self.carry.expand((*batch_shape, length))
+        new.vocab_size, new.mask_id = self.vocab_size, self.mask_id
+        if self.probs is None:
+            new.arg_constraints = self.arg_constraints
+        super(MaskedCategorical, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(
+        self, sample_shape: tuple[int, ...] = (), *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        r"""Draw $z$ with shape `sample_shape + batch_shape + (L,)`.
+
+        The token draw is an exact inverse-CDF draw in float64 (float32
+        truncates the tail of large vocabularies); the mask is one Bernoulli
+        per position.
+        """
+        shape = self._extended_shape(torch.Size(sample_shape))
+        device = self.mask_prob.device
+        tokens = torch.full(shape, self.mask_id, dtype=torch.long, device=device)
+        if self.carry is not None:
+            tokens = torch.where(self.carried, self.carry, tokens)
+        if self.probs is not None:
+            # One float64 CDF per position, shared by all `sample_shape` draws.
+            n = int(torch.Size(sample_shape).numel())
+            cdf = self.probs.to(torch.float64).cumsum(-1)
+            u = torch.rand(
+                (*cdf.shape[:-1], n), generator=generator, dtype=torch.float64, device=device
+            )
+            drawn = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
+            drawn = drawn.clamp_max(self.vocab_size - 1).movedim(-1, 0).reshape(shape)
+            tokens = torch.where(tokens == self.mask_id, drawn, tokens)
+        u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+        return torch.where(u < self.mask_prob, self.mask_id, tokens)
+
+    def position_log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
+        """Log-probabilities of `value` per position (summed by `log_prob`)."""
+        if self._validate_args:
+            self._validate_sample(value)
+        value = value.expand(torch.broadcast_shapes(value.shape, self.mask_prob.shape))
+        is_mask = value == self.mask_id
+        token = torch.where(is_mask, 0, value).long()
+        log_keep = torch.log1p(-self.mask_prob)
+        if self.probs is not None:
+            probs = self.probs.expand((*value.shape, self.vocab_size))
+            token_lp = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1).log()
+        else:
+            token_lp = torch.zeros_like(log_keep)
+        if self.carry is not None:
+            match = torch.where(token == self.carry, 0.0, -torch.inf).to(log_keep.dtype)
+            token_lp = torch.where(self.carried, match, token_lp)
+        return torch.where(is_mask, self.mask_prob.log(), log_keep + token_lp)
+
+    def log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
+        r"""$\log P(z) = \sum_\ell \log P(z^\ell)$, shape `value.shape[:-1]`."""
+        return self.position_log_prob(value).sum(-1)
+
+    def entropy(self) -> Tensor:
+        r"""$H = \sum_\ell h(\mu^\ell) + (1 - \mu^\ell) H(y^\ell)$."""
+        mu = self.mask_prob
+        y = self.token_probs()
+        token_entropy = -torch.xlogy(y, y).sum(-1)
+        binary = -torch.xlogy(mu, mu) - torch.xlogy(1 - mu, 1 - mu)
+        return (binary + (1 - mu) * token_entropy).sum(-1)
+
+
+@register_kl(MaskedCategorical, MaskedCategorical)
+def _kl_masked_categorical(q, p):
+    r"""Closed-form KL, summed over positions.
+
+    Per position:
+    $\mathrm{KL}(\mathrm{Ber}(\mu_q) \| \mathrm{Ber}(\mu_p))
+    + (1 - \mu_q)\, \mathrm{KL}(y_q \| y_p)$.
+    """
+    if (q.vocab_size, q.mask_id) != (p.vocab_size, p.mask_id):
+        raise ValueError("KL needs both distributions over the same vocabulary and mask id")
+    mu_q, mu_p = q.mask_prob, p.mask_prob
+    binary = (
+        torch.xlogy(mu_q, mu_q)
+        - torch.xlogy(mu_q, mu_p)
+        + torch.xlogy(1 - mu_q, 1 - mu_q)
+        - torch.xlogy(1 - mu_q, 1 - mu_p)
+    )
+    y_q, y_p = q.token_probs(), p.token_probs()
+    token_kl = (torch.xlogy(y_q, y_q) - torch.xlogy(y_q, y_p)).sum(-1)
+    # A position that is surely masked under q has no token part to compare.
+    token_kl = torch.where(mu_q < 1, (1 - mu_q) * token_kl, 0.0)
+    return (binary + token_kl).sum(-1)

@@ -1,0 +1,159 @@
+r"""Posteriors $q_\sigma(z_s \mid z_t, x)$ of the masking process, with remasking.
+
+For a step $t \to s$ ($s < t$) and a remasking probability $\sigma_t$ from a
+`RemaskingSchedule`, each position follows ReMDM's posterior:
+
+$$
+q_\sigma(z_s^\ell \mid z_t, x) = \begin{cases}
+\mathrm{Cat}\big(z_s^\ell;\ (1 - \sigma_t)\, z_t^\ell + \sigma_t m\big) & z_t^\ell \ne m, \\
+\mathrm{Cat}\Big(z_s^\ell;\ \dfrac{\alpha_s - (1 - \sigma_t)\alpha_t}{1 - \alpha_t}\, x^\ell
+  + \dfrac{1 - \alpha_s - \sigma_t \alpha_t}{1 - \alpha_t}\, m\Big) & z_t^\ell = m.
+\end{cases}
+$$
+
+An unmasked token is kept or remasked, never changed into another token (for
+one-hot data $z_t^\ell = x^\ell$ there, so this is the paper's formula; for a
+denoiser with SUBS carry-over it is what sampling does). $\sigma_t = 0$ is
+MDLM's posterior. For every $\sigma_t \in [0, \sigma_t^{\max}]$ the marginals
+are preserved: $\sum_{z_t} q_\sigma(z_s \mid z_t, x)\, q(z_t \mid x) = q(z_s \mid x)$.
+
+Sampling uses the same objects with $x = x_\theta(z_t)$:
+$p_\theta(z_s \mid z_t) = q_\sigma(z_s \mid z_t, x_\theta(z_t))$.
+"""
+
+import torch
+from torch import Tensor
+
+from discdiff._checks import as_tensor, validation_enabled
+from discdiff.distributions import MaskedCategorical
+from discdiff.processes import MaskingProcess
+from discdiff.remasking import NoRemasking, RemaskingSchedule
+from discdiff.typing import Confidence, Probs, Times, Tokens
+
+__all__ = ["MaskingPosterior", "RemaskPosterior"]
+
+
+class RemaskPosterior:
+    r"""ReMDM's posterior $q_\sigma(z_s \mid z_t, x)$ for a remasking schedule.
+
+    Args:
+        schedule: Chooses $\sigma_t$ for each step (and may re-time $\alpha$).
+
+    Example:
+        >>> from discdiff import CapSchedule, LogLinear, MaskingProcess
+        >>> process = MaskingProcess(schedule=LogLinear(), vocab_size=3)
+        >>> posterior = RemaskPosterior(CapSchedule(0.1))
+        >>> z_t = torch.tensor([[3, 0, 3, 1]])
+        >>> x = torch.full((1, 4, 3), 1 / 3)
+        >>> q = posterior(process, z_t, x, torch.tensor([0.6]), torch.tensor([0.5]))
+        >>> q.batch_shape, q.event_shape
+        (torch.Size([1]), torch.Size([4]))
+    """
+
+    def __init__(self, schedule: RemaskingSchedule) -> None:
+        self.schedule = schedule
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.schedule!r})"
+
+    def alphas(
+        self, process: MaskingProcess, t: Times | float, s: Times | float
+    ) -> tuple[Times, Times]:
+        r"""$(\alpha_t, \alpha_s)$ this posterior uses for the step (re-timed or not).
+
+        The marginals that the posterior preserves are those of the masking
+        process with these $\alpha$: $q(z_t \mid x)$ uses $\alpha_t$.
+
+        Args:
+            process: The forward process.
+            t: Current times in $(0, 1]$, `(B,)` or a float.
+            s: Next times, `s < t`, `(B,)` or a float.
+
+        Raises:
+            ValueError: If `t` or `s` lie outside $[0, 1]$ or `s >= t`.
+        """
+        t, s = torch.broadcast_tensors(as_tensor(t).reshape(-1), as_tensor(s).reshape(-1))
+        alpha_t, alpha_s = self.schedule.alphas(process.schedule, t, s)
+        if validation_enabled() and bool((s >= t).any()):
+            raise ValueError(
+                f"`s` must be earlier than `t`; got s={s.tolist()[:3]}, t={t.tolist()[:3]}"
+            )
+        return alpha_t, alpha_s
+
+    def sigma(
+        self,
+        process: MaskingProcess,
+        t: Times | float,
+        s: Times | float,
+        *,
+        confidence: Confidence | None = None,
+    ) -> Tensor:
+        r"""$\sigma_t$ for the step, `(B,)` or `(B, L)`, checked against $[0, \sigma_t^{\max}]$."""
+        t, s = torch.broadcast_tensors(as_tensor(t).reshape(-1), as_tensor(s).reshape(-1))
+        alpha_t, alpha_s = self.alphas(process, t, s)
+        return self.schedule.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        z_t: Tokens,
+        x: Probs,
+        t: Times | float,
+        s: Times | float,
+        *,
+        confidence: Confidence | None = None,
+    ) -> MaskedCategorical:
+        r"""$q_\sigma(z_s \mid z_t, x)$ with batch shape `(B,)` and event shape `(L,)`.
+
+        Args:
+            process: The forward process (vocabulary, mask id, schedule).
+            z_t: Current tokens `(B, L)`, data ids or the mask id.
+            x: A distribution over data tokens `(B, L, V)`: a one-hot of the data
+                when training, $x_\theta(z_t)$ when sampling.
+            t: Current times, `(B,)` or a float.
+            s: Next times, `s < t`, `(B,)` or a float.
+            confidence: Decode confidences $\psi$ `(B, L)`, for schedules that
+                need them (`ConfidenceSchedule`).
+
+        Returns:
+            A `MaskedCategorical` over `{0..V-1} ∪ {mask_id}`.
+
+        Raises:
+            ValueError: On ids outside the vocabulary, shape mismatches, times
+                outside $[0, 1]$ or not ordered, or $\sigma_t$ outside its bound.
+        """
+        if x.shape[:2] != z_t.shape or x.shape[-1] != process.vocab_size:
+            raise ValueError(
+                f"`x` must have shape (B, L, V) = {(*z_t.shape, process.vocab_size)} to match "
+                f"`z_t` and the vocabulary; got {tuple(x.shape)}"
+            )
+        process.check_tokens("z_t", z_t, allow_mask=True)
+        t, s = torch.broadcast_tensors(as_tensor(t).reshape(-1), as_tensor(s).reshape(-1))
+        alpha_t, alpha_s = self.alphas(process, t, s)
+        sigma = self.schedule.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
+        if sigma.dim() == 1:
+            sigma = sigma.unsqueeze(-1)
+        alpha_t, alpha_s = alpha_t.unsqueeze(-1), alpha_s.unsqueeze(-1)
+        stay_masked = (1.0 - alpha_s - sigma * alpha_t) / (1.0 - alpha_t)
+        mask_prob = torch.where(process.is_masked(z_t), stay_masked, sigma).clamp(0.0, 1.0)
+        return MaskedCategorical(
+            mask_prob.expand(z_t.shape),
+            vocab_size=process.vocab_size,
+            mask_id=process.mask_id,
+            probs=x,
+            carry=z_t,
+        )
+
+
+class MaskingPosterior(RemaskPosterior):
+    r"""MDLM's posterior: `RemaskPosterior(NoRemasking())`.
+
+    Unmasked tokens are kept; a masked token unmasks with probability
+    $(\alpha_s - \alpha_t)/(1 - \alpha_t)$ to a draw from $x$.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(NoRemasking())
+
+    def __repr__(self) -> str:
+        return "MaskingPosterior()"

@@ -1,0 +1,299 @@
+r"""Remasking schedules $\sigma_t$: how likely an unmasked token is to be remasked.
+
+ReMDM's posterior (see `discdiff.posteriors`) accepts any remasking
+probability in
+
+$$
+0 \le \sigma_t \le \sigma_t^{\max} := \min\Big\{1, \frac{1 - \alpha_s}{\alpha_t}\Big\},
+$$
+
+and for every such $\sigma_t$ the marginals $q(z_s \mid x)$ of the forward
+process are unchanged. A schedule is a small immutable object that picks
+$\sigma_t$ for a step $t \to s$; the built-in ones stay inside the bound by
+construction, and `RemaskingSchedule.sigma` rejects any value outside it
+(from a user's schedule, say) instead of clipping it.
+
+A schedule may also re-time the noise schedule (`LoopSchedule` does) and may
+be per position (`ConfidenceSchedule`).
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from discdiff._checks import validation_enabled
+from discdiff.schedules import NoiseSchedule
+from discdiff.typing import Confidence, Times
+
+__all__ = [
+    "CapSchedule",
+    "ConfidenceSchedule",
+    "ForwardBackward",
+    "LoopSchedule",
+    "NoRemasking",
+    "RemaskingSchedule",
+    "RescaleSchedule",
+    "sigma_max",
+]
+
+Sigma = Float[Tensor, "batch"] | Float[Tensor, "batch length"]
+
+_BOUND_RTOL = 1e-6
+
+
+def sigma_max(alpha_t: Times, alpha_s: Times) -> Times:
+    r"""The largest valid remasking probability for a step $t \to s$.
+
+    $$\sigma_t^{\max} = \min\Big\{1, \frac{1 - \alpha_s}{\alpha_t}\Big\}$$
+
+    ($1$ when $\alpha_t = 0$).
+
+    Args:
+        alpha_t: $\alpha_t$ per sequence, `(B,)`.
+        alpha_s: $\alpha_s \ge \alpha_t$ per sequence, `(B,)`.
+
+    Returns:
+        $\sigma_t^{\max}$, `(B,)`.
+    """
+    return (1.0 - alpha_s) / torch.maximum(alpha_t, 1.0 - alpha_s).clamp_min(1e-30)
+
+
+def _check_eta(eta: float, high: float = 1.0) -> None:
+    if not 0.0 <= eta <= high:
+        raise ValueError(f"`eta` must lie in [0, {high:.6g}]; got {eta}")
+
+
+class RemaskingSchedule(ABC):
+    r"""Base class of remasking schedules $\sigma_t$.
+
+    Subclasses implement `_sigma`; `sigma` checks the result against
+    $[0, \sigma_t^{\max}]$. Override `alphas` to re-time the noise schedule.
+    """
+
+    needs_confidence: ClassVar[bool] = False
+    """Whether `sigma` needs the decode confidences `confidence=`."""
+
+    @abstractmethod
+    def _sigma(
+        self, t: Tensor, s: Tensor, alpha_t: Tensor, alpha_s: Tensor, confidence: Tensor | None
+    ) -> Tensor: ...
+
+    def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
+        r"""$(\alpha_t, \alpha_s)$ for the step; the base noise schedule by default.
+
+        Args:
+            noise: The process's noise schedule.
+            t: Current times, `(B,)`.
+            s: Next times, `(B,)`, with `s < t`.
+        """
+        return noise.alpha(t), noise.alpha(s)
+
+    def sigma(
+        self,
+        t: Times,
+        s: Times,
+        alpha_t: Times,
+        alpha_s: Times,
+        *,
+        confidence: Confidence | None = None,
+    ) -> Sigma:
+        r"""$\sigma_t$ for the step $t \to s$, per sequence `(B,)` or per position `(B, L)`.
+
+        Args:
+            t: Current times, `(B,)`.
+            s: Next times, `(B,)`.
+            alpha_t: $\alpha_t$, `(B,)`, as returned by `alphas`.
+            alpha_s: $\alpha_s$, `(B,)`.
+            confidence: Decode confidences $\psi$, `(B, L)`; only for schedules
+                with `needs_confidence`.
+
+        Raises:
+            ValueError: If the schedule needs `confidence` and it is missing, or
+                if $\sigma_t$ falls outside $[0, \sigma_t^{\max}]$.
+        """
+        if self.needs_confidence and confidence is None:
+            raise ValueError(f"{type(self).__name__} needs `confidence=` (decode confidences ψ)")
+        sigma = self._sigma(t, s, alpha_t, alpha_s, confidence)
+        if validation_enabled():
+            bound = sigma_max(alpha_t, alpha_s)
+            if sigma.dim() == 2:
+                bound = bound.unsqueeze(-1)
+            bad = torch.isnan(sigma) | (sigma < 0) | (sigma > bound * (1 + _BOUND_RTOL))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{type(self).__name__} gave `sigma` = {sigma[bad][:3].tolist()} "
+                    f"outside [0, sigma_max] with sigma_max = "
+                    f"{bound.expand_as(sigma)[bad][:3].tolist()}"
+                )
+        return sigma
+
+
+@dataclass(frozen=True)
+class NoRemasking(RemaskingSchedule):
+    r"""MDLM: $\sigma_t = 0$; decoded tokens stay decoded."""
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        return torch.zeros_like(alpha_t)
+
+
+@dataclass(frozen=True)
+class CapSchedule(RemaskingSchedule):
+    r"""ReMDM-cap: $\sigma_t = \min\{\eta, \sigma_t^{\max}\}$.
+
+    Args:
+        eta: $\eta \in [0, 1]$ (paper: 0.008 for $T = L$, 0.04 for $T < L$).
+    """
+
+    eta: float = 0.008
+
+    def __post_init__(self) -> None:
+        _check_eta(self.eta)
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        return sigma_max(alpha_t, alpha_s).clamp_max(self.eta)
+
+
+@dataclass(frozen=True)
+class RescaleSchedule(RemaskingSchedule):
+    r"""ReMDM-rescale: $\sigma_t = \eta\, \sigma_t^{\max}$.
+
+    Args:
+        eta: $\eta \in [0, 1]$ (paper: 0.015).
+    """
+
+    eta: float = 0.015
+
+    def __post_init__(self) -> None:
+        _check_eta(self.eta)
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        return self.eta * sigma_max(alpha_t, alpha_s)
+
+
+@dataclass(frozen=True)
+class ForwardBackward(RemaskingSchedule):
+    r"""The forward-backward corrector (Campbell et al., 2022).
+
+    $$\sigma_t = \min\Big\{\frac{\alpha_s - \alpha_t}{\alpha_t}, \sigma_t^{\max}\Big\}$$
+
+    The raw ratio leaves the valid range when $2\alpha_s > 1 + \alpha_t$ (the
+    last steps of a coarse grid; a step to $s = 0$ always): there it would give
+    a negative mask probability, so it is capped at $\sigma_t^{\max}$. For
+    fine grids the cap is inactive except near $t = 0$.
+    """
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        bound = sigma_max(alpha_t, alpha_s)
+        ratio = (alpha_s - alpha_t) / alpha_t.clamp_min(1e-30)
+        return torch.where(alpha_t > 0, torch.minimum(ratio, bound), bound)
+
+
+@dataclass(frozen=True)
+class ConfidenceSchedule(RemaskingSchedule):
+    r"""ReMDM-conf: per-position weights from decode confidences.
+
+    $$
+    \sigma_t^\ell = \eta_{\mathrm{conf}}^\ell\, \sigma_t^{\mathrm{base}}, \qquad
+    \eta_{\mathrm{conf}} = \operatorname{softmax}_\ell(-\psi^\ell),
+    $$
+
+    where $\psi^\ell$ is the probability $x_\theta$ gave the token at $\ell$
+    when it was decoded, so confident tokens are the least likely to be
+    remasked. $\psi^\ell = +\infty$ gives weight 0: the sampler uses it for
+    masked positions, as ReMDM does. The weights sum to at most 1, so
+    $\sigma^\ell \le \sigma_t^{\mathrm{base}} \le \sigma_t^{\max}$.
+
+    Marginals are preserved for every fixed $\psi$; a sampler that ties $\psi$
+    to which positions are masked (as ReMDM's does) makes this a heuristic.
+
+    Args:
+        base: The per-sequence schedule scaled by the weights; `None` uses
+            $\sigma_t^{\max}$ (ReMDM's code). Its re-timing, if any, is kept.
+    """
+
+    base: RemaskingSchedule | None = None
+    needs_confidence: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, ConfidenceSchedule):
+            raise ValueError("`base` must be a per-sequence schedule, not a ConfidenceSchedule")
+
+    def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
+        r"""The base schedule's $(\alpha_t, \alpha_s)$ (re-timed if it re-times)."""
+        if self.base is None:
+            return super().alphas(noise, t, s)
+        return self.base.alphas(noise, t, s)
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        if self.base is None:
+            scale = sigma_max(alpha_t, alpha_s)
+        else:
+            scale = self.base.sigma(t, s, alpha_t, alpha_s)
+        logits = -confidence.to(alpha_t.dtype)
+        empty = torch.isneginf(logits).all(-1, keepdim=True)
+        weights = torch.softmax(logits.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
+        return weights * scale.unsqueeze(-1)
+
+
+@dataclass(frozen=True)
+class LoopSchedule(RemaskingSchedule):
+    r"""ReMDM-loop: decode to $\alpha_{\mathrm{on}}$, loop there, then finish.
+
+    Re-times $\alpha$ (ignoring the process's schedule, as ReMDM does):
+
+    $$
+    \alpha(\tau) = \begin{cases}
+      (1 - \tau)\, \alpha_{\mathrm{on}} / (1 - t_{\mathrm{on}}) & \tau > t_{\mathrm{on}} \\
+      \alpha_{\mathrm{on}} & t_{\mathrm{off}} \le \tau \le t_{\mathrm{on}} \\
+      1 - \tau (1 - \alpha_{\mathrm{on}}) / t_{\mathrm{off}} & \tau < t_{\mathrm{off}}
+    \end{cases}
+    $$
+
+    Steps with $t_{\mathrm{off}} < t \le t_{\mathrm{on}}$ remask with
+    $\sigma = \min\{\eta, \sigma_t^{\max}\}$; all others are MDLM steps. Inside
+    the loop $\alpha_s = \alpha_t = \alpha_{\mathrm{on}}$: unmasked tokens remask
+    with probability $\eta$, masked ones unmask with probability
+    $\eta\,\alpha_{\mathrm{on}} / (1 - \alpha_{\mathrm{on}})$, and the masked
+    fraction stays $1 - \alpha_{\mathrm{on}}$.
+
+    Args:
+        t_on: Start of the loop, in $(t_{\mathrm{off}}, 1)$ (paper: 0.55).
+        t_off: End of the loop, in $(0, t_{\mathrm{on}})$ (paper: 0.05).
+        alpha_on: $\alpha$ during the loop, in $(0, 1)$ (paper: 0.9).
+        eta: Remasking probability in the loop, in
+            $[0, \min\{1, (1 - \alpha_{\mathrm{on}})/\alpha_{\mathrm{on}}\}]$ (paper: 0.02).
+    """
+
+    t_on: float = 0.55
+    t_off: float = 0.05
+    alpha_on: float = 0.9
+    eta: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.t_off < self.t_on < 1.0:
+            raise ValueError(
+                f"need 0 < `t_off` < `t_on` < 1; got t_off={self.t_off}, t_on={self.t_on}"
+            )
+        if not 0.0 < self.alpha_on < 1.0:
+            raise ValueError(f"`alpha_on` must lie in (0, 1); got {self.alpha_on}")
+        _check_eta(self.eta, min(1.0, (1.0 - self.alpha_on) / self.alpha_on))
+
+    def alpha(self, tau: Tensor) -> Tensor:
+        r"""The re-timed $\alpha(\tau)$ above."""
+        decode = (1.0 - tau) * self.alpha_on / (1.0 - self.t_on)
+        finish = 1.0 - tau * (1.0 - self.alpha_on) / self.t_off
+        flat = torch.full_like(tau, self.alpha_on)
+        return torch.where(tau > self.t_on, decode, torch.where(tau < self.t_off, finish, flat))
+
+    def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
+        r"""The re-timed $(\alpha(t), \alpha(s))$; `noise` is not used."""
+        return self.alpha(t), self.alpha(s)
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        in_loop = (t <= self.t_on) & (t > self.t_off)
+        capped = sigma_max(alpha_t, alpha_s).clamp_max(self.eta)
+        return torch.where(in_loop, capped, torch.zeros_like(capped))
