@@ -9,6 +9,7 @@ The objects a user composes are re-exported here::
 """
 
 from discdiff.distributions import MaskedCategorical
+from discdiff.models import SUBS, Denoiser, DiT, DiTConfig, HuggingFaceDenoiser
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import (
@@ -32,12 +33,17 @@ from discdiff.schedules import (
 )
 
 __all__ = [
+    "SUBS",
     "CapSchedule",
     "ConfidenceSchedule",
     "Cosine",
     "CosineSquared",
+    "Denoiser",
+    "DiT",
+    "DiTConfig",
     "ForwardBackward",
     "Geometric",
+    "HuggingFaceDenoiser",
     "Linear",
     "LogLinear",
     "LoopSchedule",

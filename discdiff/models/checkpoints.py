@@ -1,0 +1,53 @@
+"""Reading foreign PyTorch checkpoints without running their code.
+
+`torch.load(weights_only=True)` refuses pickles that name classes outside its
+allow-list, such as the OmegaConf config that Lightning stores in MDLM's
+checkpoints. Rather than unpickling those classes for real (which runs their
+code), every such name is bound to `Opaque`, an inert placeholder that records
+what it was given. Tensors and plain containers load as usual.
+"""
+
+import os
+from typing import Any
+
+import torch
+
+__all__ = ["Opaque", "load_torch_checkpoint"]
+
+
+class Opaque:
+    """Stands in for an object of a class the checkpoint names; runs no code of its."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Opaque":
+        """Record the constructor arguments; nothing else happens."""
+        instance = super().__new__(cls)
+        instance.args, instance.state = args, None
+        return instance
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"Opaque(args={self.args!r}, state={self.state!r})"
+
+
+def load_torch_checkpoint(path: str | os.PathLike) -> Any:
+    """`torch.load(path, weights_only=True)`, with unknown classes made `Opaque`.
+
+    Args:
+        path: A file written by `torch.save`.
+
+    Returns:
+        The unpickled object, on the CPU.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} not found")
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    with torch.serialization.safe_globals([(Opaque, name) for name in names]):
+        return torch.load(path, map_location="cpu", weights_only=True)

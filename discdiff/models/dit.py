@@ -1,0 +1,471 @@
+r"""MDLM's diffusion transformer (DiT), loadable from the released checkpoints.
+
+Architecture (SPEC §4): token embedding $[V_m, d]$ (with $V_m = V + 1$: the
+data tokens and the mask); a time embedding of $\sigma(t)$ (256-d sinusoidal,
+MLP to `cond_dim`, SiLU); `n_blocks` blocks of
+
+$$
+\begin{aligned}
+h &= x + g_1 \odot \mathrm{Attn}\big(\mathrm{RoPE}(\mathrm{LN}(x) (1 + c_1) + b_1)\big) \\
+x' &= h + g_2 \odot \mathrm{MLP}\big(\mathrm{LN}(h) (1 + c_2) + b_2\big)
+\end{aligned}
+$$
+
+with bias-free float32 LayerNorm, adaLN shift/scale/gate $(b, c, g)$ from a
+zero-initialised `Linear(cond_dim → 6d)`, bias-free qkv and output projections,
+rotary embeddings (base 10 000) on queries and keys, bidirectional attention,
+a tanh-GELU MLP $d \to 4d \to d$ and dropout; then a final adaLN LayerNorm and
+a zero-initialised `Linear(d → V_m)`. Parameter names follow MDLM's, so
+`backbone.*` state dicts load with `strict=True`.
+"""
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from discdiff._checks import validation_enabled
+from discdiff.models.attention import AttentionBackend, attention
+from discdiff.models.checkpoints import load_torch_checkpoint
+from discdiff.typing import Tokens
+
+__all__ = ["DiT", "DiTConfig"]
+
+PREFIX = "backbone."
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    r"""Hyper-parameters of a `DiT`, named as in MDLM's Hugging Face `config.json`.
+
+    Args:
+        hidden_dim: Model width $d$.
+        cond_dim: Width of the time conditioning.
+        n_blocks: Number of transformer blocks.
+        n_heads: Attention heads; `hidden_dim / n_heads` must be even (rotary).
+        vocab_size: Rows of the embedding and width of the logits: the data
+            tokens and the mask ($V + 1$ for the default mask id $V$).
+        model_length: Longest sequence the model takes.
+        dropout: Dropout probability in the blocks.
+        time_conditioning: Whether the network sees $\sigma(t)$ (MDLM: no).
+        attention: Attention backend: `"auto"`, `"xformers"`, `"sdpa"`, `"math"`.
+    """
+
+    hidden_dim: int = 768
+    cond_dim: int = 128
+    n_blocks: int = 12
+    n_heads: int = 12
+    vocab_size: int = 50258
+    model_length: int = 1024
+    dropout: float = 0.1
+    time_conditioning: bool = False
+    attention: AttentionBackend = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "cond_dim", "n_blocks", "n_heads", "vocab_size", "model_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
+        if self.hidden_dim % self.n_heads or (self.hidden_dim // self.n_heads) % 2:
+            raise ValueError(
+                f"`hidden_dim` ({self.hidden_dim}) must split into `n_heads` ({self.n_heads}) "
+                "heads of even width (rotary embeddings)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must lie in [0, 1); got {self.dropout}")
+
+    @classmethod
+    def small(cls, vocab_size: int = 50258, **overrides: Any) -> "DiTConfig":
+        """MDLM small: d 768, 12 blocks, 12 heads, cond 128, length 1024 (≈169.6M)."""
+        return cls(vocab_size=vocab_size, **overrides)
+
+    @classmethod
+    def tiny(cls, vocab_size: int, **overrides: Any) -> "DiTConfig":
+        """A CPU preset: d 256, 4 blocks, 4 heads, cond 64, length 256."""
+        base = dict(hidden_dim=256, cond_dim=64, n_blocks=4, n_heads=4, model_length=256)
+        return cls(vocab_size=vocab_size, **{**base, **overrides})
+
+    @classmethod
+    def micro(cls, vocab_size: int, **overrides: Any) -> "DiTConfig":
+        """A test-sized preset: d 64, 2 blocks, 2 heads, cond 32, length 128."""
+        base = dict(hidden_dim=64, cond_dim=32, n_blocks=2, n_heads=2, model_length=128)
+        return cls(vocab_size=vocab_size, **{**base, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DiTConfig":
+        """Read the known keys of a `config.json` (others, e.g. `auto_map`, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        missing = {"hidden_dim", "n_blocks", "n_heads", "vocab_size"} - values.keys()
+        if missing:
+            raise ValueError(f"config is missing the keys {sorted(missing)}")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class LayerNorm(nn.Module):
+    """Bias-free LayerNorm computed in float32."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise the last dimension in float32, then scale."""
+        with torch.autocast(x.device.type, enabled=False):
+            return F.layer_norm(x.float(), self.weight.shape) * self.weight
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (rotate-half convention, base 10 000)."""
+
+    def __init__(self, head_dim: int, base: float = 10_000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """`cos` and `sin` tables `(L, head_dim)` in float32."""
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq.to(device))
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos(), angles.sin()
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Apply the rotation to `(B, L, H, D)` in float32."""
+    x32 = x.float()
+    half = x32.shape[-1] // 2
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    return (x32 * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
+
+
+class TimestepEmbedder(nn.Module):
+    r"""Sinusoidal embedding of a scalar (here $\sigma(t)$) followed by an MLP."""
+
+    def __init__(self, cond_dim: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+        )
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        """Embed `(B,)` values into `(B, cond_dim)`."""
+        half = self.frequency_dim // 2
+        freqs = torch.exp(
+            -math.log(10_000.0) * torch.arange(half, device=sigma.device).float() / half
+        )
+        args = sigma.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat((args.cos(), args.sin()), dim=-1))
+
+
+class EmbeddingLayer(nn.Module):
+    """Token embedding stored as a bare `[vocab, dim]` parameter (MDLM's layout)."""
+
+    def __init__(self, dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(vocab_size, dim))
+        nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Look up `(B, L)` ids."""
+        return self.embedding[tokens]
+
+
+def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+    """One adaLN transformer block (attribute order fixes MDLM's parameter order)."""
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        d = config.hidden_dim
+        self.n_heads = config.n_heads
+        self.backend = config.attention
+        self.norm1 = LayerNorm(d)
+        self.attn_qkv = nn.Linear(d, 3 * d, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.dropout1 = nn.Dropout(config.dropout)
+        self.norm2 = LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), nn.Linear(4 * d, d)
+        )
+        self.dropout2 = nn.Dropout(config.dropout)
+        self.adaLN_modulation = nn.Linear(config.cond_dim, 6 * d)
+        nn.init.zeros_(self.adaLN_modulation.weight)
+        nn.init.zeros_(self.adaLN_modulation.bias)
+
+    def forward(
+        self, x: Tensor, rotary: tuple[Tensor, Tensor], c: Tensor, padding_mask: Tensor | None
+    ) -> Tensor:
+        """Attention then MLP, each gated and residual."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
+        batch, length, _ = x.shape
+        qkv = self.attn_qkv(_modulate(self.norm1(x), shift1, scale1))
+        q, k, v = qkv.view(batch, length, 3, self.n_heads, -1).unbind(2)
+        q, k = _rotate(q, *rotary), _rotate(k, *rotary)
+        h = attention(q, k, v, backend=self.backend, padding_mask=padding_mask)
+        x = x + gate1[:, None] * self.dropout1(self.attn_out(h.reshape(batch, length, -1)))
+        h = self.mlp(_modulate(self.norm2(x), shift2, scale2))
+        return x + gate2[:, None] * self.dropout2(h)
+
+
+class FinalLayer(nn.Module):
+    """adaLN LayerNorm and the zero-initialised output projection."""
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.norm_final = LayerNorm(config.hidden_dim)
+        self.linear = nn.Linear(config.hidden_dim, config.vocab_size)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.adaLN_modulation = nn.Linear(config.cond_dim, 2 * config.hidden_dim)
+        nn.init.zeros_(self.adaLN_modulation.weight)
+        nn.init.zeros_(self.adaLN_modulation.bias)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """Logits `(B, L, vocab_size)`."""
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(_modulate(self.norm_final(x), shift, scale))
+
+
+class DiT(nn.Module):
+    r"""MDLM's diffusion transformer: `(tokens, σ) -> logits` over `vocab_size` ids.
+
+    Wrap it in `SUBS` to get a `Denoiser`. On CUDA the blocks run under bf16
+    autocast (LayerNorm, rotary and the logits stay float32).
+
+    Args:
+        config: The hyper-parameters.
+
+    Example:
+        >>> model = DiT(DiTConfig.micro(vocab_size=11))
+        >>> model(torch.zeros(2, 8, dtype=torch.long), torch.zeros(2)).shape
+        torch.Size([2, 8, 11])
+    """
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_embed = EmbeddingLayer(config.hidden_dim, config.vocab_size)
+        self.sigma_map = TimestepEmbedder(config.cond_dim)
+        self.rotary_emb = Rotary(config.hidden_dim // config.n_heads)
+        self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.n_blocks))
+        self.output_layer = FinalLayer(config)
+
+    def forward(
+        self,
+        tokens: Tokens,
+        sigma: Float[Tensor, "batch"],
+        padding_mask: Bool[Tensor, "batch length"] | None = None,
+    ) -> Float[Tensor, "batch length model_vocab"]:
+        r"""Logits for every position.
+
+        Args:
+            tokens: Ids `(B, L)` in `0..vocab_size-1`, `L <= model_length`.
+            sigma: Total noise $\sigma(t) = -\log\alpha_t$ `(B,)` (zeros when
+                not time-conditioned).
+            padding_mask: `(B, L)`, `True` at real tokens; padding is not attended to.
+
+        Returns:
+            Float32 logits `(B, L, vocab_size)`.
+
+        Raises:
+            ValueError: On ids outside the vocabulary or sequences longer than
+                `model_length`.
+        """
+        if tokens.shape[1] > self.config.model_length:
+            raise ValueError(
+                f"`tokens` has length {tokens.shape[1]} > model_length={self.config.model_length}"
+            )
+        if validation_enabled() and bool(((tokens < 0) | (tokens >= self.config.vocab_size)).any()):
+            raise ValueError(f"`tokens` holds ids outside 0..{self.config.vocab_size - 1}")
+        x = self.vocab_embed(tokens)
+        c = F.silu(self.sigma_map(sigma))
+        rotary = self.rotary_emb(tokens.shape[1], tokens.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda):
+            for block in self.blocks:
+                x = block(x, rotary, c, padding_mask)
+            logits = self.output_layer(x, c)
+        return logits.float()
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `config.json` and `model.safetensors` (`backbone.*` keys), atomically.
+
+        Each file is written to a temporary name in `directory` and renamed into
+        place, so an interrupted save never leaves a half-written file.
+
+        Returns:
+            The directory.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {PREFIX + k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(weights, path))
+        text = json.dumps(asdict(self.config), indent=2)
+        _atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, source: str | os.PathLike, *, ema: bool = False, **overrides: Any
+    ) -> "DiT":
+        """Load a DiT from a directory, a Lightning checkpoint or a Hugging Face repo id.
+
+        Sources, tried in order:
+
+        - a directory with `config.json` and `model.safetensors` (this
+          library's `save_pretrained`, or MDLM's Hugging Face layout);
+        - a Lightning `.ckpt` file from MDLM/ReMDM training: its `state_dict`
+          (`backbone.*` keys), or its EMA weights with `ema=True`. It is read
+          with `torch.load(weights_only=True)`; foreign objects in it (e.g.
+          the saved OmegaConf config) become inert placeholders and no code
+          from the file runs. The config is inferred from the weights' shapes;
+          pass `model_length`, `time_conditioning`, … as `overrides`;
+        - a Hugging Face Hub repo id (e.g. `kuleshov-group/mdlm-owt`), when
+          `huggingface_hub` is installed and the network is there. Only
+          `config.json` and safetensors weights are fetched; no remote code.
+
+        Weights load with `strict=True`: a missing or unexpected key is an error.
+
+        Args:
+            source: Directory, `.ckpt` file or hub repo id.
+            ema: Load the EMA weights of a Lightning checkpoint.
+            **overrides: `DiTConfig` fields to set (e.g. `attention="sdpa"`).
+
+        Raises:
+            FileNotFoundError: If `source` is neither a path nor a reachable repo.
+            ValueError: If the weights do not match the architecture.
+        """
+        path = Path(source)
+        if path.is_dir():
+            return cls._from_directory(path, ema=ema, **overrides)
+        if path.is_file():
+            return cls._from_lightning(path, ema=ema, **overrides)
+        if _looks_like_repo_id(str(source)):
+            return cls._from_directory(_download(str(source)), ema=ema, **overrides)
+        raise FileNotFoundError(f"`source` {str(source)!r} is not a file or directory")
+
+    @classmethod
+    def _from_directory(cls, directory: Path, *, ema: bool, **overrides: Any) -> "DiT":
+        if ema:
+            raise ValueError("`ema=True` needs a Lightning checkpoint; a directory holds one set")
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} not found")
+        config = replace(DiTConfig.from_dict(json.loads(config_path.read_text())), **overrides)
+        weights_path = directory / WEIGHTS_NAME
+        if weights_path.is_file():
+            state = load_file(weights_path)
+        elif (directory / "pytorch_model.bin").is_file():
+            state = load_torch_checkpoint(directory / "pytorch_model.bin")
+        else:
+            raise FileNotFoundError(f"no {WEIGHTS_NAME} (or pytorch_model.bin) in {directory}")
+        model = cls(config)
+        model._load_backbone(state)
+        return model
+
+    @classmethod
+    def _from_lightning(cls, path: Path, *, ema: bool, **overrides: Any) -> "DiT":
+        checkpoint = load_torch_checkpoint(path)
+        state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} holds no state dict")
+        state = {k: v for k, v in state.items() if k.startswith(PREFIX)}
+        config = replace(_infer_config(state), **overrides)
+        model = cls(config)
+        model._load_backbone(state)
+        if ema:
+            shadow = (checkpoint.get("ema") or {}).get("shadow_params")
+            if shadow is None:
+                raise ValueError(f"{path} holds no EMA weights (`ema.shadow_params`)")
+            model._load_ema(list(shadow))
+        return model
+
+    def _load_backbone(self, state: dict[str, Tensor]) -> None:
+        stripped = {k.removeprefix(PREFIX): v for k, v in state.items()}
+        try:
+            self.load_state_dict(stripped, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"weights do not match the DiT architecture: {error}") from None
+
+    def _load_ema(self, shadow: list[Tensor]) -> None:
+        """EMA shadow parameters come in `parameters()` order (MDLM's EMA)."""
+        params = list(self.parameters())
+        if len(shadow) != len(params):
+            raise ValueError(f"EMA has {len(shadow)} tensors; the model has {len(params)}")
+        with torch.no_grad():
+            for (name, param), value in zip(self.named_parameters(), shadow, strict=True):
+                if param.shape != value.shape:
+                    raise ValueError(
+                        f"EMA tensor for {name} has shape {tuple(value.shape)}, "
+                        f"expected {tuple(param.shape)}"
+                    )
+                param.copy_(value)
+
+
+def _infer_config(state: dict[str, Tensor]) -> DiTConfig:
+    """Read the architecture off `backbone.*` weight shapes (heads from the rotary table)."""
+    try:
+        vocab_size, hidden_dim = state[PREFIX + "vocab_embed.embedding"].shape
+        cond_dim = state[PREFIX + "sigma_map.mlp.0.weight"].shape[0]
+        head_dim = 2 * state[PREFIX + "rotary_emb.inv_freq"].shape[0]
+    except KeyError as missing:
+        raise ValueError(f"not an MDLM DiT state dict: no {missing}") from None
+    n_blocks = sum(
+        1 for k in state if k.startswith(PREFIX + "blocks.") and k.endswith(".norm1.weight")
+    )
+    return DiTConfig(
+        hidden_dim=hidden_dim,
+        cond_dim=cond_dim,
+        n_blocks=n_blocks,
+        n_heads=hidden_dim // head_dim,
+        vocab_size=vocab_size,
+    )
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _looks_like_repo_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local path, and loading from the Hugging Face Hub needs "
+            "the huggingface_hub package"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_NAME, "*.safetensors"]))
+    except Exception as error:  # the hub client raises many kinds; all mean "not reachable"
+        raise FileNotFoundError(
+            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: "
+            f"{error}); pass a local directory instead"
+        ) from None

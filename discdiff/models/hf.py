@@ -1,0 +1,109 @@
+r"""Hugging Face masked language models (BERT, RoBERTa, ModernBERT, …) as denoisers.
+
+A masked LM's `[MASK]` id lies inside its vocabulary, while a `MaskingProcess`
+keeps the mask outside the data tokens. The adapter therefore relabels ids
+with a bijection: the model's ids other than `[MASK]`, in order, are the data
+tokens `0..V-1` ($V$ = model vocabulary − 1), and `[MASK]` is the process's
+mask id $V$. Use `encode` / `decode` to move between the tokenizer's ids and
+the process's.
+"""
+
+import os
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from discdiff.models.subs import subs_log_probs
+from discdiff.processes import MaskingProcess
+from discdiff.schedules import LogLinear, NoiseSchedule
+from discdiff.typing import Times, Tokens
+
+__all__ = ["HuggingFaceDenoiser"]
+
+
+class HuggingFaceDenoiser(nn.Module):
+    """A `Denoiser` from any masked LM whose call returns `.logits`.
+
+    The model is not time-conditioned; SUBS is applied to its logits (the
+    `[MASK]` logit removed, log-softmax, carry-over at unmasked positions).
+
+    Args:
+        model: E.g. a `transformers.AutoModelForMaskedLM` instance.
+        mask_token_id: The model's `[MASK]` id (from its tokenizer); defaults to
+            `model.config.mask_token_id` where the config has one.
+        model_vocab_size: Width of the model's logits; defaults to
+            `model.config.vocab_size`.
+    """
+
+    time_conditioned = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mask_token_id: int | None = None,
+        model_vocab_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mask_token_id is None:
+            mask_token_id = getattr(model.config, "mask_token_id", None)
+            if mask_token_id is None:
+                raise ValueError(
+                    "`mask_token_id` is needed: the model's config names no mask token "
+                    "(take it from the tokenizer)"
+                )
+        if model_vocab_size is None:
+            model_vocab_size = int(model.config.vocab_size)
+        if not 0 <= mask_token_id < model_vocab_size:
+            raise ValueError(
+                f"`mask_token_id` must lie in 0..{model_vocab_size - 1}; got {mask_token_id}"
+            )
+        self.model = model
+        self.model_mask_id = mask_token_id
+        self.vocab_size = model_vocab_size - 1
+        self.mask_id = self.vocab_size
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> "HuggingFaceDenoiser":
+        """Load a model and its tokenizer with `transformers` (no remote code).
+
+        Args:
+            name_or_path: A local directory or a hub id (needs a network).
+            **kwargs: Passed to `AutoModelForMaskedLM.from_pretrained`.
+        """
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if tokenizer.mask_token_id is None:
+            raise ValueError(f"the tokenizer of {name_or_path!s} has no mask token")
+        model = AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
+        denoiser = cls(model, mask_token_id=tokenizer.mask_token_id)
+        denoiser.tokenizer = tokenizer
+        return denoiser
+
+    def process(self, schedule: NoiseSchedule = LogLinear()) -> MaskingProcess:
+        """The `MaskingProcess` over this model's data tokens."""
+        return MaskingProcess(schedule, vocab_size=self.vocab_size, mask_id=self.mask_id)
+
+    def encode(self, model_ids: Int[Tensor, "*shape"]) -> Int[Tensor, "*shape"]:
+        """Model (tokenizer) ids to process ids: `[MASK]` becomes the mask id."""
+        shifted = model_ids - (model_ids > self.model_mask_id).long()
+        return torch.where(model_ids == self.model_mask_id, self.mask_id, shifted)
+
+    def decode(self, tokens: Int[Tensor, "*shape"]) -> Int[Tensor, "*shape"]:
+        """Process ids to model (tokenizer) ids."""
+        shifted = tokens + (tokens >= self.model_mask_id).long()
+        return torch.where(tokens == self.mask_id, self.model_mask_id, shifted)
+
+    def forward(
+        self, z_t: Tokens, t: Times, padding_mask: torch.Tensor | None = None
+    ) -> Float[Tensor, "batch length vocab"]:
+        r"""$\log x_\theta(z_t)$ over the $V$ data tokens, `(B, L, V)`."""
+        logits = self.model(input_ids=self.decode(z_t), attention_mask=padding_mask).logits
+        m = self.model_mask_id
+        data_logits = torch.cat((logits[..., :m], logits[..., m + 1 :]), dim=-1)
+        return subs_log_probs(data_logits, z_t, vocab_size=self.vocab_size, mask_id=self.mask_id)

@@ -1,0 +1,106 @@
+r"""The SUBS parameterisation of $x_\theta$ (MDLM).
+
+From a backbone's logits, SUBS makes a distribution over data tokens that
+
+1. gives the mask token zero mass (its logit is removed: exactly the same as
+   forcing it to $-\infty$, and safe in any precision),
+2. is normalised (log-softmax, computed in float32 even under bf16/fp16
+   autocast),
+3. carries over unmasked tokens: at a position with $z_t^\ell \ne m$ it is the
+   one-hot of $z_t^\ell$, so those positions add nothing to the loss.
+"""
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from discdiff._checks import validation_enabled
+from discdiff.processes import MaskingProcess
+from discdiff.typing import Times, Tokens
+
+__all__ = ["SUBS", "subs_log_probs"]
+
+NEG = -1e6
+"""Log-probability of the tokens a carried-over position cannot take (finite in float32)."""
+
+
+def subs_log_probs(
+    logits: Float[Tensor, "batch length width"],
+    z_t: Tokens,
+    *,
+    vocab_size: int,
+    mask_id: int,
+) -> Float[Tensor, "batch length vocab"]:
+    r"""Apply SUBS to backbone logits.
+
+    Args:
+        logits: `(B, L, W)` with `W >= V`; entries `V..W-1` (the mask and any
+            other non-data ids) are dropped.
+        z_t: Noisy tokens `(B, L)`.
+        vocab_size: $V$, the number of data tokens.
+        mask_id: The mask id in `z_t`.
+
+    Returns:
+        $\log x_\theta$ `(B, L, V)` in float32: a log-softmax at masked positions,
+        `0` at the carried token and `NEG` elsewhere at unmasked ones.
+
+    Raises:
+        ValueError: If `logits` has fewer than `V` entries, or (with validation
+            on) holds NaN or infinite values.
+    """
+    if logits.shape[-1] < vocab_size:
+        raise ValueError(
+            f"`logits` has {logits.shape[-1]} entries per position; need at least "
+            f"vocab_size={vocab_size}"
+        )
+    if validation_enabled() and not bool(torch.isfinite(logits).all()):
+        raise ValueError("the backbone returned NaN or infinite `logits`")
+    log_probs = logits[..., :vocab_size].float().log_softmax(-1)
+    unmasked = z_t != mask_id
+    carried = F.one_hot(torch.where(unmasked, z_t, 0), vocab_size).bool()
+    one_hot_log = torch.where(carried, 0.0, NEG)
+    return torch.where(unmasked.unsqueeze(-1), one_hot_log, log_probs)
+
+
+class SUBS(nn.Module):
+    r"""A `Denoiser` from a backbone `(tokens, sigma, padding_mask) -> logits`.
+
+    The backbone (e.g. `DiT`) sees the total noise $\sigma(t) = -\log\alpha_t$
+    when time-conditioned, zeros otherwise (MDLM's default).
+
+    Args:
+        backbone: Module called as `backbone(z_t, sigma, padding_mask=...)`,
+            returning `(B, L, W)` logits with `W >= V`.
+        process: Supplies $V$, the mask id and $\alpha_t$.
+        time_conditioning: Feed $\sigma(t)$ to the backbone; defaults to the
+            backbone's `config.time_conditioning` (or `False`).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        process: MaskingProcess,
+        *,
+        time_conditioning: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.process = process
+        if time_conditioning is None:
+            config = getattr(backbone, "config", None)
+            time_conditioning = bool(getattr(config, "time_conditioning", False))
+        self.time_conditioned = time_conditioning
+
+    def forward(
+        self, z_t: Tokens, t: Times, padding_mask: torch.Tensor | None = None
+    ) -> Float[Tensor, "batch length vocab"]:
+        r"""$\log x_\theta(z_t)$ over the data tokens, `(B, L, V)`."""
+        if self.time_conditioned:
+            sigma = -torch.log(self.process.schedule.alpha(t)).float()
+        else:
+            sigma = torch.zeros(z_t.shape[0], device=z_t.device)
+        logits = self.backbone(z_t, sigma, padding_mask=padding_mask)
+        return subs_log_probs(
+            logits, z_t, vocab_size=self.process.vocab_size, mask_id=self.process.mask_id
+        )
