@@ -10,17 +10,26 @@ The objects a user composes are re-exported here::
 
 from discdiff.distributions import MaskedCategorical
 from discdiff.models import SUBS, Denoiser, DiT, DiTConfig, HuggingFaceDenoiser
+from discdiff.models.oracle import EnumerableOracle
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import (
     CapSchedule,
     ConfidenceSchedule,
+    DFMCorrector,
     ForwardBackward,
     LoopSchedule,
     NoRemasking,
     RemaskingSchedule,
     RescaleSchedule,
     sigma_max,
+)
+from discdiff.sampling import (
+    AncestralSampler,
+    EntropyDecoder,
+    MarginDecoder,
+    MaskGITDecoder,
+    SampleResult,
 )
 from discdiff.schedules import (
     Cosine,
@@ -34,19 +43,25 @@ from discdiff.schedules import (
 
 __all__ = [
     "SUBS",
+    "AncestralSampler",
     "CapSchedule",
     "ConfidenceSchedule",
     "Cosine",
     "CosineSquared",
+    "DFMCorrector",
     "Denoiser",
     "DiT",
     "DiTConfig",
+    "EntropyDecoder",
+    "EnumerableOracle",
     "ForwardBackward",
     "Geometric",
     "HuggingFaceDenoiser",
     "Linear",
     "LogLinear",
     "LoopSchedule",
+    "MarginDecoder",
+    "MaskGITDecoder",
     "MaskedCategorical",
     "MaskingPosterior",
     "MaskingProcess",
@@ -56,6 +71,7 @@ __all__ = [
     "RemaskPosterior",
     "RemaskingSchedule",
     "RescaleSchedule",
+    "SampleResult",
     "sigma_max",
 ]
 

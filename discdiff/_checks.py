@@ -6,6 +6,9 @@ Checks follow torch's distribution-validation flag, so
 tuned sampling loop where a check would cost a host synchronisation.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -31,3 +34,14 @@ def as_tensor(value: Tensor | float) -> Tensor:
     if isinstance(value, Tensor):
         return value if value.is_floating_point() else value.to(torch.get_default_dtype())
     return torch.tensor(float(value))
+
+
+@contextlib.contextmanager
+def validation(enabled: bool) -> Iterator[None]:
+    """Temporarily turn every argument check on or off (torch's global flag)."""
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(enabled)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)

@@ -144,6 +144,41 @@ class RemaskPosterior:
             carry=z_t,
         )
 
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
+        """The sampler's time grid for `steps` steps (the schedule's choice)."""
+        return self.schedule.time_grid(steps, t_min)
+
+    def draw(
+        self,
+        process: MaskingProcess,
+        z_t: Tokens,
+        x: Probs,
+        t: Times,
+        s: Times,
+        *,
+        confidence: Confidence,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tokens:
+        r"""One reverse step: $z_s \sim q_\sigma(z_s \mid z_t, x)$ (a sampler's only question).
+
+        Args:
+            process: The forward process.
+            z_t: Current tokens `(B, L)`.
+            x: $x_\theta(z_t)$ `(B, L, V)`.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            confidence: Decode confidences $\psi$ `(B, L)`, used by schedules
+                that need them.
+            generator: Random generator.
+            dtype: Precision of the categorical draw.
+
+        Returns:
+            $z_s$ `(B, L)`.
+        """
+        posterior = self(process, z_t, x, t, s, confidence=confidence)
+        return posterior.sample(generator=generator, dtype=dtype)
+
 
 class MaskingPosterior(RemaskPosterior):
     r"""MDLM's posterior: `RemaskPosterior(NoRemasking())`.

@@ -32,6 +32,7 @@ from discdiff.typing import Confidence, Times
 __all__ = [
     "CapSchedule",
     "ConfidenceSchedule",
+    "DFMCorrector",
     "ForwardBackward",
     "LoopSchedule",
     "NoRemasking",
@@ -81,6 +82,22 @@ class RemaskingSchedule(ABC):
     def _sigma(
         self, t: Tensor, s: Tensor, alpha_t: Tensor, alpha_s: Tensor, confidence: Tensor | None
     ) -> Tensor: ...
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        r"""The times $1 = t_0 > t_1 > \dots > t_n = t_{\min}$ a sampler steps through.
+
+        Uniform with `steps` steps by default; a schedule may choose its own
+        (`DFMCorrector`'s adaptive steps).
+
+        Args:
+            steps: The number of steps $T$.
+            t_min: The last time, before the final noise-removal step.
+        """
+        if steps < 1:
+            raise ValueError(f"`steps` must be at least 1; got {steps}")
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"`t_min` must lie in [0, 1); got {t_min}")
+        return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
 
     def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
         r"""$(\alpha_t, \alpha_s)$ for the step; the base noise schedule by default.
@@ -297,3 +314,50 @@ class LoopSchedule(RemaskingSchedule):
         in_loop = (t <= self.t_on) & (t > self.t_off)
         capped = sigma_max(alpha_t, alpha_s).clamp_max(self.eta)
         return torch.where(in_loop, capped, torch.zeros_like(capped))
+
+
+@dataclass(frozen=True)
+class DFMCorrector(RemaskingSchedule):
+    r"""The discrete flow matching corrector (Gat et al., 2024) with adaptive steps.
+
+    With $\beta_t = A\, t^{1/4} (1 - t)^{1/4}$, $a = 1 + \beta_t$, $b = \beta_t$,
+    a masked token unmasks with probability $a (\alpha_s - \alpha_t)/(1 - \alpha_t)$
+    and an unmasked one is remasked with probability $b (\alpha_s/\alpha_t - 1)$.
+    That is ReMDM's posterior with
+
+    $$\sigma_t = \min\Big\{\beta_t \frac{\alpha_s - \alpha_t}{\alpha_t}, \sigma_t^{\max}\Big\}$$
+
+    (the unmasking probability follows from $\sigma_t$; the cap only acts on
+    coarse steps). Its time grid takes steps
+    $dt = \min\{1/T,\ 1/(a/t + b/(1 - t))\}$, so it makes more network calls
+    than $T$.
+
+    Args:
+        A: Corrector strength (paper: 10).
+    """
+
+    A: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.A < 0:
+            raise ValueError(f"`A` must be non-negative; got {self.A}")
+
+    def beta(self, t: Tensor) -> Tensor:
+        r"""$\beta_t = A\, t^{1/4} (1 - t)^{1/4}$."""
+        return self.A * (t * (1.0 - t)).clamp_min(0.0) ** 0.25
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        r"""Adaptive grid: $dt = \min\{1/T,\ 1/(a/t + b/(1 - t))\}$ from $t = 1$."""
+        super().time_grid(steps, t_min)  # validates the arguments
+        times, t = [1.0], 1.0
+        while t > t_min:
+            b = self.A * (t * (1.0 - t)) ** 0.25
+            rate = (1.0 + b) / t + (b / (1.0 - t) if t < 1.0 else 0.0)
+            t = max(t - min(1.0 / steps, 1.0 / rate), t_min)
+            times.append(t)
+        return torch.tensor(times, dtype=torch.float64)
+
+    def _sigma(self, t, s, alpha_t, alpha_s, confidence):
+        bound = sigma_max(alpha_t, alpha_s)
+        ratio = self.beta(t) * (alpha_s - alpha_t) / alpha_t.clamp_min(1e-30)
+        return torch.where(alpha_t > 0, torch.minimum(ratio, bound), bound)

@@ -45,6 +45,7 @@ PER_SEQUENCE_REMASKING = st.one_of(
     st.builds(dd.CapSchedule, eta=st.floats(0.0, 1.0)),
     st.builds(dd.RescaleSchedule, eta=st.floats(0.0, 1.0)),
     st.just(dd.ForwardBackward()),
+    st.builds(dd.DFMCorrector, A=st.floats(0.0, 20.0)),
     loop_schedules(),
 )
 

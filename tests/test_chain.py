@@ -22,6 +22,7 @@ STRATEGIES = [
     dd.ConfidenceSchedule(dd.CapSchedule(0.2)),
     dd.LoopSchedule(t_on=0.55, t_off=0.05, alpha_on=0.9, eta=0.02),
     dd.ForwardBackward(),
+    dd.DFMCorrector(),
 ]
 SCHEDULES = [dd.LogLinear(), dd.Cosine(), dd.Geometric(), dd.Polynomial(2.0)]
 TOLERANCE = 0.02

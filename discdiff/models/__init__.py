@@ -4,6 +4,7 @@ from discdiff.models.attention import AttentionBackend, attention, resolve_backe
 from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
 from discdiff.models.dit import DiT, DiTConfig
 from discdiff.models.hf import HuggingFaceDenoiser
+from discdiff.models.oracle import EnumerableOracle
 from discdiff.models.protocol import Denoiser, is_time_conditioned
 from discdiff.models.subs import SUBS, subs_log_probs
 
@@ -13,6 +14,7 @@ __all__ = [
     "Denoiser",
     "DiT",
     "DiTConfig",
+    "EnumerableOracle",
     "HuggingFaceDenoiser",
     "Opaque",
     "attention",

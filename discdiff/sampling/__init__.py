@@ -1,0 +1,20 @@
+"""Sampling: the ancestral sampler and confidence-ordered decoders."""
+
+from discdiff.sampling.ancestral import AncestralSampler, SampleResult, Strategy, shape_probs
+from discdiff.sampling.decoders import (
+    ConfidenceDecoder,
+    EntropyDecoder,
+    MarginDecoder,
+    MaskGITDecoder,
+)
+
+__all__ = [
+    "AncestralSampler",
+    "ConfidenceDecoder",
+    "EntropyDecoder",
+    "MarginDecoder",
+    "MaskGITDecoder",
+    "SampleResult",
+    "Strategy",
+    "shape_probs",
+]

@@ -1,0 +1,434 @@
+r"""The ancestral sampler: $z_1 \to z_0$ with any posterior or decoder.
+
+Each step asks the denoiser for $x_\theta(z_t)$, shapes it (temperature,
+top-k, nucleus), and asks the strategy for $z_s$. The strategy is any object
+with `time_grid(steps, t_min)`, `alphas(process, t, s)` and
+`draw(process, z_t, x, t, s, *, confidence, generator, dtype)`: a
+`RemaskPosterior` (MDLM, ReMDM cap / rescale / conf / loop, forward-backward,
+DFM) or a `ConfidenceDecoder`. The sampler never looks at which one it has.
+"""
+
+import itertools
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from discdiff._checks import validation
+from discdiff.models.protocol import Denoiser, is_time_conditioned
+from discdiff.processes import MaskingProcess
+from discdiff.typing import Confidence, Probs, Times, Tokens
+
+__all__ = ["AncestralSampler", "SampleResult", "Strategy", "shape_probs"]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the sampler asks of a posterior or decoder."""
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
+        """Times from 1 down to `t_min`."""
+        ...
+
+    def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
+        r"""$(\alpha_t, \alpha_s)$ used for the step."""
+        ...
+
+    def draw(
+        self,
+        process: MaskingProcess,
+        z_t: Tokens,
+        x: Probs,
+        t: Times,
+        s: Times,
+        *,
+        confidence: Confidence,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tokens:
+        """One reverse step."""
+        ...
+
+
+@dataclass
+class SampleResult:
+    """What `AncestralSampler.sample` returns.
+
+    Attributes:
+        tokens: The samples `(B, L)`.
+        nfe: Number of denoiser calls (function evaluations).
+        steps: Number of reverse steps taken (plus the noise-removal step).
+        trajectory: `(steps + 1, B, L)` states from $z_1$ on, if requested.
+        masked_fraction: `(steps + 1, B)` fraction of generated positions still
+            masked after each step, if statistics were requested.
+        remasked: `(steps, B)` tokens remasked at each step, if requested.
+    """
+
+    tokens: Tokens
+    nfe: int
+    steps: int
+    trajectory: Int[Tensor, "states batch length"] | None = None
+    masked_fraction: Float[Tensor, "states batch"] | None = None
+    remasked: Int[Tensor, "steps batch"] | None = None
+
+
+def shape_probs(
+    logits: Float[Tensor, "batch length vocab"],
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Float[Tensor, "batch length vocab"]:
+    r"""Turn denoiser logits into the $x_\theta$ a step samples from.
+
+    Temperature divides the logits; top-k keeps the $k$ most likely tokens;
+    nucleus (top-p) keeps the smallest set whose probability reaches $p$ (the
+    token that crosses $p$ included). The result is renormalised.
+
+    Args:
+        logits: `(B, L, V)` unnormalised log-probabilities.
+        temperature: Positive temperature.
+        top_k: Keep this many tokens, or all when `None`.
+        top_p: Nucleus mass in $(0, 1]$, or no nucleus when `None`.
+
+    Returns:
+        Probabilities `(B, L, V)` in float32.
+    """
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -torch.inf)
+    probs = logits.softmax(-1)
+    if top_p is not None and top_p < 1.0:
+        _nucleus_(probs.view(-1, probs.shape[-1]), top_p)
+    return probs
+
+
+def _nucleus_(rows: Tensor, top_p: float, chunks: int = 8) -> None:
+    """Nucleus in place on `(N, V)` rows, a chunk of rows at a time (bounded memory)."""
+    step = max(1, -(-rows.shape[0] // chunks))
+    for start in range(0, rows.shape[0], step):
+        chunk = rows[start : start + step]
+        sorted_probs, order = chunk.sort(-1, descending=True)
+        before = sorted_probs.cumsum(-1).sub_(sorted_probs)  # mass of the more likely tokens
+        sorted_probs.masked_fill_(before >= top_p, 0.0)
+        del before
+        chunk.scatter_(-1, order, sorted_probs)
+        chunk.div_(chunk.sum(-1, keepdim=True))
+
+
+class AncestralSampler:
+    r"""Ancestral sampling from a masked diffusion model.
+
+    Args:
+        process: The forward process (vocabulary, mask id, $\alpha_t$).
+        posterior: The strategy: a posterior (e.g. `MaskingPosterior()`,
+            `RemaskPosterior(CapSchedule(0.04))`) or a `ConfidenceDecoder`.
+        steps: Number of steps $T$ (DFM's adaptive grid takes more).
+        temperature: Temperature applied to the denoiser's logits.
+        top_k: Keep the `top_k` most likely tokens of $x_\theta$; off by default.
+        top_p: Nucleus sampling mass; off by default (ReMDM's papers use 0.9).
+        float64: Draw categoricals in float64 (default). float32 silently
+            drops the tail of large vocabularies and lowers sample entropy.
+        noise_removal: Finish with one step that fills every remaining mask
+            with the argmax of $x_\theta$ (MDLM).
+        cache: Reuse $x_\theta$ when no token changed and the denoiser is not
+            time-conditioned (the loop's only host synchronisation, and only
+            then).
+        t_min: Last time of the grid before noise removal.
+        progress: Show a progress bar (off by default; the CLI turns it on).
+
+    Example:
+        >>> from discdiff import MaskingPosterior, MaskingProcess
+        >>> process = MaskingProcess(vocab_size=4)
+        >>> uniform = lambda z, t: torch.zeros(*z.shape, 4)
+        >>> sampler = AncestralSampler(process, MaskingPosterior(), steps=8)
+        >>> sampler.sample(uniform, batch_size=2, length=5).tokens.shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        process: MaskingProcess,
+        posterior: Strategy,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        float64: bool = True,
+        noise_removal: bool = True,
+        cache: bool = True,
+        t_min: float = 1e-5,
+        progress: bool = False,
+    ) -> None:
+        if steps < 1:
+            raise ValueError(f"`steps` must be at least 1; got {steps}")
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be positive; got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"`top_k` must be at least 1; got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
+        self.process = process
+        self.posterior = posterior
+        self.steps = steps
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.dtype = torch.float64 if float64 else torch.float32
+        self.noise_removal = noise_removal
+        self.cache = cache
+        self.t_min = t_min
+        self.progress = progress
+        self.grid = posterior.time_grid(steps, t_min)
+
+    def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
+        return shape_probs(
+            denoiser(z, t), temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+        )
+
+    def _given(
+        self,
+        batch_size: int,
+        length: int,
+        prompt: Tensor | None,
+        infill: Tensor | None,
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor]:
+        """Values `(B, L)` and flags `(B, L)` of the positions that stay fixed."""
+        mask_id = self.process.mask_id
+        values = torch.full((batch_size, length), mask_id, dtype=torch.long, device=device)
+        if infill is not None:
+            if infill.shape[-1] != length or infill.dim() != 2:
+                raise ValueError(
+                    f"`infill` must have shape (B or 1, length={length}); got {tuple(infill.shape)}"
+                )
+            self.process.check_tokens("infill", infill, allow_mask=True)
+            values = infill.to(device).expand(batch_size, length).clone()
+        if prompt is not None:
+            if prompt.dim() != 2 or prompt.shape[-1] > length:
+                raise ValueError(
+                    f"`prompt` must have shape (B or 1, P) with P <= length={length}; "
+                    f"got {tuple(prompt.shape)}"
+                )
+            self.process.check_tokens("prompt", prompt, allow_mask=False)
+            values[:, : prompt.shape[-1]] = prompt.to(device).expand(batch_size, -1)
+        return values, values != mask_id
+
+    @torch.no_grad()
+    def sample(
+        self,
+        denoiser: Denoiser,
+        batch_size: int,
+        length: int,
+        *,
+        prompt: Int[Tensor, "prompt_batch prompt_length"] | None = None,
+        infill: Int[Tensor, "infill_batch length"] | None = None,
+        blocks: int = 1,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        return_trajectory: bool = False,
+        return_stats: bool = False,
+    ) -> SampleResult:
+        r"""Draw `batch_size` sequences of `length` tokens.
+
+        Args:
+            denoiser: Any `(z_t, t) -> logits` callable.
+            batch_size: Number of sequences $B$.
+            length: Tokens per sequence $L$.
+            prompt: A prefix `(B or 1, P)` kept fixed.
+            infill: `(B or 1, L)` with data tokens at fixed positions and the
+                mask id where tokens are to be generated.
+            blocks: Generate left to right in this many contiguous blocks of the
+                free positions, each with `steps // blocks` steps while later
+                blocks wait masked (block-wise / semi-autoregressive decoding).
+            generator: Random generator; the same seed gives the same samples.
+            device: Where to sample (default: the generator's device, else CPU).
+            return_trajectory: Keep every intermediate state.
+            return_stats: Keep per-step masked fractions and remask counts.
+
+        Returns:
+            A `SampleResult`; `.tokens` holds the samples.
+
+        Raises:
+            ValueError: On prompt or infill ids outside the vocabulary, shapes that
+                do not match, or a denoiser that returns NaN or infinite values.
+        """
+        if batch_size < 1 or length < 1:
+            raise ValueError(
+                f"`batch_size` and `length` must be positive; got {batch_size}, {length}"
+            )
+        if not 1 <= blocks <= length:
+            raise ValueError(f"`blocks` must lie in [1, length={length}]; got {blocks}")
+        if device is None:
+            device = generator.device if generator is not None else torch.device("cpu")
+        device = torch.device(device)
+        values, given = self._given(batch_size, length, prompt, infill, device)
+        free = ~given
+        bounds = torch.linspace(0, length, blocks + 1).round().long().tolist()
+        z, state = values.clone(), _Run(self, denoiser, generator, return_trajectory, return_stats)
+        for start, stop in itertools.pairwise(bounds):
+            active = free.clone()
+            active[:, :start] = False
+            active[:, stop:] = False
+            steps = max(1, self.steps // blocks)
+            grid = self.grid if steps == self.steps else self.posterior.time_grid(steps, self.t_min)
+            z = state.run(z, active, grid.to(device))
+        return state.result(z)
+
+    def sample_long(
+        self,
+        denoiser: Denoiser,
+        batch_size: int,
+        length: int,
+        *,
+        model_length: int,
+        stride: int,
+        prompt: Int[Tensor, "prompt_batch prompt_length"] | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> SampleResult:
+        """Semi-autoregressive generation beyond the model's length (MDLM's stride scheme).
+
+        The first window of `model_length` tokens is sampled as usual; each next
+        window keeps the last `model_length - stride` tokens as a prompt and
+        generates `stride` new ones, until `length` tokens exist.
+
+        Args:
+            denoiser: Any `(z_t, t) -> logits` callable.
+            batch_size: Number of sequences.
+            length: Total tokens wanted (may exceed `model_length`).
+            model_length: Longest sequence the denoiser takes.
+            stride: New tokens per window after the first, in `[1, model_length)`.
+            prompt: An optional prefix for the first window.
+            generator: Random generator.
+            device: Where to sample.
+
+        Returns:
+            A `SampleResult` with `(B, length)` tokens and the total NFE.
+        """
+        if not 1 <= stride < model_length:
+            raise ValueError(f"`stride` must lie in [1, model_length={model_length}); got {stride}")
+        first = self.sample(
+            denoiser,
+            batch_size,
+            min(length, model_length),
+            prompt=prompt,
+            generator=generator,
+            device=device,
+        )
+        tokens, nfe, steps = first.tokens, first.nfe, first.steps
+        while tokens.shape[1] < length:
+            context = tokens[:, tokens.shape[1] - (model_length - stride) :]
+            window = self.sample(
+                denoiser,
+                batch_size,
+                model_length,
+                prompt=context,
+                generator=generator,
+                device=tokens.device,
+            )
+            tokens = torch.cat((tokens, window.tokens[:, context.shape[1] :]), dim=1)
+            nfe, steps = nfe + window.nfe, steps + window.steps
+        return SampleResult(tokens=tokens[:, :length], nfe=nfe, steps=steps)
+
+
+class _Run:
+    """The state of one `sample` call: counters, cache and optional records."""
+
+    def __init__(
+        self,
+        sampler: AncestralSampler,
+        denoiser: Denoiser,
+        generator: torch.Generator | None,
+        trajectory: bool,
+        stats: bool,
+    ) -> None:
+        self.sampler, self.denoiser, self.generator = sampler, denoiser, generator
+        self.use_cache = sampler.cache and not is_time_conditioned(denoiser)
+        self.nfe = self.steps = 0
+        self.checked = False
+        self.trajectory: list[Tensor] | None = [] if trajectory else None
+        self.fractions: list[Tensor] | None = [] if stats else None
+        self.remasks: list[Tensor] | None = [] if stats else None
+
+    def x_theta(self, z: Tensor, t: Tensor) -> Tensor:
+        self.nfe += 1
+        # The first call runs with every check on (NaN logits, σ bounds, ids);
+        # later ones without, so the loop does not synchronise with the host.
+        with validation(not self.checked):
+            return self.sampler._x_theta(self.denoiser, z, t.expand(z.shape[0]).float())
+
+    def record(self, z: Tensor, active: Tensor, remasked: Tensor | None) -> None:
+        if self.trajectory is not None:
+            self.trajectory.append(z.clone())
+        if self.fractions is not None:
+            masked = (self.sampler.process.is_masked(z) & active).sum(-1)
+            self.fractions.append(masked / active.sum(-1).clamp_min(1))
+            if remasked is not None:
+                self.remasks.append(remasked.sum(-1))
+
+    def run(self, z: Tensor, active: Tensor, grid: Tensor) -> Tensor:
+        """Run the grid on the `active` positions; all others stay as they are."""
+        sampler, process = self.sampler, self.sampler.process
+        frozen = z.clone()
+        z = torch.where(active, process.mask_id, z)
+        # ψ = +inf gives weight 0 in confidence-based remasking: masked and fixed
+        # positions are never picked; a decoded token gets x_θ of its value.
+        psi = torch.full(z.shape, torch.inf, dtype=torch.float64, device=z.device)
+        batch = z.shape[0]
+        self.record(z, active, None)
+        x = None
+        for i in tqdm(range(len(grid) - 1), disable=not sampler.progress, desc="sampling"):
+            t, s = grid[i].expand(batch), grid[i + 1].expand(batch)
+            if x is None:
+                x = self.x_theta(z, grid[i])
+            with validation(not self.checked):
+                z_s = sampler.posterior.draw(
+                    process,
+                    z,
+                    x,
+                    t,
+                    s,
+                    confidence=psi,
+                    generator=self.generator,
+                    dtype=sampler.dtype,
+                )
+            self.checked = True
+            z_s = torch.where(active, z_s, frozen)
+            was_masked, is_masked = process.is_masked(z), process.is_masked(z_s)
+            decoded = was_masked & ~is_masked
+            picked = x.gather(-1, z_s.clamp_max(x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+            psi = torch.where(decoded, picked.double(), psi)
+            psi = torch.where(is_masked, torch.inf, psi)
+            self.steps += 1
+            self.record(z_s, active, ~was_masked & is_masked)
+            keep = self.use_cache and torch.equal(z_s, z)
+            z = z_s
+            if not keep:
+                x = None
+        if sampler.noise_removal:
+            masked = process.is_masked(z) & active
+            if x is None:
+                x = self.x_theta(z, grid[-1])
+            z = torch.where(masked, x.argmax(-1), z)
+            self.steps += 1
+            self.record(z, active, torch.zeros_like(masked))
+        return z
+
+    def result(self, z: Tensor) -> SampleResult:
+        def stack(items: list[Tensor] | None) -> Tensor | None:
+            return None if items is None else torch.stack(items)
+
+        return SampleResult(
+            tokens=z,
+            nfe=self.nfe,
+            steps=self.steps,
+            trajectory=stack(self.trajectory),
+            masked_fraction=stack(self.fractions),
+            remasked=stack(self.remasks),
+        )
