@@ -94,8 +94,14 @@ class EntropyDecoder(ConfidenceDecoder):
     """Dream's entropy ordering: low-entropy positions first."""
 
     def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        r"""Negative entropy of $x_\theta$ at each position."""
-        return torch.xlogy(x, x).sum(-1)
+        r"""Negative entropy of $x_\theta$ at each position (a chunk of rows at a time)."""
+        rows = x.reshape(-1, x.shape[-1])
+        out = torch.empty(rows.shape[0], dtype=x.dtype, device=x.device)
+        step = max(1, -(-rows.shape[0] // 8))
+        for start in range(0, rows.shape[0], step):
+            chunk = rows[start : start + step]
+            out[start : start + step] = torch.xlogy(chunk, chunk).sum(-1)
+        return out.reshape(x.shape[:-1])
 
 
 class MarginDecoder(ConfidenceDecoder):
