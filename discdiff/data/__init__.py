@@ -1,0 +1,30 @@
+"""Data: the synthetic language, tokenisers, packing and batch sources."""
+
+from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
+from discdiff.data.synthetic import LanguageDenoiser, SyntheticLanguage
+from discdiff.data.text import (
+    BPETokenizer,
+    CharTokenizer,
+    HFTokenizer,
+    Tokenizer,
+    check_mask_id,
+    pack,
+    pad,
+    read_text,
+)
+
+__all__ = [
+    "BPETokenizer",
+    "BatchSource",
+    "BlockSource",
+    "CharTokenizer",
+    "HFTokenizer",
+    "LanguageDenoiser",
+    "LanguageSource",
+    "SyntheticLanguage",
+    "Tokenizer",
+    "check_mask_id",
+    "pack",
+    "pad",
+    "read_text",
+]

@@ -1,0 +1,225 @@
+"""Text data: tokenisers, sources and packing into fixed-length blocks.
+
+Tokenisers share one small interface (`vocab_size`, `bos_id`, `eos_id`,
+`encode`, `decode`): `CharTokenizer` (character level), `BPETokenizer`
+(byte-level BPE trained locally with the `tokenizers` package) and
+`HFTokenizer` (any Hugging Face tokenizer). `check_mask_id` rejects a mask id
+that collides with any id a tokenizer can produce, added tokens such as
+`[PAD]` included (the known pad/mask clash).
+"""
+
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "HFTokenizer",
+    "Tokenizer",
+    "check_mask_id",
+    "pack",
+    "pad",
+    "read_text",
+]
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the data pipeline needs of a tokenizer."""
+
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]:
+        """Text to ids."""
+        ...
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids to text."""
+        ...
+
+
+class CharTokenizer:
+    """Character-level tokenizer: one id per distinct character, then `<bos>` and `<eos>`.
+
+    Args:
+        alphabet: The characters, in id order.
+    """
+
+    def __init__(self, alphabet: str) -> None:
+        if len(set(alphabet)) != len(alphabet) or not alphabet:
+            raise ValueError("`alphabet` must be a non-empty string of distinct characters")
+        self.alphabet = alphabet
+        self._ids = {c: i for i, c in enumerate(alphabet)}
+        self.bos_id, self.eos_id = len(alphabet), len(alphabet) + 1
+        self.vocab_size = len(alphabet) + 2
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        """The tokenizer of every character in `text`, sorted."""
+        return cls("".join(sorted(set(text))))
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the characters; an unknown character is an error."""
+        try:
+            return [self._ids[c] for c in text]
+        except KeyError as missing:
+            raise ValueError(f"character {missing} is not in the alphabet") from None
+
+    def decode(self, ids: list[int]) -> str:
+        """Characters of the ids (special ids are dropped)."""
+        return "".join(self.alphabet[i] for i in ids if i < len(self.alphabet))
+
+
+class BPETokenizer:
+    """Byte-level BPE trained locally with the `tokenizers` package."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self.bos_id = tokenizer.token_to_id("<bos>")
+        self.eos_id = tokenizer.token_to_id("<eos>")
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int) -> "BPETokenizer":
+        """Train on `texts` with `vocab_size` ids (`<bos>`, `<eos>` included)."""
+        from tokenizers import Tokenizer as _Tokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        tokenizer = _Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<bos>", "<eos>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        tokenizer.train_from_iterator(texts, trainer)
+        return cls(tokenizer)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
+        """Read a tokenizer saved with `save`."""
+        from tokenizers import Tokenizer as _Tokenizer
+
+        return cls(_Tokenizer.from_file(str(path)))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer as JSON."""
+        self._tokenizer.save(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`."""
+        return self._tokenizer.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`."""
+        return self._tokenizer.decode(ids)
+
+
+class HFTokenizer:
+    """Any Hugging Face tokenizer (e.g. GPT-2's), loaded locally or from the hub."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)  # added tokens ([PAD], …) included
+        eos = (
+            tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        )
+        bos = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        )
+        if eos is None:
+            raise ValueError("the tokenizer has neither an EOS nor a SEP token")
+        self.eos_id = eos
+        self.bos_id = eos if bos is None else bos
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike) -> "HFTokenizer":
+        """`transformers.AutoTokenizer.from_pretrained` (no remote code)."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(name_or_path))
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`, without special tokens."""
+        return self._tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`."""
+        return self._tokenizer.decode(ids)
+
+
+def check_mask_id(tokenizer: Tokenizer, mask_id: int) -> None:
+    """Reject a mask id that a tokenizer can produce.
+
+    Raises:
+        ValueError: If `mask_id < tokenizer.vocab_size` (which counts added
+            tokens such as `[PAD]`).
+    """
+    if mask_id < tokenizer.vocab_size:
+        raise ValueError(
+            f"`mask_id` {mask_id} collides with the tokenizer's ids 0..{tokenizer.vocab_size - 1} "
+            f"(added tokens such as [PAD] included); use an id >= {tokenizer.vocab_size}"
+        )
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """Read a UTF-8 text file.
+
+    Raises:
+        FileNotFoundError: If it does not exist.
+        ValueError: If it is empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file {str(path)!r} not found")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"text file {str(path)!r} is empty")
+    return text
+
+
+def pack(
+    documents: list[list[int]], length: int, *, bos_id: int, eos_id: int
+) -> Int[Tensor, "blocks length"]:
+    """Concatenate `<bos> doc <eos>` for every document and cut into blocks (MDLM's wrap).
+
+    The last partial block is dropped.
+
+    Raises:
+        ValueError: If there is not enough text for one block.
+    """
+    if length < 1:
+        raise ValueError(f"`length` must be at least 1; got {length}")
+    stream = [i for doc in documents for i in (bos_id, *doc, eos_id)]
+    blocks = len(stream) // length
+    if blocks == 0:
+        raise ValueError(f"{len(stream)} tokens are too few for one block of {length}")
+    return torch.tensor(stream[: blocks * length], dtype=torch.long).view(blocks, length)
+
+
+def pad(
+    documents: list[list[int]], length: int, *, pad_id: int, bos_id: int, eos_id: int
+) -> tuple[Int[Tensor, "docs length"], Bool[Tensor, "docs length"]]:
+    """One `<bos> doc <eos>` per row, padded to `length`, with its attention mask.
+
+    Raises:
+        ValueError: If a document does not fit in `length` tokens.
+    """
+    rows = torch.full((len(documents), length), pad_id, dtype=torch.long)
+    for i, doc in enumerate(documents):
+        ids = [bos_id, *doc, eos_id]
+        if len(ids) > length:
+            raise ValueError(
+                f"document {i} has {len(ids)} tokens with <bos>/<eos>, longer than length={length}"
+            )
+        rows[i, : len(ids)] = torch.tensor(ids)
+    lengths = torch.tensor([len(d) + 2 for d in documents])
+    return rows, torch.arange(length) < lengths[:, None]

@@ -1,0 +1,258 @@
+r"""Training objectives: the negative ELBO of masked diffusion, in nats.
+
+**Continuous time** (MDLM). For any noise schedule,
+
+$$
+\mathcal{L}(x) = \int_0^1 \frac{-\alpha'_t}{1 - \alpha_t}\,
+\mathbb{E}_{z_t \sim q(\cdot \mid x)} \Big[\sum_{\ell:\, z_t^\ell = m}
+-\log x_\theta(z_t)_\ell[x_\ell]\Big]\, dt ,
+$$
+
+estimated with one time per sequence, drawn antithetically across the batch
+($u_i = (u + i)/n \bmod 1$), on $[\delta, 1]$ with $\delta = 10^{-3}$.
+With the exact conditional denoiser its expectation is $-\log p(x)$.
+
+**Discrete time** with $T$ steps $t_i = i/T$: $\sum_i \mathbb{E}_q\,
+\mathrm{KL}\big(q_\sigma(z_s \mid z_t, x) \,\|\, p_\theta(z_s \mid z_t)\big)$,
+estimated with one step per sequence. `discrete_nelbo` computes the KL from
+the posterior distribution objects (any posterior, any remasking schedule)
+or, by default, in closed form: both distributions share the mask
+probabilities, so the KL is $-\log x_\theta[x]$ weighted by the unmasking
+probability $(\alpha_s - (1 - \sigma_t)\alpha_t)/(1 - \alpha_t)$ at masked
+positions — MDLM's weight when $\sigma = 0$. (The prior term is dropped, as
+in MDLM.)
+"""
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from discdiff.models.protocol import Denoiser
+from discdiff.posteriors import RemaskPosterior
+from discdiff.processes import MaskingProcess
+
+__all__ = [
+    "Bound",
+    "ContinuousNELBO",
+    "DiscreteNELBO",
+    "Objective",
+    "antithetic_times",
+    "discrete_nelbo",
+    "nelbo",
+]
+
+T_MIN = 1e-3
+"""Smallest training time (MDLM's sampling_eps)."""
+
+_LN2 = 0.6931471805599453
+
+
+def antithetic_times(
+    batch: int, *, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> Float[Tensor, "batch"]:
+    r"""Low-variance times: $u_i = (u + i)/n \bmod 1$, mapped to $[\delta, 1]$.
+
+    Args:
+        batch: Number of times $n$.
+        generator: Random generator.
+        device: Where to put them.
+    """
+    u = torch.rand((), generator=generator, device=device)
+    u = (u + torch.arange(batch, device=device) / batch) % 1.0
+    return (1.0 - T_MIN) * u + T_MIN
+
+
+def _data_log_likelihood(log_probs: Tensor, x: Tensor) -> Tensor:
+    return log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1).float()
+
+
+def nelbo(
+    process: MaskingProcess,
+    denoiser: Denoiser,
+    x: Int[Tensor, "batch length"],
+    *,
+    generator: torch.Generator | None = None,
+    t: Float[Tensor, "batch"] | None = None,
+    z_t: Int[Tensor, "batch length"] | None = None,
+) -> Float[Tensor, "batch"]:
+    r"""Continuous-time NELBO of each sequence, in nats (one Monte-Carlo time each).
+
+    Args:
+        process: The forward process.
+        denoiser: Any `(z_t, t) -> logits` callable (normalised here with
+            log-softmax, so raw logits and SUBS log-probabilities both work).
+        x: Clean tokens `(B, L)`.
+        generator: Random generator for the times and the masks.
+        t: Times to use instead of antithetic draws, `(B,)` in $(0, 1]$.
+        z_t: A draw of $q(z_t \mid x)$ at `t` to use (with `t`), e.g. a slice of a
+            global batch's draw in distributed training.
+
+    Returns:
+        `(B,)` unbiased estimates of the NELBO on $[\delta, 1]$.
+    """
+    if t is None:
+        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
+    if z_t is None:
+        z_t = process.sample(x, t, generator=generator)
+    log_probs = denoiser(z_t, t).float().log_softmax(-1)
+    nll = -_data_log_likelihood(log_probs, x) * process.is_masked(z_t)
+    weight = process.schedule.weight(t) * (1.0 - T_MIN)  # density of t on [δ, 1]
+    return weight * nll.sum(-1)
+
+
+def discrete_nelbo(
+    process: MaskingProcess,
+    posterior: RemaskPosterior,
+    denoiser: Denoiser,
+    x: Int[Tensor, "batch length"],
+    *,
+    steps: int,
+    generator: torch.Generator | None = None,
+    step: Int[Tensor, "batch"] | None = None,
+    z_t: Int[Tensor, "batch length"] | None = None,
+    exact_kl: bool = False,
+) -> Float[Tensor, "batch"]:
+    r"""$T$-step NELBO of each sequence, in nats (one Monte-Carlo step each).
+
+    Args:
+        process: The forward process.
+        posterior: $q_\sigma$; the model's reverse step is the same posterior
+            with $x_\theta$ in place of $x$.
+        denoiser: Any `(z_t, t) -> logits` callable.
+        x: Clean tokens `(B, L)`.
+        steps: $T$.
+        generator: Random generator.
+        step: Step indices `(B,)` in `1..T` (from $t = i/T$ to $s = (i-1)/T$)
+            instead of uniform draws.
+        z_t: A draw of $q(z_t \mid x)$ at $t = $ `step / steps` to use (with `step`).
+        exact_kl: Compute the KL with `torch.distributions.kl_divergence` on
+            the posterior objects (materialises `(B, L, V)` token tables)
+            instead of the closed form.
+
+    Returns:
+        `(B,)` unbiased estimates $T \cdot \mathrm{KL}_i$.
+    """
+    batch = x.shape[0]
+    if step is None:
+        step = torch.randint(1, steps + 1, (batch,), generator=generator, device=x.device)
+    t, s = step / steps, (step - 1) / steps
+    if z_t is None:
+        z_t = process.sample(x, t, generator=generator)
+    x_theta = denoiser(z_t, t).float().softmax(-1)
+    x_data = torch.nn.functional.one_hot(x, process.vocab_size).to(x_theta.dtype)
+    q = posterior(process, z_t, x_data, t, s)
+    if exact_kl:
+        p = posterior(process, z_t, x_theta, t, s)
+        kl = torch.distributions.kl_divergence(q, p)
+    else:
+        unmask = (1.0 - q.mask_prob) * process.is_masked(z_t)
+        log_x = x_theta.gather(-1, x.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30).log()
+        kl = (-unmask * log_x).sum(-1)
+    return steps * kl
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A NELBO expressed per token: nats, bits and the perplexity bound.
+
+    Args:
+        nats: Total nats.
+        tokens: Number of tokens they cover.
+    """
+
+    nats: float
+    tokens: int
+
+    @property
+    def nats_per_token(self) -> float:
+        """Nats per token."""
+        return self.nats / self.tokens
+
+    @property
+    def bits_per_token(self) -> float:
+        """Bits per token."""
+        return self.nats_per_token / _LN2
+
+    @property
+    def perplexity(self) -> float:
+        r"""The perplexity bound $\exp(\text{nats/token})$."""
+        return float(torch.tensor(self.nats_per_token).exp())
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A per-sequence loss whose randomness is drawn apart from its evaluation.
+
+    Splitting the two lets distributed training draw the noise of the global
+    batch on every rank and evaluate only its own slice, so that gradients
+    match a single process exactly.
+    """
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """Per-sequence random inputs (leading dimension B) for `loss`."""
+        ...
+
+    def loss(
+        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+    ) -> Tensor:
+        """`(B,)` losses in nats."""
+        ...
+
+
+class ContinuousNELBO:
+    """`nelbo` as an `Objective` (antithetic times and masks as its noise)."""
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """Antithetic times and $z_t$ for the batch."""
+        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
+        return t, process.sample(x, t, generator=generator)
+
+    def loss(
+        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+    ) -> Tensor:
+        """The continuous-time NELBO per sequence."""
+        t, z_t = noise
+        return nelbo(process, denoiser, x, t=t, z_t=z_t)
+
+
+class DiscreteNELBO:
+    r"""`discrete_nelbo` as an `Objective`.
+
+    Args:
+        posterior: The posterior $q_\sigma$.
+        steps: $T$.
+        exact_kl: Use the distribution objects' KL instead of the closed form.
+    """
+
+    def __init__(self, posterior: RemaskPosterior, steps: int, *, exact_kl: bool = False) -> None:
+        self.posterior, self.steps, self.exact_kl = posterior, steps, exact_kl
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """Step indices and $z_t$ for the batch."""
+        step = torch.randint(1, self.steps + 1, (x.shape[0],), generator=generator)
+        return step, process.sample(x, step / self.steps, generator=generator)
+
+    def loss(
+        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+    ) -> Tensor:
+        """The $T$-step NELBO per sequence."""
+        step, z_t = noise
+        return discrete_nelbo(
+            process,
+            self.posterior,
+            denoiser,
+            x,
+            steps=self.steps,
+            step=step,
+            z_t=z_t,
+            exact_kl=self.exact_kl,
+        )

@@ -1,0 +1,103 @@
+"""Training checkpoints that are never half-written.
+
+A checkpoint is a directory `step-NNNNNNNN/` with `model.safetensors`,
+`ema.safetensors` and `state.pt` (optimiser, step, data position, RNG
+states; loaded with `weights_only=True`). It is written under a temporary
+name and renamed into place, then the `latest` pointer is replaced
+atomically, so a crash at any moment leaves the previous checkpoint intact
+and `latest` pointing at a complete one.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+__all__ = ["CheckpointStore"]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointStore:
+    """Numbered checkpoints in one directory, the newest `keep` of them kept.
+
+    Args:
+        directory: Where the checkpoints live.
+        keep: How many to keep.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 2) -> None:
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def _numbered(self) -> list[Path]:
+        return sorted(self.directory.glob("step-*"), key=lambda p: p.name)
+
+    def save(
+        self,
+        step: int,
+        weights: dict[str, Tensor],
+        ema: dict[str, Tensor] | None,
+        state: dict[str, Any],
+    ) -> Path:
+        """Write checkpoint `step` and point `latest` at it.
+
+        Returns:
+            The checkpoint's directory.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".tmp-*"):  # left by a crash mid-save
+            shutil.rmtree(stale, ignore_errors=True)
+        final = self.directory / f"step-{step:08d}"
+        tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-"))
+        try:
+            save_file(_plain(weights), tmp / "model.safetensors")
+            if ema is not None:
+                save_file(_plain(ema), tmp / "ema.safetensors")
+            torch.save(state, tmp / "state.pt")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _atomic_text(self.directory / "latest", final.name)
+        for old in self._numbered()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, or `None`."""
+        pointer = self.directory / "latest"
+        if pointer.is_file():
+            candidate = self.directory / pointer.read_text().strip()
+            if candidate.is_dir():
+                return candidate
+        numbered = self._numbered()
+        return numbered[-1] if numbered else None
+
+    def load_latest(self) -> tuple[dict[str, Tensor], dict[str, Tensor] | None, dict] | None:
+        """Weights, EMA weights (or `None`) and state of the newest checkpoint."""
+        path = self.latest()
+        if path is None:
+            return None
+        weights = load_file(path / "model.safetensors")
+        ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        return weights, ema, state
+
+
+def _plain(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}

@@ -1,0 +1,400 @@
+r"""A generic ELBO trainer for masked diffusion models.
+
+Generic over the process, the objective (continuous or discrete NELBO, any
+posterior), the denoiser (any `nn.Module` `(z_t, t) -> logits`) and the data
+(any deterministic `BatchSource`). AdamW with linear warm-up, gradient
+clipping and accumulation, EMA weights, bf16 autocast on CUDA, periodic
+validation, a progress bar with loss and tokens/s; under `torchrun` it trains
+with PyTorch DDP (gloo on CPU, NCCL on CUDA) on per-rank slices of each global
+batch, or FSDP on CUDA.
+
+Reproducibility: batch `k` and its noise depend only on `(seed, k)`;
+dropout uses torch's global generator, whose state is checkpointed. A
+resumed run therefore continues the exact loss trajectory of an
+uninterrupted one.
+"""
+
+import contextlib
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from discdiff.data.sources import BatchSource
+from discdiff.objectives import Bound, ContinuousNELBO, Objective
+from discdiff.processes import MaskingProcess
+from discdiff.training.checkpoints import CheckpointStore
+from discdiff.training.distributed import Distributed
+
+__all__ = ["TrainConfig", "Trainer"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings (MDLM's reference values in brackets).
+
+    Args:
+        steps: Optimiser steps.
+        batch_size: Sequences per optimiser step, over all ranks [512].
+        accumulate: Micro-batches per step on each rank.
+        lr: Peak learning rate [3e-4].
+        warmup: Linear warm-up steps [2500].
+        weight_decay: AdamW weight decay [0].
+        betas: AdamW betas.
+        grad_clip: Gradient-norm clip [1.0]; 0 disables.
+        ema: EMA decay [0.9999]; 0 disables.
+        eval_every: Steps between validations; 0 disables.
+        eval_sequences: Validation sequences per evaluation.
+        checkpoint_every: Steps between checkpoints; 0 saves only at the end.
+        keep_checkpoints: How many checkpoints to keep.
+        seed: Seed of data order, noise and initial dropout state.
+        max_minutes: Stop (and checkpoint) after this much wall time.
+        progress: Show a progress bar on rank 0.
+        fsdp: Shard the model with FSDP (CUDA only) instead of DDP.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    accumulate: int = 1
+    lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    ema: float = 0.9999
+    eval_every: int = 200
+    eval_sequences: int = 256
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    seed: int = 0
+    max_minutes: float | None = None
+    progress: bool = True
+    fsdp: bool = False
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "accumulate", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be positive; got {self.lr}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"`ema` must lie in [0, 1); got {self.ema}")
+        for name in ("warmup", "eval_every", "checkpoint_every", "grad_clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be non-negative; got {getattr(self, name)}")
+
+
+@dataclass
+class _History:
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    r"""Train a denoiser by minimising a NELBO.
+
+    Args:
+        process: The forward process.
+        model: The denoiser, an `nn.Module` called as `model(z_t, t)`.
+        data: Training batches (`BatchSource`).
+        config: The settings.
+        objective: Per-sequence loss; the continuous-time NELBO by default.
+        validation: Fixed validation sequences `(N, L)`, evaluated with the
+            continuous NELBO (EMA weights when enabled).
+        run_dir: Where checkpoints go (`run_dir/checkpoints`); none if `None`.
+        on_eval: Called with each validation record (step, minutes, nats/token…).
+    """
+
+    def __init__(
+        self,
+        process: MaskingProcess,
+        model: nn.Module,
+        data: BatchSource,
+        config: TrainConfig,
+        *,
+        objective: Objective | None = None,
+        validation: Tensor | None = None,
+        run_dir: str | os.PathLike | None = None,
+        on_eval: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        if data.vocab_size > process.vocab_size:
+            raise ValueError(
+                f"the data has {data.vocab_size} token ids but the process only "
+                f"{process.vocab_size} data tokens"
+            )
+        self.process, self.data, self.config = process, data, config
+        self.objective = objective or ContinuousNELBO()
+        self.validation = validation
+        self.on_eval = on_eval
+        self.dist = Distributed.from_environment()
+        if config.batch_size % (self.dist.world_size * config.accumulate):
+            raise ValueError(
+                f"`batch_size` {config.batch_size} must split evenly over "
+                f"{self.dist.world_size} ranks x {config.accumulate} micro-batches"
+            )
+        self.device = self.dist.device
+        self.model = model.to(self.device)
+        self.wrapped = self.dist.wrap(self.model, fsdp=config.fsdp)
+        self.optimizer = torch.optim.AdamW(
+            self.wrapped.parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+        )
+        self.ema = (
+            [p.detach().clone().float() for p in self.model.parameters()] if config.ema else None
+        )
+        self.step = 0
+        self.store = (
+            CheckpointStore(Path(run_dir) / "checkpoints", keep=config.keep_checkpoints)
+            if run_dir is not None
+            else None
+        )
+        self.history = _History()
+        self._signal: int | None = None
+        torch.manual_seed(config.seed)
+
+    # -- schedule and EMA --------------------------------------------------------
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up to `lr`, then constant (MDLM)."""
+        if self.config.warmup == 0:
+            return self.config.lr
+        return self.config.lr * min(1.0, (step + 1) / self.config.warmup)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.config.ema
+        for shadow, p in zip(self.ema, self.model.parameters(), strict=True):
+            shadow.lerp_(p.detach().float(), 1.0 - decay)
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Any:
+        """Temporarily load the EMA weights into the model (no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        saved = [p.detach().clone() for p in self.model.parameters()]
+        with torch.no_grad():
+            for p, shadow in zip(self.model.parameters(), self.ema, strict=True):
+                p.copy_(shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self.model.parameters(), saved, strict=True):
+                    p.copy_(value)
+
+    # -- one step ------------------------------------------------------------------
+
+    def _step_generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+
+    def train_step(self) -> float:
+        """One optimiser step on global batch `self.step`; returns its loss in nats/token."""
+        config, dist = self.config, self.dist
+        x = self.data.batch(self.step, config.batch_size)
+        noise = self.objective.noise(self.process, x, self._step_generator(self.step))
+        rank_slice = dist.shard(config.batch_size)
+        x, noise = x[rank_slice], [n[rank_slice] for n in noise]
+        tokens = config.batch_size * x.shape[1]
+        micro = x.shape[0] // config.accumulate
+        total = torch.zeros((), device=self.device)
+        for m in range(config.accumulate):
+            part = slice(m * micro, (m + 1) * micro)
+            sync = m == config.accumulate - 1
+            with dist.maybe_no_sync(self.wrapped, sync), self._autocast():
+                losses = self.objective.loss(
+                    self.process,
+                    self.wrapped,
+                    x[part].to(self.device),
+                    *(n[part].to(self.device) for n in noise),
+                )
+                loss = losses.sum() / tokens * dist.world_size
+            loss.backward()
+            total += loss.detach() / dist.world_size
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), config.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
+        self.step += 1
+        return float(dist.mean(total))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- validation ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 64) -> Bound:
+        """Continuous NELBO of the validation set (fixed noise; EMA weights if any)."""
+        if self.validation is None:
+            raise ValueError("no `validation` data was given")
+        data = self.validation[: self.config.eval_sequences]
+        generator = torch.Generator().manual_seed(12345)
+        self.model.eval()
+        nats = 0.0
+        with self.ema_weights():
+            for start in range(0, data.shape[0], batch_size):
+                x = data[start : start + batch_size]
+                noise = ContinuousNELBO().noise(self.process, x, generator)
+                with self._autocast():
+                    nats += float(
+                        ContinuousNELBO()
+                        .loss(
+                            self.process,
+                            self.model,
+                            x.to(self.device),
+                            *(n.to(self.device) for n in noise),
+                        )
+                        .sum()
+                    )
+        self.model.train()
+        return Bound(nats=nats, tokens=data.numel())
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything besides the weights that a resumed run needs."""
+        return {
+            "step": self.step,
+            "data_position": self.step,  # batches are a function of their index
+            "optimizer": self.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": asdict(self.config),
+            "history_steps": self.history.steps,
+            "history_losses": self.history.losses,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint atomically (rank 0); returns its directory."""
+        if self.store is None or not self.dist.is_main:
+            return None
+        ema = None
+        if self.ema is not None:
+            names = [n for n, _ in self.model.named_parameters()]
+            ema = dict(zip(names, self.ema, strict=True))
+        return self.store.save(self.step, self.model.state_dict(), ema, self.state())
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint if there is one; returns whether it did."""
+        if self.store is None:
+            return False
+        loaded = self.store.load_latest()
+        if loaded is None:
+            return False
+        weights, ema, state = loaded
+        self.model.load_state_dict(weights)
+        if self.ema is not None and ema is not None:
+            self.ema = [ema[n].to(self.device) for n, _ in self.model.named_parameters()]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.history.steps = list(state["history_steps"])
+        self.history.losses = list(state["history_losses"])
+        return True
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._signal = signum
+
+    @contextlib.contextmanager
+    def _signals(self) -> Any:
+        """Turn SIGTERM/SIGINT into "checkpoint after this step, then exit"."""
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def fit(self, *, resume: bool = True) -> _History:
+        """Train until `config.steps` (or `max_minutes`), validating and checkpointing.
+
+        Returns:
+            The history: steps, training losses (nats/token) and validation records.
+
+        Raises:
+            SystemExit: After saving a checkpoint on SIGTERM or SIGINT.
+        """
+        if resume:
+            self.resume()
+        config = self.config
+        start = time.perf_counter()
+        seq_tokens = config.batch_size * self.data.length
+        bar = tqdm(
+            total=config.steps,
+            initial=self.step,
+            desc="training",
+            unit="step",
+            disable=not (config.progress and self.dist.is_main),
+            mininterval=0.5,
+        )
+        self.wrapped.train()
+        with self._signals():
+            while self.step < config.steps:
+                tick = time.perf_counter()
+                loss = self.train_step()
+                self.history.steps.append(self.step)
+                self.history.losses.append(loss)
+                rate = seq_tokens / max(time.perf_counter() - tick, 1e-9)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+                bar.update()
+                minutes = (time.perf_counter() - start) / 60
+                if (
+                    self.validation is not None
+                    and config.eval_every
+                    and (self.step % config.eval_every == 0 or self.step == config.steps)
+                ):
+                    self._record_eval(minutes)
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self._signal is not None:
+                    self.save_checkpoint()
+                    bar.close()
+                    raise SystemExit(128 + self._signal)
+                if config.max_minutes is not None and minutes >= config.max_minutes:
+                    if self.validation is not None:
+                        self._record_eval(minutes)
+                    break
+        bar.close()
+        self.save_checkpoint()
+        return self.history
+
+    def _record_eval(self, minutes: float) -> None:
+        bound = self.evaluate()
+        record = {
+            "step": float(self.step),
+            "minutes": minutes,
+            "nats_per_token": bound.nats_per_token,
+            "bits_per_token": bound.bits_per_token,
+            "perplexity_bound": bound.perplexity if bound.nats_per_token < 50 else math.inf,
+        }
+        self.history.evals.append(record)
+        if self.on_eval is not None:
+            self.on_eval(record)
