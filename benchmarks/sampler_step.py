@@ -13,39 +13,11 @@ so it works on the CPU. Prints a table and, with --json, JSON lines.
 import argparse
 import json
 import time
-import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from memory import PeakMemory
 
 import discdiff as dd
-
-
-class PeakMemory(TorchDispatchMode):
-    """Live bytes of tensors created inside the mode, and their peak."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self.owners = {}
-
-    def _free(self, key, nbytes):
-        if self.owners.pop(key, None) is not None:
-            self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, torch.Tensor):
-                storage = tensor.untyped_storage()
-                key, nbytes = storage.data_ptr(), storage.nbytes()
-                if nbytes and key not in self.owners:
-                    self.owners[key] = True
-                    self.live += nbytes
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(tensor, self._free, key, nbytes)
-        return out
 
 
 class Timed:

@@ -1,111 +1,211 @@
-r"""The `discdiff` command.
+r"""The `discdiff` command: `quickstart`, `train` and `scale`.
 
-`discdiff quickstart` is the main job: an inference-time scaling study with a
-perfect model. On a built-in random joint distribution over $3^4 = 81$ short
-sequences it samples with every strategy at several step counts $T$, using
-the exact conditional denoiser, and reports the total-variation distance
-between the samples' empirical distribution and the truth, next to the floor
-that sampling noise alone sets. It shows what each sampler does when the model
-is not the bottleneck; the study on a trained model lands with the trainer.
+`discdiff quickstart` is the main job: a reduced inference-time scaling study
+on the built-in synthetic language, with the small checkpoint shipped in the
+package (or one trained on the spot with `--from-scratch`). It samples with
+MDLM, ReMDM (cap, loop), forward-backward, DFM and MaskGIT at
+$T \in \{L/4, L, 4L\}$, scores every sample by its exact likelihood, prints the
+table and writes `study.csv`, `study.json` and `study.png`.
 """
 
 import argparse
+import json
+import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from discdiff.models.oracle import EnumerableOracle
-from discdiff.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.data.sources import BlockSource, LanguageSource
+from discdiff.data.synthetic import SyntheticLanguage
+from discdiff.data.text import CharTokenizer, check_mask_id, pack, read_text
+from discdiff.evaluation.synthetic import ASSET, run_synthetic_study
+from discdiff.models.dit import DiT, DiTConfig
+from discdiff.models.subs import SUBS
 from discdiff.processes import MaskingProcess
-from discdiff.remasking import (
-    CapSchedule,
-    ConfidenceSchedule,
-    DFMCorrector,
-    ForwardBackward,
-    LoopSchedule,
-    RescaleSchedule,
-)
-from discdiff.sampling import AncestralSampler, EntropyDecoder, MaskGITDecoder
+from discdiff.training.trainer import TrainConfig, Trainer
 
-__all__ = ["main", "quickstart"]
+__all__ = ["main", "train"]
 
-VOCAB, LENGTH = 3, 4
-
-
-def _strategies() -> dict[str, object]:
-    return {
-        "MDLM": MaskingPosterior(),
-        "ReMDM-cap(0.02)": RemaskPosterior(CapSchedule(0.02)),
-        "ReMDM-rescale(0.2)": RemaskPosterior(RescaleSchedule(0.2)),
-        "ReMDM-conf": RemaskPosterior(ConfidenceSchedule()),
-        "ReMDM-loop": RemaskPosterior(LoopSchedule()),
-        "forward-backward": RemaskPosterior(ForwardBackward()),
-        "DFM": RemaskPosterior(DFMCorrector()),
-        "MaskGIT": MaskGITDecoder(),
-        "entropy order": EntropyDecoder(),
-    }
+TRAIN_HELP = """\
+CONFIG is a JSON file with three sections:
+  "data":  {"kind": "synthetic", "length": 64, "seed": 1}
+           or {"kind": "text", "path": "corpus.txt", "length": 128, "val_fraction": 0.05}
+  "model": DiTConfig fields (hidden_dim, cond_dim, n_blocks, n_heads, dropout,
+           time_conditioning, attention); vocab_size and model_length follow the data
+  "train": TrainConfig fields (steps, batch_size, accumulate, lr, warmup, weight_decay,
+           grad_clip, ema, eval_every, eval_sequences, checkpoint_every, seed, max_minutes, ...)
+The run directory gets config.json, checkpoints/ (resumable), history.json and model/
+(the EMA weights as config.json + model.safetensors, loadable with DiT.from_pretrained).
+"""
 
 
-def _total_variation(tokens: torch.Tensor, joint: torch.Tensor) -> float:
-    index = (tokens * VOCAB ** torch.arange(LENGTH - 1, -1, -1)).sum(-1)
-    empirical = torch.bincount(index, minlength=VOCAB**LENGTH).double() / len(tokens)
-    return 0.5 * float((empirical - joint.flatten().double()).abs().sum())
+def _section(config: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
+    values = config.get(name, {})
+    if not isinstance(values, dict):
+        raise ValueError(f"config section `{name}` must be an object")
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {sorted(unknown)} in `{name}`; allowed: {sorted(allowed)}"
+        )
+    return values
 
 
-def quickstart(
-    *, samples: int = 20_000, steps: Sequence[int] = (1, 4, 16, 64), seed: int = 0
-) -> tuple[float, list[dict[str, object]]]:
-    """Run the study; return the noise floor and one row per strategy.
+def train(config: dict[str, Any], out: str | Path, *, progress: bool = True) -> Path:
+    """Train a DiT as described by `config` (see `discdiff train --help`); returns `out/model`.
 
-    Args:
-        samples: Samples per (strategy, T) cell.
-        steps: The step counts $T$ to try.
-        seed: Seed of the joint distribution and the samplers.
-
-    Returns:
-        The TV of `samples` exact draws (the floor), and rows with the strategy
-        name, then `(TV, NFE)` for each `T`.
+    Raises:
+        ValueError: For unknown keys or values out of range, naming the key.
     """
-    generator = torch.Generator().manual_seed(seed)
-    joint = torch.rand((VOCAB,) * LENGTH, generator=generator) ** 3
-    joint = joint / joint.sum()
-    oracle = EnumerableOracle(joint)
-    process = MaskingProcess(vocab_size=VOCAB)
-    exact = oracle.sequences[
-        torch.multinomial(joint.flatten(), samples, replacement=True, generator=generator)
-    ]
-    floor = _total_variation(exact, joint)
-    strategies = _strategies()
-    rows = []
-    with tqdm(total=len(strategies) * len(steps), desc="quickstart", unit="run") as bar:
-        for name, strategy in strategies.items():
-            row: dict[str, object] = {"strategy": name}
-            for T in steps:
-                sampler = AncestralSampler(process, strategy, steps=T)
-                result = sampler.sample(
-                    oracle, samples, LENGTH, generator=torch.Generator().manual_seed(seed + 1)
-                )
-                row[f"T={T}"] = (_total_variation(result.tokens, joint), result.nfe)
-                bar.update()
-            rows.append(row)
-    return floor, rows
+    unknown = set(config) - {"data", "model", "train"}
+    if unknown:
+        raise ValueError(f"unknown section(s) {sorted(unknown)}; allowed: data, model, train")
+    data = _section(config, "data", {"kind", "length", "seed", "path", "val_fraction"})
+    model_keys = {f.name for f in fields(DiTConfig)} - {"vocab_size", "model_length"}
+    model_cfg = _section(config, "model", model_keys)
+    train_cfg = _section(config, "train", {f.name for f in fields(TrainConfig)})
+    length = int(data.get("length", 64))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    if data.get("kind", "synthetic") == "synthetic":
+        language = SyntheticLanguage()
+        vocab = language.vocab_size
+        source = LanguageSource(language, length, seed=int(data.get("seed", 1)))
+        validation = language.sample(512, length, generator=torch.Generator().manual_seed(99))
+    elif data["kind"] == "text":
+        text = read_text(data["path"])
+        tokenizer = CharTokenizer.from_text(text)
+        vocab = tokenizer.vocab_size
+        (out / "alphabet.json").write_text(json.dumps(tokenizer.alphabet))
+        documents = [tokenizer.encode(p) for p in text.split("\n\n") if p]
+        blocks = pack(documents, length, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+        split = int((1 - float(data.get("val_fraction", 0.05))) * len(blocks))
+        source, validation = BlockSource(blocks[:split], vocab), blocks[split:]
+    else:
+        raise ValueError(f"`data.kind` must be 'synthetic' or 'text'; got {data['kind']!r}")
+    process = MaskingProcess(vocab_size=vocab)
+    if data.get("kind") == "text":
+        check_mask_id(tokenizer, process.mask_id)
+    dit = DiT(DiTConfig(**{**model_cfg, "vocab_size": vocab + 1, "model_length": length}))
+    settings = TrainConfig(**{**train_cfg, "progress": progress})
+    trainer = Trainer(
+        process, SUBS(dit, process), source, settings, validation=validation, run_dir=out
+    )
+    history = trainer.fit()
+    (out / "history.json").write_text(
+        json.dumps(
+            {
+                "losses": history.losses,
+                "evals": history.evals,
+                "train": asdict(settings) | {"betas": list(settings.betas)},
+            },
+            indent=1,
+        )
+    )
+    with trainer.ema_weights():
+        return dit.save_pretrained(out / "model")
 
 
-def _print_table(floor: float, rows: list[dict[str, object]]) -> None:
-    keys = list(rows[0])
-    cells = [
-        [str(r[k]) if k == "strategy" else f"{r[k][0]:.3f} ({r[k][1]})" for k in keys] for r in rows
-    ]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    print("TV distance to the true distribution (NFE); exact oracle denoiser")
-    print(" | ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for c in cells:
-        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
-    print(f"sampling-noise floor (exact samples): {floor:.3f}")
+def _quickstart(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.from_scratch:
+        recipe = json.loads((ASSET / "train.json").read_text())
+        recipe["train"] = {**recipe["train"], "steps": None, "max_minutes": args.minutes}
+        model_dir = train(recipe, out / "train")
+    else:
+        model_dir = ASSET
+    dit = DiT.from_pretrained(model_dir).eval()
+    length = dit.config.model_length
+    process = MaskingProcess(vocab_size=dit.config.vocab_size - 1)
+    start = time.perf_counter()
+    rows, reference = run_synthetic_study(
+        SUBS(dit, process),
+        out,
+        length=length,
+        samples=args.samples,
+        steps=(length // 4, length, 4 * length),
+    )
+    _print_study(rows, reference)
+    print(
+        f"wrote {out / 'study.csv'}, {out / 'study.json'} and {out / 'study.png'} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+    return 0
+
+
+def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> None:
+    steps = sorted({r["steps"] for r in rows})
+    print("exact NLL gap to the entropy (nats/token) | token entropy | NFE")
+    print(f"{'sampler':28s}" + "".join(f"{'T=' + str(T):>24s}" for T in steps))
+    seen = dict.fromkeys((r["denoiser"], r["sampler"], r["top_p"]) for r in rows)
+    for denoiser, sampler, top_p in seen:
+        cells = {
+            r["steps"]: r
+            for r in rows
+            if (r["denoiser"], r["sampler"], r["top_p"]) == (denoiser, sampler, top_p)
+        }
+        name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f" p={top_p}")
+        line = "".join(
+            f"{cells[T]['nll_gap']:>9.3f} {cells[T]['token_entropy']:6.3f} {cells[T]['nfe']:6d}"
+            if T in cells
+            else " " * 24
+            for T in steps
+        )
+        print(f"{name:28s}{line}")
+    print(f"{'data':28s}{reference['nll_gap']:>9.3f} {reference['token_entropy']:6.3f}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    if not path.is_file():
+        raise SystemExit(f"discdiff train: config file {str(path)!r} not found")
+    config = json.loads(path.read_text())
+    if args.minutes is not None:
+        config.setdefault("train", {})["max_minutes"] = args.minutes
+    try:
+        model_dir = train(config, args.out)
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"discdiff train: {error}") from None
+    print(f"model written to {model_dir}")
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    dit = DiT.from_pretrained(args.model).eval()
+    process = MaskingProcess(vocab_size=dit.config.vocab_size - 1)
+    length = dit.config.model_length
+    top_p = (None, 0.9) if args.nucleus else (None,)
+    rows, reference = run_synthetic_study(
+        SUBS(dit, process),
+        args.out,
+        length=length,
+        samples=args.samples,
+        steps=tuple(args.steps),
+        top_p=top_p,
+        seeds=tuple(range(args.seeds)),
+        full=True,
+        perfect=("MDLM", "ReMDM-cap", "ReMDM-loop", "forward-backward", "DFM"),
+    )
+    _print_study(rows, reference)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers; got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be at least 1; got {text!r}")
+    return values
 
 
 def _positive(text: str) -> int:
@@ -115,38 +215,69 @@ def _positive(text: str) -> int:
     return value
 
 
-def _step_list(text: str) -> list[int]:
-    try:
-        return [_positive(part) for part in text.split(",")]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"a comma-separated list of integers: {error}") from None
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes; got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `discdiff` command."""
-    parser = argparse.ArgumentParser(prog="discdiff", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="discdiff", description="Masked discrete diffusion.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     quick = commands.add_parser(
         "quickstart",
-        help="the main job: a sampler scaling study with an exact denoiser",
+        help="the main job: a scaling study on the built-in language",
         description=__doc__.split("\n\n")[1],
     )
+    quick.add_argument("--out", default="runs/quickstart", help="output directory")
+    quick.add_argument("--samples", type=_positive, default=128, help="samples per cell (128)")
     quick.add_argument(
-        "--samples", type=_positive, default=20_000, help="samples per cell (default 20000)"
+        "--from-scratch",
+        action="store_true",
+        help="train a model first instead of using the shipped checkpoint",
     )
     quick.add_argument(
+        "--minutes", type=_minutes, default=5.0, help="training time with --from-scratch (5)"
+    )
+    quick.set_defaults(run=_quickstart)
+
+    trainer = commands.add_parser(
+        "train",
+        help="train a DiT from a JSON config",
+        epilog=TRAIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a DiT with the continuous-time NELBO; resumes from OUT/checkpoints.",
+    )
+    trainer.add_argument("--config", required=True, help="the JSON config (see below)")
+    trainer.add_argument("--out", required=True, help="run directory")
+    trainer.add_argument(
+        "--minutes", type=_minutes, default=None, help="override train.max_minutes"
+    )
+    trainer.set_defaults(run=_train)
+
+    scale = commands.add_parser(
+        "scale",
+        help="the full scaling study for a model trained on the built-in language",
+        description="Every sampler x T x nucleus x seed, the perfect-model rows, CSV/JSON/PNG.",
+    )
+    scale.add_argument("--model", required=True, help="a DiT directory (e.g. RUN/model)")
+    scale.add_argument("--out", required=True, help="output directory")
+    scale.add_argument(
         "--steps",
-        type=_step_list,
-        default=[1, 4, 16, 64],
-        help="comma-separated step counts T (default 1,4,16,64)",
+        type=_int_list,
+        default=[8, 16, 64, 256, 512],
+        help="comma-separated step counts (8,16,64,256,512)",
     )
-    quick.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
+    scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
+    scale.add_argument("--nucleus", action="store_true", help="also run with top_p = 0.9")
+    scale.set_defaults(run=_scale)
+
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    floor, rows = quickstart(samples=args.samples, steps=args.steps, seed=args.seed)
-    _print_table(floor, rows)
-    print(f"({time.perf_counter() - start:.0f} s)")
-    return 0
+    return args.run(args)
 
 
 if __name__ == "__main__":

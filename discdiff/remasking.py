@@ -39,6 +39,7 @@ __all__ = [
     "RemaskingSchedule",
     "RescaleSchedule",
     "sigma_max",
+    "uniform_time_grid",
 ]
 
 Sigma = Float[Tensor, "batch"] | Float[Tensor, "batch length"]
@@ -61,6 +62,19 @@ def sigma_max(alpha_t: Times, alpha_s: Times) -> Times:
         $\sigma_t^{\max}$, `(B,)`.
     """
     return (1.0 - alpha_s) / torch.maximum(alpha_t, 1.0 - alpha_s).clamp_min(1e-30)
+
+
+def uniform_time_grid(steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+    r"""`steps + 1` equally spaced times from 1 down to `t_min` (float64).
+
+    Raises:
+        ValueError: If `steps < 1` or `t_min` lies outside $[0, 1)$.
+    """
+    if steps < 1:
+        raise ValueError(f"`steps` must be at least 1; got {steps}")
+    if not 0.0 <= t_min < 1.0:
+        raise ValueError(f"`t_min` must lie in [0, 1); got {t_min}")
+    return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
 
 
 def _check_eta(eta: float, high: float = 1.0) -> None:
@@ -93,11 +107,7 @@ class RemaskingSchedule(ABC):
             steps: The number of steps $T$.
             t_min: The last time, before the final noise-removal step.
         """
-        if steps < 1:
-            raise ValueError(f"`steps` must be at least 1; got {steps}")
-        if not 0.0 <= t_min < 1.0:
-            raise ValueError(f"`t_min` must lie in [0, 1); got {t_min}")
-        return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
+        return uniform_time_grid(steps, t_min)
 
     def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
         r"""$(\alpha_t, \alpha_s)$ for the step; the base noise schedule by default.

@@ -1,4 +1,4 @@
-"""The example scripts and the command line run (in their smoke modes)."""
+"""The example scripts run (in their smoke modes) and the CLI explains bad options."""
 
 import subprocess
 import sys
@@ -17,13 +17,24 @@ def test_example_runs(script):
     subprocess.run([sys.executable, str(script), "--smoke"], check=True, cwd=ROOT, timeout=600)
 
 
-def test_quickstart_prints_the_table(capsys):
-    assert main(["quickstart", "--samples", "500", "--steps", "1,8"]) == 0
-    out = capsys.readouterr().out
-    assert "MDLM" in out and "T=8" in out and "floor" in out
-
-
-def test_bad_options_name_the_option(capsys):
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["quickstart", "--samples", "0"], "--samples"),
+        (["quickstart", "--minutes", "-1"], "--minutes"),
+        (["scale", "--model", "m", "--out", "o", "--steps", "0,4"], "--steps"),
+        (["train", "--out", "o"], "--config"),
+    ],
+)
+def test_bad_options_name_the_option(capsys, argv, option):
     with pytest.raises(SystemExit):
-        main(["quickstart", "--steps", "0,4"])
-    assert "--steps" in capsys.readouterr().err
+        main(argv)
+    assert option in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["quickstart", "train", "scale"])
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: discdiff " + command in capsys.readouterr().out

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from discdiff.distributions import draw_categorical
 from discdiff.processes import MaskingProcess
+from discdiff.remasking import uniform_time_grid
 from discdiff.typing import Confidence, PerPosition, Probs, Times, Tokens
 
 __all__ = ["ConfidenceDecoder", "EntropyDecoder", "MarginDecoder", "MaskGITDecoder"]
@@ -45,9 +46,7 @@ class ConfidenceDecoder(ABC):
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
         """A uniform grid of `steps` steps from 1 to `t_min`."""
-        if steps < 1:
-            raise ValueError(f"`steps` must be at least 1; got {steps}")
-        return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
+        return uniform_time_grid(steps, t_min)
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
         r"""$(\alpha_t, \alpha_s)$ of the process's schedule."""

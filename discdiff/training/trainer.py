@@ -42,7 +42,7 @@ class TrainConfig:
     """Optimisation and bookkeeping settings (MDLM's reference values in brackets).
 
     Args:
-        steps: Optimiser steps.
+        steps: Optimiser steps; `None` trains until `max_minutes` (which is then needed).
         batch_size: Sequences per optimiser step, over all ranks [512].
         accumulate: Micro-batches per step on each rank.
         lr: Peak learning rate [3e-4].
@@ -61,7 +61,7 @@ class TrainConfig:
         fsdp: Shard the model with FSDP (CUDA only) instead of DDP.
     """
 
-    steps: int = 1000
+    steps: int | None = 1000
     batch_size: int = 64
     accumulate: int = 1
     lr: float = 3e-4
@@ -80,7 +80,11 @@ class TrainConfig:
     fsdp: bool = False
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "accumulate", "keep_checkpoints")
+        if self.steps is None and self.max_minutes is None:
+            raise ValueError("`steps` may be None only with `max_minutes` set")
+        positive = ("batch_size", "accumulate", "keep_checkpoints") + (
+            ("steps",) if self.steps is not None else ()
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
@@ -357,7 +361,7 @@ class Trainer:
         )
         self.wrapped.train()
         with self._signals():
-            while self.step < config.steps:
+            while config.steps is None or self.step < config.steps:
                 tick = time.perf_counter()
                 loss = self.train_step()
                 self.history.steps.append(self.step)

@@ -1,0 +1,19 @@
+"""Evaluation: sample-quality metrics, judges and the inference-time scaling study."""
+
+from discdiff.evaluation.judges import ARJudge, AutoregressiveNLL, HFCausalJudge
+from discdiff.evaluation.metrics import Judge, exact_nll, gen_ppl, mauve_score, token_entropy
+from discdiff.evaluation.study import plot_study, scaling_study, write_rows
+
+__all__ = [
+    "ARJudge",
+    "AutoregressiveNLL",
+    "HFCausalJudge",
+    "Judge",
+    "exact_nll",
+    "gen_ppl",
+    "mauve_score",
+    "plot_study",
+    "scaling_study",
+    "token_entropy",
+    "write_rows",
+]

@@ -1,0 +1,136 @@
+r"""Autoregressive judges for Gen PPL and MAUVE features.
+
+`ARJudge` is a small causal transformer the library trains itself on the same
+corpus (tests and CPU studies cannot download GPT-2); `HFCausalJudge` wraps any
+Hugging Face causal LM for users who have one, re-tokenising decoded text as
+the ReMDM paper does with GPT-2 Large.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from discdiff.processes import MaskingProcess
+
+__all__ = ["ARJudge", "AutoregressiveNLL", "HFCausalJudge"]
+
+
+class ARJudge(nn.Module):
+    r"""A causal transformer language model over `vocab_size` tokens.
+
+    It reads `<bos> x_1 … x_{L-1}` and predicts `x_1 … x_L`, so `nll` scores
+    every token: $-\sum_\ell \log p(x_\ell \mid x_{<\ell})$.
+
+    Args:
+        vocab_size: Number of tokens.
+        length: Longest sequence.
+        width: Model width.
+        layers: Transformer layers.
+        heads: Attention heads.
+    """
+
+    def __init__(
+        self, vocab_size: int, length: int, *, width: int = 128, layers: int = 3, heads: int = 4
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.length = vocab_size, length
+        self.embed = nn.Embedding(vocab_size + 1, width)  # + <bos>
+        self.position = nn.Parameter(torch.zeros(length, width))
+        layer = nn.TransformerEncoderLayer(
+            width,
+            heads,
+            4 * width,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size)
+
+    def hidden(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length width"]:
+        """Final hidden states (before the output head)."""
+        bos = torch.full_like(tokens[:, :1], self.vocab_size)
+        inputs = torch.cat((bos, tokens[:, :-1]), dim=1)
+        length = tokens.shape[1]
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
+        h = self.embed(inputs) + self.position[:length]
+        return self.norm(self.blocks(h, mask=causal, is_causal=True))
+
+    def forward(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length vocab"]:
+        """Next-token logits."""
+        return self.head(self.hidden(tokens))
+
+    def nll(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
+        """Total negative log-likelihood (nats) of each sequence."""
+        log_probs = self(tokens).float().log_softmax(-1)
+        return -log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def scored_tokens(self, tokens: Int[Tensor, "batch length"]) -> int:
+        """Every token is scored."""
+        return tokens.numel()
+
+    def features(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch width"]:
+        """Mean-pooled hidden states: the default MAUVE featuriser."""
+        return self.hidden(tokens).mean(1)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None
+    ) -> Int[Tensor, "n length"]:
+        """Ancestral samples, token by token (an AR reference for studies)."""
+        tokens = torch.zeros(n, 0, dtype=torch.long, device=self.position.device)
+        for _ in range(self.length):
+            padded = torch.cat((tokens, tokens.new_zeros(n, 1)), dim=1)
+            probs = self(padded)[:, -1].float().softmax(-1)
+            nxt = torch.multinomial(probs.double().cpu(), 1, generator=generator)
+            tokens = torch.cat((tokens, nxt.to(tokens.device)), dim=1)
+        return tokens
+
+
+class AutoregressiveNLL:
+    """The judge's training loss as a trainer `Objective` (no noise; nats per sequence)."""
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """No randomness."""
+        return ()
+
+    def loss(self, process: MaskingProcess, denoiser: Any, x: Tensor, *noise: Tensor) -> Tensor:
+        """`model.nll(x)`, reaching through a DDP wrapper if there is one."""
+        model = getattr(denoiser, "module", denoiser)
+        return model.nll(x)
+
+
+class HFCausalJudge:
+    """Any Hugging Face causal LM as a judge, on re-tokenised text.
+
+    Args:
+        model: E.g. `AutoModelForCausalLM.from_pretrained("gpt2-large")`.
+        tokenizer: Its tokenizer.
+        decode: Turns a row of sample ids into text (the sampling tokenizer's decode).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, decode: Callable[[list[int]], str]) -> None:
+        self.model, self.tokenizer, self.decode = model, tokenizer, decode
+
+    def _encode(self, tokens: Tensor) -> list[Tensor]:
+        texts = [self.decode(row.tolist()) for row in tokens]
+        return [torch.tensor(self.tokenizer.encode(text)) for text in texts]
+
+    def nll(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
+        """Total NLL of each re-tokenised sample (its first token is context)."""
+        out = []
+        for ids in self._encode(tokens):
+            logits = self.model(input_ids=ids[None]).logits[0, :-1].float()
+            out.append(-logits.log_softmax(-1).gather(-1, ids[1:, None]).sum())
+        return torch.stack(out)
+
+    def scored_tokens(self, tokens: Int[Tensor, "batch length"]) -> int:
+        """Re-tokenised tokens that were scored."""
+        return sum(len(ids) - 1 for ids in self._encode(tokens))

@@ -1,0 +1,179 @@
+r"""The inference-time scaling study: samplers × steps × nucleus × seeds.
+
+For every denoiser (a trained model, and optionally a perfect one), every
+sampling strategy, step count $T$, nucleus setting and seed, draw samples,
+time them, and score them with a metrics function. Rows go to CSV and JSON;
+`plot_study` draws quality against $T$ and against the number of network
+calls, with reference lines (data, an AR model).
+"""
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from discdiff.models.protocol import Denoiser
+from discdiff.processes import MaskingProcess
+from discdiff.sampling.ancestral import AncestralSampler, Strategy
+
+__all__ = ["plot_study", "scaling_study", "write_rows"]
+
+Metrics = Callable[[torch.Tensor], dict[str, float]]
+
+
+def scaling_study(
+    process: MaskingProcess,
+    denoisers: dict[str, Denoiser],
+    strategies: dict[str, Strategy],
+    steps: Sequence[int],
+    metrics: Metrics,
+    *,
+    samples: int,
+    length: int,
+    top_p: Sequence[float | None] = (None,),
+    seeds: Sequence[int] = (0,),
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Sample and score every combination.
+
+    Args:
+        process: The forward process.
+        denoisers: Named denoisers (e.g. `{"model": ..., "perfect": ...}`).
+        strategies: Named posteriors or decoders.
+        steps: Step counts $T$.
+        metrics: Scores a `(N, L)` tensor of samples, returning named numbers.
+        samples: Samples per cell.
+        length: Tokens per sample.
+        top_p: Nucleus settings (`None` = off).
+        seeds: Sampling seeds.
+        batch_size: Samples per sampler call (all at once by default).
+        progress: Show a progress bar.
+
+    Returns:
+        One dict per cell: denoiser, sampler, steps, top_p, seed, nfe (per
+        sample batch), seconds_per_sample and the metrics.
+    """
+    batch_size = batch_size or samples
+    cells = [
+        (d, s, T, p, seed)
+        for d in denoisers
+        for s in strategies
+        for T in steps
+        for p in top_p
+        for seed in seeds
+    ]
+    rows = []
+    for d, s, T, p, seed in tqdm(cells, desc="scaling study", disable=not progress):
+        sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p)
+        generator = torch.Generator().manual_seed(seed)
+        start, nfe, chunks = time.perf_counter(), 0, []
+        for first in range(0, samples, batch_size):
+            n = min(batch_size, samples - first)
+            result = sampler.sample(denoisers[d], n, length, generator=generator)
+            chunks.append(result.tokens.cpu())
+            nfe = max(nfe, result.nfe)
+        seconds = time.perf_counter() - start
+        tokens = torch.cat(chunks)
+        rows.append(
+            {
+                "denoiser": d,
+                "sampler": s,
+                "steps": T,
+                "top_p": p or 1.0,
+                "seed": seed,
+                "nfe": nfe,
+                "seconds_per_sample": seconds / samples,
+                **metrics(tokens),
+            }
+        )
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], directory: str | os.PathLike, name: str) -> Path:
+    """Write `name.csv` and `name.json` into `directory` (each atomically); returns the CSV."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    csv_path, json_path = directory / f"{name}.csv", directory / f"{name}.json"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, csv_path)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, json_path)
+    return csv_path
+
+
+def plot_study(
+    rows: list[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    metric: str,
+    label: str,
+    references: dict[str, float] | None = None,
+    title: str = "",
+) -> Path:
+    """Plot `metric` against $T$ and against NFE, one line per (denoiser, sampler, top_p).
+
+    Args:
+        rows: Output of `scaling_study` (averaged over seeds here).
+        path: PNG file to write (atomically).
+        metric: Row key to plot.
+        label: Its axis label.
+        references: Horizontal reference lines, e.g. `{"data": 0.0}`.
+        title: Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, dict[int, list[tuple[float, float]]]] = {}
+    for row in rows:
+        key = (row["denoiser"], row["sampler"], row["top_p"])
+        groups.setdefault(key, {}).setdefault(row["steps"], []).append((row["nfe"], row[metric]))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for (denoiser, sampler, top_p), by_steps in groups.items():
+        steps = sorted(by_steps)
+        values = [sum(v for _, v in by_steps[T]) / len(by_steps[T]) for T in steps]
+        nfe = [sum(n for n, _ in by_steps[T]) / len(by_steps[T]) for T in steps]
+        name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f", p={top_p}")
+        style = "--" if denoiser != next(iter(groups))[0] else "-"
+        axes[0].plot(steps, values, style, marker="o", label=name)
+        axes[1].plot(nfe, values, style, marker="o", label=name)
+    for axis, xlabel in zip(axes, ("sampling steps T", "network calls (NFE)"), strict=True):
+        for ref_name, value in (references or {}).items():
+            axis.axhline(value, color="grey", linestyle=":", linewidth=1)
+            axis.annotate(
+                ref_name,
+                (1.0, value),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="grey",
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel(xlabel)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(label)
+    axes[1].legend(fontsize=7, loc="best")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path
