@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[1],
     )
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
-    quick.add_argument("--samples", type=_positive, default=128, help="samples per cell (128)")
+    quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
     quick.add_argument(
         "--from-scratch",
         action="store_true",

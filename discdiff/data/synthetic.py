@@ -29,15 +29,18 @@ __all__ = ["LanguageDenoiser", "SyntheticLanguage"]
 class SyntheticLanguage:
     r"""A seeded unifilar HMM over `vocab_size` tokens.
 
-    Each of the `states` hidden states emits from its own random subset of
-    `support` tokens (Dirichlet weights), so token frequencies alone say little
-    and a model must track the state. The start state is 0.
+    Each of the `states` hidden states emits mostly from its own random subset
+    of `support` tokens (Dirichlet weights), so token frequencies alone say
+    little and a model must track the state; a `floor` of probability mass is
+    spread over all tokens, so every sequence has a finite likelihood and the
+    exact NLL of imperfect samples stays finite. The start state is 0.
 
     Args:
         vocab_size: Number of tokens $V$.
         states: Number of hidden states $K$.
         support: Tokens each state can emit.
         concentration: Dirichlet concentration of the emission weights.
+        floor: Emission mass spread uniformly over all tokens, in [0, 1).
         seed: Seed of the language (not of its samples).
 
     Example:
@@ -53,12 +56,15 @@ class SyntheticLanguage:
         states: int = 16,
         support: int = 8,
         concentration: float = 1.0,
+        floor: float = 0.01,
         seed: int = 0,
     ) -> None:
         if not 1 <= support <= vocab_size:
             raise ValueError(f"`support` must lie in [1, vocab_size={vocab_size}]; got {support}")
         if states < 1:
             raise ValueError(f"`states` must be at least 1; got {states}")
+        if not 0.0 <= floor < 1.0:
+            raise ValueError(f"`floor` must lie in [0, 1); got {floor}")
         emission = torch.zeros(states, vocab_size, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
             torch.manual_seed(seed)
@@ -70,6 +76,7 @@ class SyntheticLanguage:
                 )
                 emission[z, tokens] = gamma / gamma.sum()
             next_state = torch.randint(states, (states, vocab_size))
+        emission = (1.0 - floor) * emission + floor / vocab_size
         self.emission = emission
         self.next_state = next_state
         self.vocab_size, self.states = vocab_size, states

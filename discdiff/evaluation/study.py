@@ -9,6 +9,7 @@ calls, with reference lines (data, an AR model).
 
 import csv
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -137,9 +138,12 @@ def plot_study(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     groups: dict[tuple, dict[int, list[tuple[float, float]]]] = {}
     for row in rows:
+        if not math.isfinite(row[metric]):
+            continue
         key = (row["denoiser"], row["sampler"], row["top_p"])
         groups.setdefault(key, {}).setdefault(row["steps"], []).append((row["nfe"], row[metric]))
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -164,8 +168,11 @@ def plot_study(
                 color="grey",
             )
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_xlabel(xlabel)
         axis.grid(alpha=0.3)
+    axes[0].set_xticks(sorted({row["steps"] for row in rows}))
     axes[0].set_ylabel(label)
     axes[1].legend(fontsize=7, loc="best")
     figure.suptitle(title)

@@ -286,6 +286,7 @@ class Trainer:
             "config": asdict(self.config),
             "history_steps": self.history.steps,
             "history_losses": self.history.losses,
+            "history_evals": self.history.evals,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -316,6 +317,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.history.steps = list(state["history_steps"])
         self.history.losses = list(state["history_losses"])
+        self.history.evals = list(state.get("history_evals", []))
         return True
 
     # -- the loop --------------------------------------------------------------------
