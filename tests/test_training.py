@@ -118,7 +118,8 @@ def test_bad_data_and_settings_are_rejected():
 
 @pytest.mark.slow
 def test_ddp_with_two_processes_matches_one_process(tmp_path):
-    """torchrun, gloo on CPU: each rank trains on half of the same global batch."""
+    """torchrun, gloo on CPU: each rank trains on half of the same global batch; the
+    gradients and the reported (all-reduced) loss equal a single process's."""
     out = tmp_path / "ddp.pt"
     env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
     subprocess.run(

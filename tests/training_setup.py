@@ -31,7 +31,7 @@ def make_trainer(run_dir=None, dropout=0.1, source=None, **config):
 
 
 def capture_gradients(trainer):
-    """Run one step and return the gradients the optimiser saw."""
+    """Run one step; return the gradients the optimiser saw and the loss it reported."""
     grads = {}
     step = trainer.optimizer.step
 
@@ -41,5 +41,5 @@ def capture_gradients(trainer):
         return step(*args, **kwargs)
 
     trainer.optimizer.step = capture
-    trainer.train_step()
+    grads["reported loss"] = torch.tensor(trainer.train_step())
     return grads

@@ -66,13 +66,9 @@ class Distributed:
             return wrapped.no_sync()
         return contextlib.nullcontext()
 
-    def mean(self, value: Tensor) -> Tensor:
-        """Average a scalar over ranks."""
+    def sum(self, value: Tensor) -> Tensor:
+        """Sum a tensor over ranks."""
         if self.world_size > 1:
             value = value.clone()
-            dist.all_reduce(
-                value, op=dist.ReduceOp.AVG if self.device.type == "cuda" else dist.ReduceOp.SUM
-            )
-            if self.device.type != "cuda":
-                value /= self.world_size
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value

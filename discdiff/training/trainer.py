@@ -228,7 +228,7 @@ class Trainer:
                 )
                 loss = losses.sum() / tokens * dist.world_size
             loss.backward()
-            total += loss.detach() / dist.world_size
+            total += loss.detach() / dist.world_size  # this rank's share of the global loss
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), config.grad_clip)
         for group in self.optimizer.param_groups:
@@ -237,7 +237,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._update_ema()
         self.step += 1
-        return float(dist.mean(total))
+        return float(dist.sum(total))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
