@@ -177,3 +177,26 @@ def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
     rows = json.loads((tmp_path / "study.json").read_text())
     assert {r["steps"] for r in rows} == {16, 64, 256}
     assert (tmp_path / "study.png").is_file()
+
+
+def test_hf_causal_judge_scores_retokenised_text():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=20, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    ).eval()
+
+    class Letters:  # a tokenizer over "a".."t"
+        def encode(self, text):
+            return [ord(c) - ord("a") for c in text]
+
+    from discdiff.evaluation import HFCausalJudge
+
+    judge = HFCausalJudge(model, Letters(), decode=lambda ids: "".join(chr(97 + i) for i in ids))
+    tokens = torch.tensor([[0, 1, 2, 3], [4, 4, 4, 4]])
+    with torch.no_grad():
+        logits = model(input_ids=tokens).logits[:, :-1].log_softmax(-1)
+        manual = -logits.gather(-1, tokens[:, 1:, None]).squeeze(-1).sum(-1)
+        torch.testing.assert_close(judge.nll(tokens), manual)
+    assert judge.scored_tokens(tokens) == 6
+    assert gen_ppl(judge, tokens) == pytest.approx(math.exp(float(manual.sum()) / 6), rel=1e-5)
