@@ -10,4 +10,5 @@ if __name__ == "__main__":
     grads = capture_gradients(trainer)
     if trainer.dist.is_main:
         torch.save(grads, sys.argv[1])
+    torch.distributed.barrier()  # nobody tears the group down while another rank is in it
     torch.distributed.destroy_process_group()
