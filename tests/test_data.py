@@ -142,3 +142,33 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(ValueError, match="empty"):
         read_text(tmp_path / "empty.txt")
+
+
+def test_hf_documents_streams_through_datasets(monkeypatch):
+    """`datasets` is optional: a stand-in module checks the call and the record handling."""
+    import sys
+    import types
+
+    calls = {}
+
+    def load_dataset(path, name=None, split=None, streaming=False):
+        calls.update(path=path, name=name, split=split, streaming=streaming)
+        return iter([{"text": "first"}, {"text": "  "}, {"text": "second"}, {"text": "third"}])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    from discdiff.data import hf_documents
+
+    assert hf_documents("some/corpus", limit=2, name="cfg") == ["first", "second"]
+    assert calls == {"path": "some/corpus", "name": "cfg", "split": "train", "streaming": True}
+    with pytest.raises(KeyError, match="no field 'body'"):
+        hf_documents("some/corpus", field="body")
+
+
+def test_hf_documents_without_datasets(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    from discdiff.data import hf_documents
+
+    with pytest.raises(ImportError, match="pip install datasets"):
+        hf_documents("some/corpus")

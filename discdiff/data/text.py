@@ -22,6 +22,7 @@ __all__ = [
     "HFTokenizer",
     "Tokenizer",
     "check_mask_id",
+    "hf_documents",
     "pack",
     "pad",
     "read_text",
@@ -184,6 +185,42 @@ def read_text(path: str | os.PathLike) -> str:
     if not text.strip():
         raise ValueError(f"text file {str(path)!r} is empty")
     return text
+
+
+def hf_documents(
+    path: str,
+    *,
+    split: str = "train",
+    field: str = "text",
+    limit: int | None = None,
+    **kwargs: Any,
+) -> list[str]:
+    """Texts of a Hugging Face `datasets` dataset, streamed (nothing is downloaded in full).
+
+    Args:
+        path: Dataset name or local path, as for `datasets.load_dataset`.
+        split: The split to stream.
+        field: The column holding the text.
+        limit: Stop after this many non-empty documents.
+        **kwargs: Passed to `load_dataset` (e.g. `name=` for a configuration).
+
+    Raises:
+        ImportError: If `datasets` is not installed.
+        KeyError: If the records have no `field`.
+    """
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise ImportError("streaming Hugging Face datasets needs: pip install datasets") from None
+    texts = []
+    for record in load_dataset(path, split=split, streaming=True, **kwargs):
+        if field not in record:
+            raise KeyError(f"records of {path!r} have no field {field!r}; fields: {sorted(record)}")
+        if record[field].strip():
+            texts.append(record[field])
+            if limit is not None and len(texts) >= limit:
+                break
+    return texts
 
 
 def pack(
