@@ -11,6 +11,7 @@ The objects a user composes are re-exported here::
 from discdiff.distributions import MaskedCategorical
 from discdiff.models import SUBS, Denoiser, DiT, DiTConfig, HuggingFaceDenoiser
 from discdiff.models.oracle import EnumerableOracle
+from discdiff.objectives import discrete_nelbo, nelbo
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import (
@@ -72,6 +73,8 @@ __all__ = [
     "RemaskingSchedule",
     "RescaleSchedule",
     "SampleResult",
+    "discrete_nelbo",
+    "nelbo",
     "sigma_max",
 ]
 

@@ -69,7 +69,7 @@ def test_exact_denoiser_nelbo_equals_exact_nll_at_realistic_length():
     language = SyntheticLanguage()
     process = dd.MaskingProcess(vocab_size=32)
     x = language.sample(1, 32, generator=torch.Generator().manual_seed(3)).expand(512, 32)
-    draws = dd.objectives.nelbo(
+    draws = dd.nelbo(
         process, language.denoiser(), x, generator=torch.Generator().manual_seed(4)
     ).double()
     target = -language.log_prob(x[:1])[0]
