@@ -80,6 +80,18 @@ class RemaskPosterior:
             )
         return alpha_t, alpha_s
 
+    def _step(
+        self,
+        process: MaskingProcess,
+        t: Tensor | float,
+        s: Tensor | float,
+        confidence: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        r"""$(\alpha_t, \alpha_s, \sigma_t)$ for the step, times broadcast to `(B,)`."""
+        t, s = torch.broadcast_tensors(as_tensor(t).reshape(-1), as_tensor(s).reshape(-1))
+        alpha_t, alpha_s = self.alphas(process, t, s)
+        return alpha_t, alpha_s, self.schedule.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
+
     def sigma(
         self,
         process: MaskingProcess,
@@ -89,9 +101,7 @@ class RemaskPosterior:
         confidence: Confidence | None = None,
     ) -> Tensor:
         r"""$\sigma_t$ for the step, `(B,)` or `(B, L)`, checked against $[0, \sigma_t^{\max}]$."""
-        t, s = torch.broadcast_tensors(as_tensor(t).reshape(-1), as_tensor(s).reshape(-1))
-        alpha_t, alpha_s = self.alphas(process, t, s)
-        return self.schedule.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
+        return self._step(process, t, s, confidence)[2]
 
     def __call__(
         self,
@@ -128,9 +138,7 @@ class RemaskPosterior:
                 f"`z_t` and the vocabulary; got {tuple(x.shape)}"
             )
         process.check_tokens("z_t", z_t, allow_mask=True)
-        t, s = torch.broadcast_tensors(as_tensor(t).reshape(-1), as_tensor(s).reshape(-1))
-        alpha_t, alpha_s = self.alphas(process, t, s)
-        sigma = self.schedule.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
+        alpha_t, alpha_s, sigma = self._step(process, t, s, confidence)
         if sigma.dim() == 1:
             sigma = sigma.unsqueeze(-1)
         alpha_t, alpha_s = alpha_t.unsqueeze(-1), alpha_s.unsqueeze(-1)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
 from discdiff.processes import MaskingProcess
 from discdiff.sampling.ancestral import AncestralSampler, Strategy
@@ -102,16 +103,18 @@ def write_rows(rows: list[dict[str, Any]], directory: str | os.PathLike, name: s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    csv_path, json_path = directory / f"{name}.csv", directory / f"{name}.json"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, json_path)
+    csv_path = directory / f"{name}.csv"
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(csv_path, write_csv)
+    atomic_write(
+        directory / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1))
+    )
     return csv_path
 
 
@@ -179,8 +182,8 @@ def plot_study(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(figure)
     return path

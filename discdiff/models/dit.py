@@ -22,7 +22,6 @@ a zero-initialised `Linear(d → V_m)`. Parameter names follow MDLM's, so
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from discdiff._checks import validation_enabled
+from discdiff._io import atomic_write
 from discdiff.models.attention import AttentionBackend, attention
 from discdiff.models.checkpoints import load_torch_checkpoint
 from discdiff.typing import Tokens
@@ -314,9 +314,9 @@ class DiT(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {PREFIX + k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(weights, path))
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(weights, path))
         text = json.dumps(asdict(self.config), indent=2)
-        _atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+        atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
         return directory
 
     @classmethod
@@ -435,18 +435,6 @@ def _infer_config(state: dict[str, Tensor]) -> DiTConfig:
         n_heads=hidden_dim // head_dim,
         vocab_size=vocab_size,
     )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _looks_like_repo_id(source: str) -> bool:

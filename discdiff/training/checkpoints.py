@@ -18,16 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from discdiff._io import atomic_write
+
 __all__ = ["CheckpointStore"]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class CheckpointStore:
@@ -73,7 +66,7 @@ class CheckpointStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _atomic_text(self.directory / "latest", final.name)
+        atomic_write(self.directory / "latest", lambda tmp: Path(tmp).write_text(final.name))
         for old in self._numbered()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
