@@ -1,7 +1,7 @@
 """Learning curve on the built-in synthetic language: how much structure is learnt, how fast.
 
 Trains with the recipe of the shipped quickstart model
-(`discdiff/assets/synthetic/train.json`) for `--minutes` of wall time and
+(`discdiff/assets/synthetic/run.yaml`) for `--minutes` of wall time and
 reports, at 2, 5 and 10 minutes (or the marks given), the validation NELBO in
 nats/token and the fraction of the distance from the unigram cross-entropy (a
 model that learnt only token frequencies) to the exact entropy (a perfect
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from discdiff.cli import train
 from discdiff.data import SyntheticLanguage
-from discdiff.evaluation.synthetic import ASSET
+from discdiff.runs import load_config, train_run
 
 
 def main():
@@ -27,11 +26,11 @@ def main():
     parser.add_argument("--marks", default="2,5,10")
     parser.add_argument("--out", default="runs/learning-curve")
     args = parser.parse_args()
-    recipe = json.loads((ASSET / "train.json").read_text())
-    recipe["train"].update(steps=None, max_minutes=args.minutes, eval_every=50, checkpoint_every=0)
-    train(recipe, args.out, progress=False)
+    overrides = ["train.steps=null", f"train.max_minutes={args.minutes}", "train.eval_every=50"]
+    recipe = load_config("synthetic", [*overrides, "train.checkpoint_every=0"])
+    train_run(recipe, args.out, progress=False)
     history = json.loads((Path(args.out) / "history.json").read_text())
-    summary = SyntheticLanguage().summary(recipe["data"]["length"])
+    summary = SyntheticLanguage().summary(recipe.data.length)
     print(
         f"entropy {summary['entropy']:.4f}, unigram {summary['unigram']:.4f} nats/token, "
         f"{torch.get_num_threads()} threads"

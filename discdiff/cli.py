@@ -1,125 +1,59 @@
-r"""The `discdiff` command: `quickstart`, `train` and `scale`.
+r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval` and `scale`.
 
 `discdiff quickstart` is the main job: a reduced inference-time scaling study
 on the built-in synthetic language, with the small checkpoint shipped in the
 package (or one trained on the spot with `--from-scratch`). It samples with
 MDLM, ReMDM (cap, loop), forward-backward, DFM and MaskGIT at
-$T \in \{L/4, L, 4L\}$, scores every sample by its exact likelihood, prints the
+T = L/4, L and 4L, scores every sample by its exact likelihood, prints the
 table and writes `study.csv`, `study.json` and `study.png`.
+
+The other commands work on run directories (see `discdiff.runs`) described
+by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
+from its model with its `sampler` section, `eval` scores the model and every
+sample set, `scale` runs the full scaling study.
 """
 
 import argparse
 import json
 import math
 import sys
+import textwrap
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, fields
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import yaml
 
-from discdiff.data.sources import BlockSource, LanguageSource
-from discdiff.data.synthetic import SyntheticLanguage
-from discdiff.data.text import CharTokenizer, check_mask_id, pack, read_text
-from discdiff.evaluation.synthetic import ASSET, run_synthetic_study
-from discdiff.models.dit import DiT, DiTConfig
+from discdiff.config import ConfigError, describe_config
+from discdiff.evaluation.synthetic import run_synthetic_study
+from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
 from discdiff.processes import MaskingProcess
-from discdiff.training.trainer import TrainConfig, Trainer
+from discdiff.runs import (
+    BUILTIN_RUNS,
+    evaluate_run,
+    load_config,
+    resolve_run,
+    sample_run,
+    train_run,
+)
 
-__all__ = ["main", "train"]
+__all__ = ["main"]
 
-TRAIN_HELP = """\
-CONFIG is a JSON file with three sections:
-  "data":  {"kind": "synthetic", "length": 64, "seed": 1}
-           or {"kind": "text", "path": "corpus.txt", "length": 128, "val_fraction": 0.05}
-  "model": DiTConfig fields (hidden_dim, cond_dim, n_blocks, n_heads, dropout,
-           time_conditioning, attention); vocab_size and model_length follow the data
-  "train": TrainConfig fields (steps, batch_size, accumulate, lr, warmup, weight_decay,
-           grad_clip, ema, eval_every, eval_sequences, checkpoint_every, seed, max_minutes, ...)
-The run directory gets config.json, checkpoints/ (resumable), history.json and model/
-(the EMA weights as config.json + model.safetensors, loadable with DiT.from_pretrained).
-"""
-
-
-def _section(config: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
-    values = config.get(name, {})
-    if not isinstance(values, dict):
-        raise ValueError(f"config section `{name}` must be an object")
-    unknown = set(values) - allowed
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {sorted(unknown)} in `{name}`; allowed: {sorted(allowed)}"
-        )
-    return values
-
-
-def train(config: dict[str, Any], out: str | Path, *, progress: bool = True) -> Path:
-    """Train a DiT as described by `config` (see `discdiff train --help`); returns `out/model`.
-
-    Raises:
-        ValueError: For unknown keys or values out of range, naming the key.
-    """
-    unknown = set(config) - {"data", "model", "train"}
-    if unknown:
-        raise ValueError(f"unknown section(s) {sorted(unknown)}; allowed: data, model, train")
-    data = _section(config, "data", {"kind", "length", "seed", "path", "val_fraction"})
-    model_keys = {f.name for f in fields(DiTConfig)} - {"vocab_size", "model_length"}
-    model_cfg = _section(config, "model", model_keys)
-    train_cfg = _section(config, "train", {f.name for f in fields(TrainConfig)})
-    length = int(data.get("length", 64))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    if data.get("kind", "synthetic") == "synthetic":
-        language = SyntheticLanguage()
-        vocab = language.vocab_size
-        source = LanguageSource(language, length, seed=int(data.get("seed", 1)))
-        validation = language.sample(512, length, generator=torch.Generator().manual_seed(99))
-    elif data["kind"] == "text":
-        text = read_text(data["path"])
-        tokenizer = CharTokenizer.from_text(text)
-        vocab = tokenizer.vocab_size
-        (out / "alphabet.json").write_text(json.dumps(tokenizer.alphabet))
-        documents = [tokenizer.encode(p) for p in text.split("\n\n") if p]
-        blocks = pack(documents, length, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
-        split = int((1 - float(data.get("val_fraction", 0.05))) * len(blocks))
-        source, validation = BlockSource(blocks[:split], vocab), blocks[split:]
-    else:
-        raise ValueError(f"`data.kind` must be 'synthetic' or 'text'; got {data['kind']!r}")
-    process = MaskingProcess(vocab_size=vocab)
-    if data.get("kind") == "text":
-        check_mask_id(tokenizer, process.mask_id)
-    dit = DiT(DiTConfig(**{**model_cfg, "vocab_size": vocab + 1, "model_length": length}))
-    settings = TrainConfig(**{**train_cfg, "progress": progress})
-    trainer = Trainer(
-        process, SUBS(dit, process), source, settings, validation=validation, run_dir=out
-    )
-    history = trainer.fit()
-    (out / "history.json").write_text(
-        json.dumps(
-            {
-                "losses": history.losses,
-                "evals": history.evals,
-                "train": asdict(settings) | {"betas": list(settings.betas)},
-            },
-            indent=1,
-        )
-    )
-    with trainer.ema_weights():
-        return dit.save_pretrained(out / "model")
+OVERRIDES_HELP = (
+    "config overrides KEY=VALUE with a dotted key and a YAML value, e.g. train.steps=200 "
+    "sampler.posterior=loop 'sampler.posterior={name: cap, eta: 0.01}' sampler.top_p=null"
+)
 
 
 def _quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.from_scratch:
-        recipe = json.loads((ASSET / "train.json").read_text())
-        recipe["train"] = {**recipe["train"], "steps": None, "max_minutes": args.minutes}
-        model_dir = train(recipe, out / "train")
+        recipe = load_config("synthetic", ["train.steps=null", f"train.max_minutes={args.minutes}"])
+        model_dir = train_run(recipe, out / "train")
     else:
-        model_dir = ASSET
+        model_dir = BUILTIN_RUNS["synthetic"]
     dit = DiT.from_pretrained(model_dir).eval()
     length = dit.config.model_length
     process = MaskingProcess(vocab_size=dit.config.vocab_size - 1)
@@ -162,23 +96,50 @@ def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> Non
 
 
 def _train(args: argparse.Namespace) -> int:
-    path = Path(args.config)
-    if not path.is_file():
-        raise SystemExit(f"discdiff train: config file {str(path)!r} not found")
-    config = json.loads(path.read_text())
+    overrides = list(args.overrides)
     if args.minutes is not None:
-        config.setdefault("train", {})["max_minutes"] = args.minutes
-    try:
-        model_dir = train(config, args.out)
-    except (ValueError, TypeError) as error:
-        raise SystemExit(f"discdiff train: {error}") from None
+        overrides.append(f"train.max_minutes={args.minutes}")
+    config = load_config(args.config, overrides)
+    if args.dry_run:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    model_dir = train_run(config, args.out)
     print(f"model written to {model_dir}")
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    folder = sample_run(args.run, args.overrides, out=args.out, progress=not args.quiet)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    print(json.dumps(metrics))
+    print(f"samples written to {folder}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    path = evaluate_run(args.run, sequences=args.sequences, out=args.out)
+    table = json.loads(path.read_text())
+    bound = table["validation"]
+    print(
+        f"validation NELBO {bound['nats_per_token']:.4f} nats/token "
+        f"({bound['bits_per_token']:.4f} bits, perplexity <= {bound['perplexity_bound']:.3f})"
+    )
+    for label, metrics in table["samples"].items():
+        print(f"{label:32s} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    print(f"wrote {path}")
+    return 0
+
+
 def _scale(args: argparse.Namespace) -> int:
-    dit = DiT.from_pretrained(args.model).eval()
-    process = MaskingProcess(vocab_size=dit.config.vocab_size - 1)
+    directory = resolve_run(args.run)
+    config = load_config(directory / "run.yaml")
+    if config.data.kind != "synthetic":
+        raise ConfigError(
+            "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
+        )
+    model_dir = directory / "model" if (directory / "model").is_dir() else directory
+    dit = DiT.from_pretrained(model_dir).eval()
+    process = config.process.build(dit.config.vocab_size - 1)
     length = dit.config.model_length
     top_p = (None, 0.9) if args.nucleus else (None,)
     rows, reference = run_synthetic_study(
@@ -222,15 +183,31 @@ def _minutes(text: str) -> float:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `discdiff` command."""
-    parser = argparse.ArgumentParser(prog="discdiff", description="Masked discrete diffusion.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discdiff",
+        description="Masked discrete diffusion language models: MDLM and ReMDM.",
+        epilog="Run `discdiff COMMAND --help` for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    builtin = ", ".join(BUILTIN_RUNS)
 
-    quick = commands.add_parser(
+    def command(name: str, handler: Callable, summary: str, description: str, **kwargs: Any) -> Any:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description="\n\n".join(textwrap.fill(p, 88) for p in description.split("\n\n")),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    quick = command(
         "quickstart",
-        help="the main job: a scaling study on the built-in language",
-        description=__doc__.split("\n\n")[1],
+        _quickstart,
+        "the main job: a scaling study on the built-in language",
+        __doc__.split("\n\n")[1],
     )
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
     quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
@@ -242,28 +219,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick.add_argument(
         "--minutes", type=_minutes, default=5.0, help="training time with --from-scratch (5)"
     )
-    quick.set_defaults(run=_quickstart)
 
-    trainer = commands.add_parser(
+    train = command(
         "train",
-        help="train a DiT from a JSON config",
-        epilog=TRAIN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a DiT with the continuous-time NELBO; resumes from OUT/checkpoints.",
+        _train,
+        "train a DiT from a YAML config into a run directory",
+        "Train a DiT with the continuous-time NELBO. OUT gets run.yaml (the full config), "
+        "checkpoints/ (resumed if present), history.json, metrics.json, learning_curve.png "
+        "and model/ (the EMA weights, loadable with DiT.from_pretrained).",
+        epilog=describe_config(),
     )
-    trainer.add_argument("--config", required=True, help="the JSON config (see below)")
-    trainer.add_argument("--out", required=True, help="run directory")
-    trainer.add_argument(
-        "--minutes", type=_minutes, default=None, help="override train.max_minutes"
+    train.add_argument(
+        "--config", required=True, help=f"a YAML config file, or a built-in one ({builtin})"
     )
-    trainer.set_defaults(run=_train)
+    train.add_argument("--out", required=True, help="the run directory")
+    train.add_argument(
+        "--minutes", type=_minutes, default=None, help="shorthand for train.max_minutes=M"
+    )
+    train.add_argument(
+        "--dry-run", action="store_true", help="print the full checked config and exit"
+    )
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
 
-    scale = commands.add_parser(
-        "scale",
-        help="the full scaling study for a model trained on the built-in language",
-        description="Every sampler x T x nucleus x seed, the perfect-model rows, CSV/JSON/PNG.",
+    sample = command(
+        "sample",
+        _sample,
+        "draw samples from a run's model with its sampler section",
+        "Draw sampler.samples sequences with the run's sampler section (changed by sampler.* "
+        "overrides). Writes samples.json (config, tokens, texts, metrics), samples.txt and "
+        "metrics.json to RUN/samples/LABEL (runs/NAME/samples/LABEL for a built-in run).",
+        epilog=describe_config(),
     )
-    scale.add_argument("--model", required=True, help="a DiT directory (e.g. RUN/model)")
+    sample.add_argument(
+        "--run", required=True, help=f"a run directory, or a built-in run ({builtin})"
+    )
+    sample.add_argument("--out", default=None, help="output folder (default RUN/samples/LABEL)")
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+
+    evaluate = command(
+        "eval",
+        _eval,
+        "score a run's model and its sample sets",
+        "The validation NELBO (nats and bits per token, perplexity bound) of the run's model "
+        "and, for every folder in RUN/samples, its metrics (exact NLL and its gap to the "
+        "entropy on the synthetic language; token entropy). Writes RUN/eval.json.",
+    )
+    evaluate.add_argument(
+        "--run", required=True, help=f"a run directory, or a built-in run ({builtin})"
+    )
+    evaluate.add_argument(
+        "--sequences", type=_positive, default=256, help="validation sequences (256)"
+    )
+    evaluate.add_argument("--out", default=None, help="output file (default RUN/eval.json)")
+
+    scale = command(
+        "scale",
+        _scale,
+        "the full scaling study for a run on the built-in language",
+        "Every sampler x T x nucleus x seed and the perfect-model rows; writes study.csv, "
+        "study.json and study.png to OUT.",
+    )
+    scale.add_argument(
+        "--run",
+        required=True,
+        help=f"a run directory trained on synthetic data, or a built-in run ({builtin})",
+    )
     scale.add_argument("--out", required=True, help="output directory")
     scale.add_argument(
         "--steps",
@@ -274,10 +295,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
     scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
     scale.add_argument("--nucleus", action="store_true", help="also run with top_p = 0.9")
-    scale.set_defaults(run=_scale)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `discdiff` command.
+
+    Bad options, configs and missing files end the command with exit status 2
+    and a message naming the option or config key, before any work starts.
+    """
+    parser = _parser()
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+        parser.exit(2, f"discdiff {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

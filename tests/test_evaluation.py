@@ -135,40 +135,6 @@ def test_scaling_study_writes_table_and_plot(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_train_command_and_bad_configs(tmp_path, capsys):
-    config = {
-        "data": {"kind": "synthetic", "length": 16},
-        "model": {"hidden_dim": 32, "cond_dim": 16, "n_blocks": 1, "n_heads": 2},
-        "train": {
-            "steps": 2,
-            "batch_size": 4,
-            "eval_every": 1,
-            "eval_sequences": 8,
-            "progress": False,
-        },
-    }
-    (tmp_path / "ok.json").write_text(json.dumps(config))
-    assert (
-        main(["train", "--config", str(tmp_path / "ok.json"), "--out", str(tmp_path / "run")]) == 0
-    )
-    model = dd.DiT.from_pretrained(tmp_path / "run" / "model")
-    assert model.config.model_length == 16 and model.config.vocab_size == 33
-    assert len(json.loads((tmp_path / "run" / "history.json").read_text())["evals"]) == 2
-    for section, key in (("train", "learning_rate"), ("model", "hidden"), ("data", "size")):
-        bad = json.loads(json.dumps(config))
-        bad[section][key] = 1
-        (tmp_path / "bad.json").write_text(json.dumps(bad))
-        with pytest.raises(SystemExit, match=key):
-            main(["train", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
-    bad = json.loads(json.dumps(config))
-    bad["train"]["ema"] = 1.5
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(SystemExit, match="ema"):
-        main(["train", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "y")])
-    with pytest.raises(SystemExit, match="not found"):
-        main(["train", "--config", str(tmp_path / "missing.json"), "--out", str(tmp_path / "z")])
-
-
 @pytest.mark.slow
 def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
     assert main(["quickstart", "--samples", "8", "--out", str(tmp_path)]) == 0

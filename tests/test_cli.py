@@ -1,0 +1,205 @@
+"""The `discdiff` command and its typed configs: help, errors naming keys, run directories."""
+
+import json
+
+import pytest
+import yaml
+
+from discdiff import CapSchedule, Cosine, DiT, LoopSchedule, RemaskPosterior
+from discdiff.cli import main
+from discdiff.config import (
+    NOISE_SCHEDULES,
+    POSTERIORS,
+    ConfigError,
+    RunConfig,
+    parse_override,
+)
+from discdiff.runs import load_config
+
+TINY = [
+    "model.hidden_dim=32",
+    "model.cond_dim=16",
+    "model.n_blocks=1",
+    "model.n_heads=2",
+    "data.length=16",
+    "train.steps=4",
+    "train.batch_size=8",
+    "train.eval_every=2",
+    "train.eval_sequences=16",
+    "train.checkpoint_every=0",
+    "train.progress=false",
+    "sampler.steps=8",
+    "sampler.samples=6",
+    "sampler.batch_size=4",
+]
+
+
+def _fail(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["quickstart", "train", "sample", "eval", "scale"])
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: discdiff " + command in capsys.readouterr().out
+
+
+def test_train_help_lists_every_config_key_and_choice(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for section, values in RunConfig().to_dict().items():
+        for key in values:
+            assert f"{key} [" in text, (section, key)
+    for name in [*NOISE_SCHEDULES, *POSTERIORS]:
+        assert f"{name}(" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["quickstart", "--samples", "0"], "--samples"),
+        (["quickstart", "--minutes", "-1"], "--minutes"),
+        (["scale", "--run", "m", "--out", "o", "--steps", "0,4"], "--steps"),
+        (["train", "--out", "o"], "--config"),
+    ],
+)
+def test_bad_options_name_the_option(capsys, argv, option):
+    assert option in _fail(capsys, argv)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("train.stpes=3", "train.stpes", "did you mean 'steps'"),
+        ("sampler.posterior=capp", "sampler.posterior.name", "loop"),
+        ("sampler.posterior.eta=1.5", "sampler.posterior.eta", "[0, 1]"),
+        ("sampler.posterior={name: loop, eta: 0.5}", "sampler.posterior.eta", "[0, 0.111111]"),
+        ("process.schedule=cosin", "process.schedule.name", "cosine"),
+        ("sampler.top_p=1.5", "sampler.top_p", "(0, 1]"),
+        ("model.vocab_size=7", "model.vocab_size", "set by the data"),
+        ("data.kind=txt", "data.kind", "synthetic, text"),
+        ("data.kind=text", "data.path", "needed"),
+        ("train.lr=fast", "train.lr", "float"),
+        ("optimizer.lr=1", "optimizer", "allowed: data, model, process, train, sampler"),
+        ("train.steps", "train.steps", "section.key=value"),
+    ],
+)
+def test_bad_config_fails_before_work_naming_the_key(capsys, tmp_path, override, key, allowed):
+    out = tmp_path / "run"
+    err = _fail(capsys, ["train", "--config", "synthetic", "--out", str(out), override])
+    assert f"error: {key}:" in err and allowed in err
+    assert not out.exists()
+
+
+def test_bad_yaml_file_names_the_key(capsys, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("sampler:\n  posterior: {name: cap, eta: 2}\n")
+    err = _fail(capsys, ["train", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert "sampler.posterior.eta" in err
+    err = _fail(capsys, ["train", "--config", str(tmp_path / "no.yaml"), "--out", "x"])
+    assert "no.yaml" in err and "built-in" in err
+
+
+def test_config_builds_the_objects_and_round_trips(tmp_path):
+    text = """
+process: {schedule: {name: cosine, eps: 1e-3}}
+train: {lr: 1e-3, betas: [0.9, 0.98]}
+sampler:
+  posterior: {name: conf, base: {name: cap, eta: 0.02}}
+  top_p: 0.9
+"""
+    (tmp_path / "c.yaml").write_text(text)
+    config = RunConfig.load(tmp_path / "c.yaml", ["sampler.steps=32"])
+    # YAML 1.1 reads 1e-3 as a string; the float annotation accepts it.
+    assert config.process.schedule == Cosine(eps=1e-3)
+    assert config.train.lr == 1e-3 and config.train.betas == (0.9, 0.98)
+    assert config.sampler.posterior.schedule.base == CapSchedule(0.02)
+    assert config.sampler.steps == 32
+    config.dump(tmp_path / "full.yaml")
+    again = RunConfig.load(tmp_path / "full.yaml")
+    assert again.to_dict() == config.to_dict()
+    sampler = again.sampler.build(again.process.build(5))
+    assert sampler.steps == 32 and sampler.top_p == 0.9
+
+
+@pytest.mark.parametrize("name", sorted(POSTERIORS))
+def test_every_posterior_name_round_trips(name):
+    config = RunConfig.from_dict({"sampler": {"posterior": name}})
+    assert config.to_dict()["sampler"]["posterior"]["name"] == name
+    assert RunConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_overrides_edit_nested_choices():
+    values = {"sampler": {"posterior": "loop"}}
+    parse_override(values, "sampler.posterior.eta=0.01")
+    config = RunConfig.from_dict(values)
+    assert config.sampler.posterior.schedule == LoopSchedule(eta=0.01)
+    parse_override(values, "sampler.posterior=cap")
+    assert isinstance(RunConfig.from_dict(values).sampler.posterior, RemaskPosterior)
+    with pytest.raises(ConfigError, match=r"sampler\.posterior\.eta: is a value"):
+        parse_override({"sampler": {"posterior": {"eta": 1}}}, "sampler.posterior.eta.x=1")
+
+
+def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "synthetic", "--out", str(run), *TINY]) == 0
+    for name in ("run.yaml", "history.json", "metrics.json", "learning_curve.png"):
+        assert (run / name).is_file(), name
+    assert DiT.from_pretrained(run / "model").config.model_length == 16
+    assert load_config(run / "run.yaml").train.steps == 4
+    assert len(json.loads((run / "history.json").read_text())["evals"]) == 2
+
+    for posterior in ("cap", "mdlm"):
+        argv = ["sample", "--run", str(run), "--quiet", f"sampler.posterior={posterior}"]
+        assert main(argv) == 0
+    folder = run / "samples" / "cap-T8-s0"
+    record = json.loads((folder / "samples.json").read_text())
+    assert record["sampler"]["posterior"] == {"name": "cap", "eta": CapSchedule().eta}
+    tokens = record["tokens"]
+    assert len(tokens) == 6 and all(len(row) == 16 for row in tokens)
+    assert all(0 <= v < 32 for row in tokens for v in row)  # no masks left
+    assert len((folder / "samples.txt").read_text().splitlines()) == 6
+    assert record["metrics"]["nfe"] >= 2 and record["metrics"]["exact_nll"] > 0
+
+    assert main(["eval", "--run", str(run), "--sequences", "16"]) == 0
+    table = json.loads((run / "eval.json").read_text())
+    assert set(table["samples"]) == {"cap-T8-s0", "mdlm-T8-s0"}
+    assert table["validation"]["nats_per_token"] > 0
+
+    # Only the sampler may change when sampling; a different model never reuses the run.
+    assert "only sampler" in _fail(capsys, ["sample", "--run", str(run), "train.steps=9"])
+    before = (run / "run.yaml").read_text()
+    argv = ["train", "--config", "synthetic", "--out", str(run), *TINY, "model.n_blocks=2"]
+    assert "different model" in _fail(capsys, argv)
+    assert (run / "run.yaml").read_text() == before
+
+
+def test_text_runs_keep_their_alphabet(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"to be or not to be, line {i}." for i in range(200)))
+    config = tmp_path / "text.yaml"
+    config.write_text(yaml.safe_dump({"data": {"kind": "text", "path": "corpus.txt"}}))
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--out", str(run), *TINY]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main(argv) == 0
+    # The path is stored absolute, so later commands work from anywhere.
+    assert load_config(run / "run.yaml").data.path == str(corpus)
+    assert main(["sample", "--run", str(run), "--quiet"]) == 0
+    texts = json.loads((run / "samples" / "mdlm-T8-s0" / "samples.json").read_text())["texts"]
+    alphabet = set(json.loads((run / "alphabet.json").read_text()))
+    assert len(texts) == 6 and set("".join(texts)) <= alphabet
+
+
+def test_builtin_run_samples_outside_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", "--run", "synthetic", "--quiet", "sampler.samples=2", "sampler.steps=4"]
+    assert main(argv) == 0
+    assert (tmp_path / "runs" / "synthetic" / "samples" / "cap-T4-s0" / "samples.txt").is_file()
