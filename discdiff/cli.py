@@ -305,7 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     and a message naming the option or config key, before any work starts.
     """
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may also follow the options (`sample --run R --quiet sampler.steps=8`).
+    if extra and (not hasattr(args, "overrides") or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.handler(args)
     except (ConfigError, FileNotFoundError, FileExistsError) as error:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from cli_smoke import TINY_RUN
 
 from discdiff import CapSchedule, Cosine, DiT, LoopSchedule, RemaskPosterior
 from discdiff.cli import main
@@ -16,22 +17,7 @@ from discdiff.config import (
 )
 from discdiff.runs import load_config
 
-TINY = [
-    "model.hidden_dim=32",
-    "model.cond_dim=16",
-    "model.n_blocks=1",
-    "model.n_heads=2",
-    "data.length=16",
-    "train.steps=4",
-    "train.batch_size=8",
-    "train.eval_every=2",
-    "train.eval_sequences=16",
-    "train.checkpoint_every=0",
-    "train.progress=false",
-    "sampler.steps=8",
-    "sampler.samples=6",
-    "sampler.batch_size=4",
-]
+TINY = [*TINY_RUN, "sampler.steps=8", "sampler.samples=6", "sampler.batch_size=4"]
 
 
 def _fail(capsys, argv):
