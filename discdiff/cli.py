@@ -27,14 +27,11 @@ import yaml
 
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.synthetic import run_synthetic_study
-from discdiff.models.dit import DiT
-from discdiff.models.subs import SUBS
-from discdiff.processes import MaskingProcess
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,
     load_config,
-    resolve_run,
+    load_run,
     sample_run,
     train_run,
 )
@@ -51,15 +48,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.from_scratch:
         recipe = load_config("synthetic", ["train.steps=null", f"train.max_minutes={args.minutes}"])
-        model_dir = train_run(recipe, out / "train")
-    else:
-        model_dir = BUILTIN_RUNS["synthetic"]
-    dit = DiT.from_pretrained(model_dir).eval()
-    length = dit.config.model_length
-    process = MaskingProcess(vocab_size=dit.config.vocab_size - 1)
+        train_run(recipe, out / "train")
+    run = load_run(out / "train" if args.from_scratch else "synthetic")
+    length = run.config.data.length
     start = time.perf_counter()
     rows, reference = run_synthetic_study(
-        SUBS(dit, process),
+        run.denoiser,
         out,
         length=length,
         samples=args.samples,
@@ -131,19 +125,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    directory = resolve_run(args.run)
-    config = load_config(directory / "run.yaml")
-    if config.data.kind != "synthetic":
+    run = load_run(args.run)
+    if run.config.data.kind != "synthetic":
         raise ConfigError(
             "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
         )
-    model_dir = directory / "model" if (directory / "model").is_dir() else directory
-    dit = DiT.from_pretrained(model_dir).eval()
-    process = config.process.build(dit.config.vocab_size - 1)
-    length = dit.config.model_length
+    length = run.config.data.length
     top_p = (None, 0.9) if args.nucleus else (None,)
     rows, reference = run_synthetic_study(
-        SUBS(dit, process),
+        run.denoiser,
         args.out,
         length=length,
         samples=args.samples,

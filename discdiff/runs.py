@@ -41,13 +41,16 @@ from discdiff.evaluation.synthetic import ASSET, language_metrics
 from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
 from discdiff.objectives import Bound, ContinuousNELBO
+from discdiff.processes import MaskingProcess
 from discdiff.training.trainer import Trainer
 
 __all__ = [
     "BUILTIN_RUNS",
+    "Run",
     "RunData",
     "evaluate_run",
     "load_config",
+    "load_run",
     "resolve_run",
     "sample_run",
     "train_run",
@@ -233,15 +236,48 @@ def _bound(bound: Bound) -> dict[str, float]:
     }
 
 
-def _load(run: str | Path, config: RunConfig | None = None) -> tuple[Path, RunConfig, Any]:
+@dataclass
+class Run:
+    """A trained run, loaded: its directory, config, EMA model and data.
+
+    Attributes:
+        directory: The run directory (or the built-in run's folder).
+        config: Its `run.yaml`.
+        model: The DiT with the EMA weights, in eval mode.
+        data: Its data (the saved alphabet for text).
+    """
+
+    directory: Path
+    config: RunConfig
+    model: DiT
+    data: RunData
+
+    @property
+    def process(self) -> MaskingProcess:
+        """The run's forward process."""
+        return self.config.process.build(self.data.vocab_size)
+
+    @property
+    def denoiser(self) -> SUBS:
+        r"""The model as a denoiser, $x_\theta(z_t, t)$ (SUBS)."""
+        return SUBS(self.model, self.process)
+
+
+def load_run(run: str | Path) -> Run:
+    """Load a run directory (or a built-in run) that has a trained model.
+
+    Raises:
+        FileNotFoundError: If it is not a run, or has no model yet.
+    """
     directory = resolve_run(run)
-    config = config or RunConfig.load(directory / "run.yaml")
+    config = RunConfig.load(directory / "run.yaml")
     saved = directory / "alphabet.json"
     alphabet = json.loads(saved.read_text()) if saved.is_file() else None
     model_dir = directory / "model" if (directory / "model").is_dir() else directory
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"run {str(directory)!r} has no trained model yet")
-    return directory, config, (DiT.from_pretrained(model_dir).eval(), alphabet)
+    model = DiT.from_pretrained(model_dir).eval()
+    return Run(directory, config, model, RunData.from_config(config, alphabet))
 
 
 def _output(directory: Path, run: str | Path, *parts: str) -> Path:
@@ -275,26 +311,22 @@ def sample_run(
     for override in overrides:
         if not override.startswith("sampler."):
             raise ConfigError(override, "only sampler.* keys can change when sampling")
-    directory, config, (dit, alphabet) = _load(run)
-    config = config.replace(overrides)
+    loaded = load_run(run)
+    config, data = loaded.config.replace(overrides), loaded.data
     spec = config.sampler
-    data = RunData.from_config(config, alphabet)
-    process = config.process.build(data.vocab_size)
-    sampler = spec.build(process, progress=progress)
+    sampler = spec.build(loaded.process, progress=progress)
     generator = torch.Generator().manual_seed(spec.seed)
     start, chunks, nfe = time.perf_counter(), [], 0
     with torch.no_grad():
         for first in range(0, spec.samples, spec.batch_size):
             size = min(spec.batch_size, spec.samples - first)
-            result = sampler.sample(
-                SUBS(dit, process), size, config.data.length, generator=generator
-            )
+            result = sampler.sample(loaded.denoiser, size, config.data.length, generator=generator)
             chunks.append(result.tokens)
             nfe += result.nfe
     seconds = time.perf_counter() - start
     tokens = torch.cat(chunks)
     metrics = {"nfe": nfe, "seconds": seconds, **data.metrics(tokens)}
-    folder = Path(out) if out is not None else _output(directory, run, "samples", spec.label)
+    folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
     folder.mkdir(parents=True, exist_ok=True)
     texts = [data.decode(row) for row in tokens.tolist()]
     _write_json(
@@ -336,19 +368,18 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     Returns:
         The written `eval.json` (`{"validation": ..., "samples": {label: metrics}}`).
     """
-    directory, config, (dit, alphabet) = _load(run)
-    data = RunData.from_config(config, alphabet)
-    process = config.process.build(data.vocab_size)
-    bound = validation_bound(process, SUBS(dit, process), data.validation[:sequences])
+    loaded = load_run(run)
+    held_out = loaded.data.validation[:sequences]
+    bound = validation_bound(loaded.process, loaded.denoiser, held_out)
     table: dict[str, Any] = {"validation": _bound(bound), "samples": {}}
-    for folder in sorted(_output(directory, run, "samples").glob("*/samples.json")):
+    for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
         record = json.loads(folder.read_text())
         tokens = torch.tensor(record["tokens"])
         table["samples"][folder.parent.name] = {
             "steps": record["sampler"]["steps"],
             "nfe": record["metrics"]["nfe"],
-            **data.metrics(tokens),
+            **loaded.data.metrics(tokens),
         }
-    path = Path(out) if out is not None else _output(directory, run, "eval.json")
+    path = Path(out) if out is not None else _output(loaded.directory, run, "eval.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     return _write_json(path, table)
