@@ -1,37 +1,18 @@
-"""Property suites for the posteriors: marginal preservation, normalisation, bounds."""
+"""Property suites for the posteriors: marginal preservation, normalisation, bounds.
+
+The exact checks and the hypothesis strategies are the public suite in
+`discdiff.testing`, the same one users run on their own schedules.
+"""
 
 import hypothesis.strategies as st
 import pytest
 import torch
-from exact import NOISE_SCHEDULES, REMASKING, states
 from hypothesis import given
 
 import discdiff as dd
+from discdiff import testing
 
 F64 = torch.float64
-
-
-@st.composite
-def steps(draw):
-    """A step t -> s with 0 <= s < t <= 1, not degenerate."""
-    t = draw(st.floats(1e-3, 1.0))
-    s = t * draw(st.floats(0.0, 0.999))
-    return t, s
-
-
-@st.composite
-def data(draw, vocab_size, length, soft):
-    """A (1, L, V) distribution over data tokens: a one-hot or a soft one."""
-    if soft:
-        w = draw(
-            st.lists(
-                st.floats(0.0, 1.0), min_size=length * vocab_size, max_size=length * vocab_size
-            )
-        )
-        w = torch.tensor(w, dtype=F64).reshape(1, length, vocab_size) + 1e-3
-        return w / w.sum(-1, keepdim=True)
-    tokens = draw(st.lists(st.integers(0, vocab_size - 1), min_size=length, max_size=length))
-    return torch.nn.functional.one_hot(torch.tensor([tokens]), vocab_size).to(F64)
 
 
 @st.composite
@@ -40,37 +21,42 @@ def setups(draw):
     length = draw(st.integers(1, 2))
     mask_id = vocab_size + draw(st.sampled_from([0, 0, 2]))  # default and a configured id
     process = dd.MaskingProcess(
-        schedule=draw(NOISE_SCHEDULES), vocab_size=vocab_size, mask_id=mask_id
+        schedule=draw(testing.noise_schedules()), vocab_size=vocab_size, mask_id=mask_id
     )
-    posterior = dd.RemaskPosterior(draw(REMASKING))
-    x = draw(data(vocab_size, length, soft=draw(st.booleans())))
-    psi = torch.tensor(
-        draw(
-            st.lists(st.floats(0.0, 1.0) | st.just(float("inf")), min_size=length, max_size=length)
-        ),
-        dtype=F64,
+    posterior = dd.RemaskPosterior(draw(testing.remasking_schedules()))
+    x = draw(testing.data(vocab_size, length))
+    psi = draw(testing.confidences(length))
+    t, s = draw(testing.times())
+    return process, posterior, x, psi, t, s
+
+
+@given(setups())
+def test_marginal_preservation(setup):
+    process, posterior, x, psi, t, s = setup
+    testing.check_marginal_preservation(
+        posterior, process, x=x, steps=[(t, s)], confidence=psi, atol=1e-6
     )
-    t, s = draw(steps())
-    return process, posterior, x, psi.unsqueeze(0), t, s
 
 
-def marginals(process, posterior, x, t, s):
-    """q(z_t | x) and q(z_s | x) with the α the posterior uses (loop re-times α)."""
-    alphas = posterior.alphas(process, torch.tensor([t], dtype=F64), torch.tensor([s], dtype=F64))
-    return [
-        dd.MaskedCategorical(
-            (1 - alpha).reshape(1, 1).expand(x.shape[:2]),
-            vocab_size=process.vocab_size,
-            mask_id=process.mask_id,
-            probs=x,
-        )
-        for alpha in alphas
-    ]
+@given(setups())
+def test_posterior_is_normalised_and_keeps_or_remasks_tokens(setup):
+    process, posterior, x, psi, t, s = setup
+    testing.check_normalisation(posterior, process, x=x, steps=[(t, s)], confidence=psi)
 
 
-def posterior_table(process, posterior, x, psi, t, s):
-    """P[i, j] = q_σ(z_s = states[j] | z_t = states[i], x), by the public objects."""
-    z = states(process, x.shape[1])
+@given(setups())
+def test_mdlm_posterior_keeps_unmasked_tokens(setup):
+    process, _, x, psi, t, s = setup
+    z, table = testing.posterior_table(dd.MaskingPosterior(), process, x, t, s, confidence=psi)
+    differs = (z.unsqueeze(0) != z.unsqueeze(1)) & (z.unsqueeze(1) != process.mask_id)
+    assert (table[differs.any(-1)] == 0).all()
+
+
+@given(setups())
+def test_posterior_objects_accept_valid_steps_with_validation_on(setup):
+    """The guards do not fire on valid steps (the checks above run with them off)."""
+    process, posterior, x, psi, t, s = setup
+    z = testing.enumerate_states(process, x.shape[1])
     k = len(z)
     q = posterior(
         process,
@@ -80,46 +66,7 @@ def posterior_table(process, posterior, x, psi, t, s):
         torch.full((k,), s, dtype=F64),
         confidence=psi.expand(k, -1),
     )
-    return z, q.log_prob(z.unsqueeze(1)).exp().T  # value (K_s, 1, L) against batch (K_t,)
-
-
-@given(setups())
-def test_marginal_preservation(setup):
-    process, posterior, x, psi, t, s = setup
-    z, table = posterior_table(process, posterior, x, psi, t, s)
-    q_t, q_s = marginals(process, posterior, x, t, s)
-    torch.testing.assert_close(
-        q_t.log_prob(z).exp() @ table, q_s.log_prob(z).exp(), atol=1e-6, rtol=0
-    )
-
-
-@given(setups())
-def test_posterior_is_a_normalised_distribution(setup):
-    process, posterior, x, psi, t, s = setup
-    _, table = posterior_table(process, posterior, x, psi, t, s)
-    assert (table >= 0).all()
-    torch.testing.assert_close(table.sum(-1), torch.ones(len(table), dtype=F64))
-
-
-@given(setups())
-def test_unmasked_tokens_are_kept_or_remasked(setup):
-    process, posterior, x, psi, t, s = setup
-    z, table = posterior_table(process, posterior, x, psi, t, s)
-    unmasked = z != process.mask_id
-    changed = (
-        unmasked.unsqueeze(1)
-        & (z.unsqueeze(0) != z.unsqueeze(1))
-        & (z.unsqueeze(0) != process.mask_id)
-    )
-    assert (table[changed.any(-1)] == 0).all()
-
-
-@given(setups())
-def test_mdlm_posterior_keeps_unmasked_tokens(setup):
-    process, _, x, psi, t, s = setup
-    z, table = posterior_table(process, dd.MaskingPosterior(), x, psi, t, s)
-    differs = (z.unsqueeze(0) != z.unsqueeze(1)) & (z.unsqueeze(1) != process.mask_id)
-    assert (table[differs.any(-1)] == 0).all()
+    assert q.batch_shape == (k,)
 
 
 def test_process_marginal_is_the_posterior_marginal():
@@ -149,11 +96,13 @@ def test_sigma_outside_bound_is_rejected(by):
         dd.RemaskPosterior(Overshoot(by))(process, z, x, torch.tensor([0.5]), torch.tensor([0.4]))
 
 
-@given(REMASKING, st.floats(1e-3, 1.0), st.floats(0.0, 1.0))
-def test_builtin_schedules_stay_inside_the_bound(schedule, t, frac):
-    t = torch.tensor([t], dtype=F64)
-    s = t * frac * 0.999
+@given(testing.remasking_schedules(), testing.times())
+def test_builtin_schedules_stay_inside_the_bound(schedule, step):
     process = dd.MaskingProcess(vocab_size=2)
+    testing.check_sigma_bounds(
+        schedule, process, steps=[step], confidence=torch.rand(1, 5, dtype=F64)
+    )
+    t, s = (torch.tensor([value], dtype=F64) for value in step)
     sigma = dd.RemaskPosterior(schedule).sigma(
         process, t, s, confidence=torch.rand(1, 5, dtype=F64)
     )

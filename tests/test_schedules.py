@@ -3,11 +3,12 @@ import math
 import hypothesis.strategies as st
 import pytest
 import torch
-from exact import NOISE_SCHEDULES
 from hypothesis import given
 
 import discdiff as dd
+from discdiff.testing import noise_schedules
 
+NOISE_SCHEDULES = noise_schedules()
 TIMES = st.floats(0.0, 1.0)
 
 
