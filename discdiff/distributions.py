@@ -76,7 +76,12 @@ def draw_categorical(
 
 
 class TokenOrMask(constraints.Constraint):
-    """Integers in `{0..V-1}` or exactly the mask id."""
+    r"""The support of a `MaskedCategorical` position: integers in `{0..V-1}` or the mask id.
+
+    Args:
+        vocab_size: $V$, the number of data tokens.
+        mask_id: The mask id, $\ge V$.
+    """
 
     is_discrete = True
     event_dim = 0
@@ -87,7 +92,14 @@ class TokenOrMask(constraints.Constraint):
         super().__init__()
 
     def check(self, value: Tensor) -> Tensor:
-        """Elementwise: is `value` a data token or the mask id?"""
+        """Elementwise: is `value` a data token or the mask id?
+
+        Args:
+            value: Token ids, any shape.
+
+        Returns:
+            A boolean tensor with the shape of `value`.
+        """
         in_vocab = (value >= 0) & (value < self.vocab_size) & (value == value.floor())
         return in_vocab | (value == self.mask_id)
 
@@ -199,7 +211,11 @@ class MaskedCategorical(TorchDistribution):
         return self.carry != self.mask_id
 
     def token_probs(self) -> Float[Tensor, "*batch length vocab"]:
-        """The token part $y$ as dense probabilities (one-hot where carried)."""
+        """The token part $y$ as dense probabilities (one-hot where carried).
+
+        Returns:
+            $y$ `(..., L, V)`: `probs`, with the one-hot of `carry` at carried positions.
+        """
         if self.carry is None:
             return self.probs
         carried = self.carried
@@ -245,6 +261,9 @@ class MaskedCategorical(TorchDistribution):
             generator: Random generator for reproducible draws.
             dtype: Precision of the token draw; float64 by default, since
                 float32 drops the tail of large vocabularies.
+
+        Returns:
+            Token ids `sample_shape + (B, L)`: data tokens or the mask id.
         """
         shape = self._extended_shape(torch.Size(sample_shape))
         device = self.mask_prob.device
@@ -261,7 +280,17 @@ class MaskedCategorical(TorchDistribution):
         return torch.where(u < self.mask_prob, self.mask_id, tokens)
 
     def position_log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
-        """Log-probabilities of `value` per position (summed by `log_prob`)."""
+        r"""Log-probabilities of `value` per position (summed by `log_prob`).
+
+        $\log P(z^\ell) = \log\mu^\ell$ for the mask, and
+        $\log(1 - \mu^\ell) + \log y^\ell[z^\ell]$ for a token.
+
+        Args:
+            value: Token ids `(..., L)`, broadcastable against the batch shape.
+
+        Returns:
+            `(..., L)` log-probabilities ($-\infty$ for impossible tokens).
+        """
         if self._validate_args:
             self._validate_sample(value)
         value = value.expand(torch.broadcast_shapes(value.shape, self.mask_prob.shape))
@@ -279,11 +308,25 @@ class MaskedCategorical(TorchDistribution):
         return torch.where(is_mask, self.mask_prob.log(), log_keep + token_lp)
 
     def log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
-        r"""$\log P(z) = \sum_\ell \log P(z^\ell)$, shape `value.shape[:-1]`."""
+        r"""$\log P(z) = \sum_\ell \log P(z^\ell)$.
+
+        Args:
+            value: Token ids `(..., L)`, broadcastable against the batch shape.
+
+        Returns:
+            Log-probabilities with shape `value.shape[:-1]` (broadcast).
+        """
         return self.position_log_prob(value).sum(-1)
 
     def entropy(self) -> Tensor:
-        r"""$H = \sum_\ell h(\mu^\ell) + (1 - \mu^\ell) H(y^\ell)$."""
+        r"""$H = \sum_\ell h(\mu^\ell) + (1 - \mu^\ell) H(y^\ell)$, in nats.
+
+        $h$ is the binary entropy of the mask indicator and $H(y^\ell)$ the
+        entropy of the token part (0 where carried).
+
+        Returns:
+            The entropy per batch element, `(B,)`.
+        """
         mu = self.mask_prob
         y = self.token_probs()
         token_entropy = -torch.xlogy(y, y).sum(-1)

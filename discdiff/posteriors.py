@@ -69,6 +69,9 @@ class RemaskPosterior:
             t: Current times in $(0, 1]$, `(B,)` or a float.
             s: Next times, `s < t`, `(B,)` or a float.
 
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)` (times broadcast to one batch).
+
         Raises:
             ValueError: If `t` or `s` lie outside $[0, 1]$ or `s >= t`.
         """
@@ -100,7 +103,21 @@ class RemaskPosterior:
         *,
         confidence: Confidence | None = None,
     ) -> Tensor:
-        r"""$\sigma_t$ for the step, `(B,)` or `(B, L)`, checked against $[0, \sigma_t^{\max}]$."""
+        r"""$\sigma_t$ for the step, checked against $[0, \sigma_t^{\max}]$.
+
+        Args:
+            process: The forward process (supplies the noise schedule).
+            t: Current times, `(B,)` or a float.
+            s: Next times, `s < t`, `(B,)` or a float.
+            confidence: Decode confidences $\psi$ `(B, L)`, for schedules that
+                need them.
+
+        Returns:
+            $\sigma_t$, `(B,)`, or `(B, L)` for a per-position schedule.
+
+        Raises:
+            ValueError: If $\sigma_t$ leaves its bound (with validation on).
+        """
         return self._step(process, t, s, confidence)[2]
 
     def __call__(
@@ -153,7 +170,15 @@ class RemaskPosterior:
         )
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
-        """The sampler's time grid for `steps` steps (the schedule's choice)."""
+        """The sampler's time grid for `steps` steps (the schedule's choice).
+
+        Args:
+            steps: The number of steps $T$.
+            t_min: The last time before noise removal.
+
+        Returns:
+            Decreasing float64 times from 1 to `t_min`.
+        """
         return self.schedule.time_grid(steps, t_min)
 
     def draw(

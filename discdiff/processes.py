@@ -127,5 +127,12 @@ class MaskingProcess:
         return self.marginal(x, t).sample(generator=generator)
 
     def is_masked(self, z: Int[Tensor, "*shape"]) -> torch.Tensor:
-        """`True` where `z` holds the mask id."""
+        """`True` where `z` holds the mask id.
+
+        Args:
+            z: Token ids, any shape.
+
+        Returns:
+            A boolean tensor with the shape of `z`.
+        """
         return z == self.mask_id

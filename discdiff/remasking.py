@@ -67,6 +67,15 @@ def sigma_max(alpha_t: Times, alpha_s: Times) -> Times:
 def uniform_time_grid(steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
     r"""`steps + 1` equally spaced times from 1 down to `t_min` (float64).
 
+    $t_i = 1 - i\,(1 - t_{\min})/T$ for $i = 0, \dots, T$.
+
+    Args:
+        steps: The number of steps $T \ge 1$.
+        t_min: The last time, in $[0, 1)$.
+
+    Returns:
+        The grid `(T + 1,)`, decreasing from 1 to `t_min`.
+
     Raises:
         ValueError: If `steps < 1` or `t_min` lies outside $[0, 1)$.
     """
@@ -106,6 +115,9 @@ class RemaskingSchedule(ABC):
         Args:
             steps: The number of steps $T$.
             t_min: The last time, before the final noise-removal step.
+
+        Returns:
+            The decreasing grid of times, float64, `(points,)`.
         """
         return uniform_time_grid(steps, t_min)
 
@@ -116,6 +128,9 @@ class RemaskingSchedule(ABC):
             noise: The process's noise schedule.
             t: Current times, `(B,)`.
             s: Next times, `(B,)`, with `s < t`.
+
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)`; $\alpha_s \ge \alpha_t$.
         """
         return noise.alpha(t), noise.alpha(s)
 
@@ -137,6 +152,10 @@ class RemaskingSchedule(ABC):
             alpha_s: $\alpha_s$, `(B,)`.
             confidence: Decode confidences $\psi$, `(B, L)`; only for schedules
                 with `needs_confidence`.
+
+        Returns:
+            $\sigma_t \in [0, \sigma_t^{\max}]$, `(B,)` or `(B, L)` for per-position
+            schedules.
 
         Raises:
             ValueError: If the schedule needs `confidence` and it is missing, or
@@ -250,7 +269,16 @@ class ConfidenceSchedule(RemaskingSchedule):
             raise ValueError("`base` must be a per-sequence schedule, not a ConfidenceSchedule")
 
     def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""The base schedule's $(\alpha_t, \alpha_s)$ (re-timed if it re-times)."""
+        r"""The base schedule's $(\alpha_t, \alpha_s)$ (re-timed if it re-times).
+
+        Args:
+            noise: The process's noise schedule.
+            t: Current times, `(B,)`.
+            s: Next times, `(B,)`.
+
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)`.
+        """
         if self.base is None:
             return super().alphas(noise, t, s)
         return self.base.alphas(noise, t, s)
@@ -310,14 +338,32 @@ class LoopSchedule(RemaskingSchedule):
         _check_eta(self.eta, min(1.0, (1.0 - self.alpha_on) / self.alpha_on))
 
     def alpha(self, tau: Tensor) -> Tensor:
-        r"""The re-timed $\alpha(\tau)$ above."""
+        r"""The re-timed $\alpha(\tau)$ above.
+
+        Args:
+            tau: Times in $[0, 1]$, any shape.
+
+        Returns:
+            $\alpha(\tau)$ with the shape of `tau`: linear from 0 to
+            $\alpha_{\mathrm{on}}$ on $[t_{\mathrm{on}}, 1]$, flat on the loop, linear
+            to 1 on $[0, t_{\mathrm{off}}]$.
+        """
         decode = (1.0 - tau) * self.alpha_on / (1.0 - self.t_on)
         finish = 1.0 - tau * (1.0 - self.alpha_on) / self.t_off
         flat = torch.full_like(tau, self.alpha_on)
         return torch.where(tau > self.t_on, decode, torch.where(tau < self.t_off, finish, flat))
 
     def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""The re-timed $(\alpha(t), \alpha(s))$; `noise` is not used."""
+        r"""The re-timed $(\alpha(t), \alpha(s))$; `noise` is not used.
+
+        Args:
+            noise: The process's noise schedule (ignored, as in ReMDM).
+            t: Current times, `(B,)`.
+            s: Next times, `(B,)`.
+
+        Returns:
+            $(\alpha(t), \alpha(s))$, each `(B,)`.
+        """
         return self.alpha(t), self.alpha(s)
 
     def _sigma(self, t, s, alpha_t, alpha_s, confidence):
@@ -353,11 +399,27 @@ class DFMCorrector(RemaskingSchedule):
             raise ValueError(f"`A` must be non-negative; got {self.A}")
 
     def beta(self, t: Tensor) -> Tensor:
-        r"""$\beta_t = A\, t^{1/4} (1 - t)^{1/4}$."""
+        r"""The corrector strength $\beta_t = A\, t^{1/4} (1 - t)^{1/4}$.
+
+        Args:
+            t: Times in $[0, 1]$, any shape.
+
+        Returns:
+            $\beta_t \ge 0$ with the shape of `t` (0 at both ends).
+        """
         return self.A * (t * (1.0 - t)).clamp_min(0.0) ** 0.25
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        r"""Adaptive grid: $dt = \min\{1/T,\ 1/(a/t + b/(1 - t))\}$ from $t = 1$."""
+        r"""Adaptive grid: $dt = \min\{1/T,\ 1/(a/t + b/(1 - t))\}$ from $t = 1$.
+
+        Args:
+            steps: $T$; no step is longer than $1/T$.
+            t_min: The last time.
+
+        Returns:
+            The decreasing grid of times, float64; it has more than $T + 1$
+            points wherever the corrector's rates are high.
+        """
         super().time_grid(steps, t_min)  # validates the arguments
         times, t = [1.0], 1.0
         while t > t_min:

@@ -24,7 +24,15 @@ class BatchSource(Protocol):
     length: int
 
     def batch(self, index: int, size: int) -> Int[Tensor, "size length"]:
-        """Batch number `index` of `size` sequences."""
+        """Batch number `index` of `size` sequences (a pure function of `index`).
+
+        Args:
+            index: The batch number $k$ (the trainer's step).
+            size: Sequences per batch.
+
+        Returns:
+            Token ids `(size, length)`.
+        """
         ...
 
 
@@ -42,7 +50,15 @@ class LanguageSource:
         self.vocab_size = language.vocab_size
 
     def batch(self, index: int, size: int) -> Int[Tensor, "size length"]:
-        """Sample `size` sequences with a generator seeded by `(seed, index)`."""
+        """Sample `size` sequences with a generator seeded by `(seed, index)`.
+
+        Args:
+            index: The batch number.
+            size: Sequences per batch.
+
+        Returns:
+            Token ids `(size, length)`.
+        """
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return self.language.sample(size, self.length, generator=generator)
 
@@ -74,7 +90,15 @@ class BlockSource:
         self.length = blocks.shape[1]
 
     def batch(self, index: int, size: int) -> Int[Tensor, "size length"]:
-        """Positions `index * size ...` of the concatenated shuffled epochs."""
+        """Positions `index * size ...` of the concatenated shuffled epochs.
+
+        Args:
+            index: The batch number.
+            size: Sequences per batch.
+
+        Returns:
+            Blocks `(size, L)`.
+        """
         n = self.blocks.shape[0]
         positions = torch.arange(index * size, (index + 1) * size)
         epochs, offsets = positions // n, positions % n

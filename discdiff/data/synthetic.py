@@ -85,7 +85,14 @@ class SyntheticLanguage:
         self.transition.scatter_add_(1, self.next_state, emission)
 
     def state_marginals(self, length: int) -> Float[Tensor, "length states"]:
-        """$P(z_t = z)$ for $t = 1..L$."""
+        r"""Hidden-state marginals $P(s_\ell = k)$ for $\ell = 1..L$ (start state 0).
+
+        Args:
+            length: $L$.
+
+        Returns:
+            `(L, K)` float64 probabilities.
+        """
         marginal = torch.zeros(self.states, dtype=torch.float64)
         marginal[0] = 1.0
         out = []
@@ -95,23 +102,57 @@ class SyntheticLanguage:
         return torch.stack(out)
 
     def entropy(self, length: int) -> float:
-        r"""Exact $H(X_{1:L}) / L$ in nats per token."""
+        r"""Exact $H(X_{1:L}) / L$ in nats per token.
+
+        Unifilar: the tokens determine the state path, so
+        $H(X_{1:L}) = \sum_\ell \sum_k P(s_\ell = k)\, H(E_k)$ with $E_k$ the
+        emission distribution of state $k$.
+
+        Args:
+            length: $L$.
+
+        Returns:
+            The entropy rate over $L$ tokens, in nats.
+        """
         per_state = -torch.xlogy(self.emission, self.emission).sum(-1)
         return float((self.state_marginals(length) @ per_state).mean())
 
     def unigram(self, length: int) -> Float[Tensor, "vocab"]:
-        r"""The pooled token distribution $\bar u$ over positions $1..L$."""
+        r"""The pooled token distribution $\bar u$ over positions $1..L$.
+
+        Args:
+            length: $L$.
+
+        Returns:
+            $\bar u$ `(V,)`, float64.
+        """
         return (self.state_marginals(length) @ self.emission).mean(0)
 
     def unigram_cross_entropy(self, length: int) -> float:
-        r"""$H(\bar u)$: the per-token loss of the best position-free unigram model."""
+        r"""$H(\bar u)$: the per-token loss of the best position-free unigram model.
+
+        Args:
+            length: $L$.
+
+        Returns:
+            Nats per token.
+        """
         u = self.unigram(length)
         return float(-(u * u.clamp_min(1e-300).log()).sum())
 
     def sample(
         self, n: int, length: int, *, generator: torch.Generator | None = None
     ) -> Int[Tensor, "n length"]:
-        """Draw `n` sequences of `length` tokens."""
+        """Draw `n` sequences of `length` tokens.
+
+        Args:
+            n: Number of sequences.
+            length: Tokens per sequence.
+            generator: Random generator for reproducible draws.
+
+        Returns:
+            Token ids `(n, length)` in `0..V-1`.
+        """
         state = torch.zeros(n, dtype=torch.long)
         cdf = self.emission.cumsum(-1)
         tokens = torch.empty(n, length, dtype=torch.long)
@@ -133,7 +174,17 @@ class SyntheticLanguage:
         return torch.where(observed[..., None, None], step, self.transition)
 
     def log_prob(self, x: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
-        r"""Exact $\log p(x)$ by the forward algorithm."""
+        r"""Exact $\log p(x)$ by the forward algorithm.
+
+        Args:
+            x: Token ids `(B, L)` in `0..V-1`.
+
+        Returns:
+            $\log p(x)$ in nats, `(B,)`, float64.
+
+        Raises:
+            ValueError: If `x` holds ids outside the vocabulary.
+        """
         if bool(((x < 0) | (x >= self.vocab_size)).any()):
             raise ValueError(f"`x` holds ids outside 0..{self.vocab_size - 1}")
         steps = self._steps(x)
@@ -150,7 +201,18 @@ class SyntheticLanguage:
     def conditionals(
         self, z: Int[Tensor, "batch length"], mask_id: int
     ) -> Float[Tensor, "batch length vocab"]:
-        r"""$p(x_\ell = v \mid \text{tokens of } z \text{ other than } \ell)$, masks summed out."""
+        r"""$p(x_\ell = v \mid \text{tokens of } z \text{ other than } \ell)$, masks summed out.
+
+        Forward-backward message passing over the hidden states, with masked
+        positions marginalised.
+
+        Args:
+            z: Noisy tokens `(B, L)`: data ids or `mask_id`.
+            mask_id: The id that marks a masked position.
+
+        Returns:
+            Float64 probabilities `(B, L, V)`.
+        """
         observed = z != mask_id
         steps = self._steps(torch.where(observed, z, -1))
         batch, length = z.shape
@@ -169,11 +231,25 @@ class SyntheticLanguage:
         return scores / scores.sum(-1, keepdim=True).clamp_min(1e-300)
 
     def denoiser(self, mask_id: int | None = None) -> "LanguageDenoiser":
-        """The exact conditional denoiser of this language (a `Denoiser`)."""
+        """The exact conditional denoiser of this language (a `Denoiser`).
+
+        Args:
+            mask_id: The mask id it reads; defaults to $V$.
+
+        Returns:
+            A `LanguageDenoiser`.
+        """
         return LanguageDenoiser(self, self.vocab_size if mask_id is None else mask_id)
 
     def summary(self, length: int) -> dict[str, float]:
-        """Entropy, unigram cross-entropy and their gap, in nats per token."""
+        """Entropy, unigram cross-entropy and their gap, in nats per token.
+
+        Args:
+            length: $L$.
+
+        Returns:
+            `{"entropy", "unigram", "gap", "entropy_bits"}`.
+        """
         entropy, unigram = self.entropy(length), self.unigram_cross_entropy(length)
         return {
             "entropy": entropy,
@@ -187,6 +263,10 @@ class LanguageDenoiser:
     r"""The exact denoiser $p(x_\ell \mid \text{unmasked tokens of } z_t)$ of a language.
 
     Unmasked positions carry their token over (SUBS). Not time-conditioned.
+
+    Args:
+        language: The language.
+        mask_id: The mask id it reads.
     """
 
     time_conditioned = False
@@ -195,7 +275,15 @@ class LanguageDenoiser:
         self.language, self.mask_id = language, mask_id
 
     def __call__(self, z_t: Tokens, t: Times) -> Float[Tensor, "batch length vocab"]:
-        """Exact log-probabilities `(B, L, V)`."""
+        """Exact log-probabilities, computed on the CPU.
+
+        Args:
+            z_t: Noisy tokens `(B, L)`.
+            t: Times `(B,)` (unused).
+
+        Returns:
+            Float32 log-probabilities `(B, L, V)` on the device of `z_t`.
+        """
         probs = self.language.conditionals(z_t.cpu(), self.mask_id)
         unmasked = z_t.cpu() != self.mask_id
         carry = torch.nn.functional.one_hot(

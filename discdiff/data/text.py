@@ -38,11 +38,25 @@ class Tokenizer(Protocol):
     eos_id: int
 
     def encode(self, text: str) -> list[int]:
-        """Text to ids."""
+        """Text to ids.
+
+        Args:
+            text: The text.
+
+        Returns:
+            Token ids in `0..vocab_size-1`.
+        """
         ...
 
     def decode(self, ids: list[int]) -> str:
-        """Ids to text."""
+        """Ids to text.
+
+        Args:
+            ids: Token ids.
+
+        Returns:
+            The text.
+        """
         ...
 
 
@@ -63,23 +77,51 @@ class CharTokenizer:
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
-        """The tokenizer of every character in `text`, sorted."""
+        """The tokenizer of every character in `text`, sorted.
+
+        Args:
+            text: The corpus.
+
+        Returns:
+            A `CharTokenizer` with `len(set(text)) + 2` ids.
+        """
         return cls("".join(sorted(set(text))))
 
     def encode(self, text: str) -> list[int]:
-        """Ids of the characters; an unknown character is an error."""
+        """Ids of the characters.
+
+        Args:
+            text: Characters of the alphabet.
+
+        Returns:
+            One id per character.
+
+        Raises:
+            ValueError: On a character outside the alphabet.
+        """
         try:
             return [self._ids[c] for c in text]
         except KeyError as missing:
             raise ValueError(f"character {missing} is not in the alphabet") from None
 
     def decode(self, ids: list[int]) -> str:
-        """Characters of the ids (special ids are dropped)."""
+        """Characters of the ids (special ids are dropped).
+
+        Args:
+            ids: Token ids.
+
+        Returns:
+            The text.
+        """
         return "".join(self.alphabet[i] for i in ids if i < len(self.alphabet))
 
 
 class BPETokenizer:
-    """Byte-level BPE trained locally with the `tokenizers` package."""
+    """Byte-level BPE trained locally with the `tokenizers` package.
+
+    Args:
+        tokenizer: A `tokenizers.Tokenizer` with `<bos>` and `<eos>` tokens.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
@@ -89,7 +131,15 @@ class BPETokenizer:
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int) -> "BPETokenizer":
-        """Train on `texts` with `vocab_size` ids (`<bos>`, `<eos>` included)."""
+        """Train on `texts` with `vocab_size` ids (`<bos>`, `<eos>` included).
+
+        Args:
+            texts: The training documents.
+            vocab_size: The number of ids, special tokens included.
+
+        Returns:
+            The trained tokenizer.
+        """
         from tokenizers import Tokenizer as _Tokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -106,26 +156,61 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Read a tokenizer saved with `save`."""
+        """Read a tokenizer saved with `save`.
+
+        Args:
+            path: The JSON file.
+
+        Returns:
+            The tokenizer.
+        """
         from tokenizers import Tokenizer as _Tokenizer
 
         return cls(_Tokenizer.from_file(str(path)))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer as JSON."""
+        """Write the tokenizer as JSON.
+
+        Args:
+            path: The file to write.
+        """
         self._tokenizer.save(str(path))
 
     def encode(self, text: str) -> list[int]:
-        """Ids of `text`."""
+        """Ids of `text`.
+
+        Args:
+            text: The text.
+
+        Returns:
+            Token ids.
+        """
         return self._tokenizer.encode(text).ids
 
     def decode(self, ids: list[int]) -> str:
-        """Text of `ids`."""
+        """Text of `ids`.
+
+        Args:
+            ids: Token ids.
+
+        Returns:
+            The text.
+        """
         return self._tokenizer.decode(ids)
 
 
 class HFTokenizer:
-    """Any Hugging Face tokenizer (e.g. GPT-2's), loaded locally or from the hub."""
+    """Any Hugging Face tokenizer (e.g. GPT-2's), loaded locally or from the hub.
+
+    `vocab_size` counts added tokens; EOS (or SEP) ends documents, BOS (or CLS,
+    or EOS) starts them.
+
+    Args:
+        tokenizer: A `transformers` tokenizer.
+
+    Raises:
+        ValueError: If the tokenizer has neither an EOS nor a SEP token.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
@@ -143,22 +228,47 @@ class HFTokenizer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> "HFTokenizer":
-        """`transformers.AutoTokenizer.from_pretrained` (no remote code)."""
+        """`transformers.AutoTokenizer.from_pretrained` (no remote code).
+
+        Args:
+            name_or_path: A local directory or a hub id.
+
+        Returns:
+            The wrapped tokenizer.
+        """
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(name_or_path))
 
     def encode(self, text: str) -> list[int]:
-        """Ids of `text`, without special tokens."""
+        """Ids of `text`, without special tokens.
+
+        Args:
+            text: The text.
+
+        Returns:
+            Token ids.
+        """
         return self._tokenizer.encode(text, add_special_tokens=False)
 
     def decode(self, ids: list[int]) -> str:
-        """Text of `ids`."""
+        """Text of `ids`.
+
+        Args:
+            ids: Token ids.
+
+        Returns:
+            The text.
+        """
         return self._tokenizer.decode(ids)
 
 
 def check_mask_id(tokenizer: Tokenizer, mask_id: int) -> None:
     """Reject a mask id that a tokenizer can produce.
+
+    Args:
+        tokenizer: Any `Tokenizer`.
+        mask_id: The process's mask id.
 
     Raises:
         ValueError: If `mask_id < tokenizer.vocab_size` (which counts added
@@ -173,6 +283,12 @@ def check_mask_id(tokenizer: Tokenizer, mask_id: int) -> None:
 
 def read_text(path: str | os.PathLike) -> str:
     """Read a UTF-8 text file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its text.
 
     Raises:
         FileNotFoundError: If it does not exist.
@@ -204,6 +320,9 @@ def hf_documents(
         limit: Stop after this many non-empty documents.
         **kwargs: Passed to `load_dataset` (e.g. `name=` for a configuration).
 
+    Returns:
+        The non-empty texts, in order.
+
     Raises:
         ImportError: If `datasets` is not installed.
         KeyError: If the records have no `field`.
@@ -230,6 +349,15 @@ def pack(
 
     The last partial block is dropped.
 
+    Args:
+        documents: Token ids of each document.
+        length: Tokens per block $L$.
+        bos_id: The id put before each document.
+        eos_id: The id put after each document.
+
+    Returns:
+        Blocks `(N, L)`.
+
     Raises:
         ValueError: If there is not enough text for one block.
     """
@@ -246,6 +374,16 @@ def pad(
     documents: list[list[int]], length: int, *, pad_id: int, bos_id: int, eos_id: int
 ) -> tuple[Int[Tensor, "docs length"], Bool[Tensor, "docs length"]]:
     """One `<bos> doc <eos>` per row, padded to `length`, with its attention mask.
+
+    Args:
+        documents: Token ids of each document.
+        length: Tokens per row.
+        pad_id: The padding id.
+        bos_id: The id put before each document.
+        eos_id: The id put after each document.
+
+    Returns:
+        `(rows, mask)`: ids `(N, length)` and `True` at real tokens `(N, length)`.
 
     Raises:
         ValueError: If a document does not fit in `length` tokens.

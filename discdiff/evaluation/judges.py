@@ -53,7 +53,14 @@ class ARJudge(nn.Module):
         self.head = nn.Linear(width, vocab_size)
 
     def hidden(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length width"]:
-        """Final hidden states (before the output head)."""
+        r"""Final hidden states (before the output head).
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            `(B, L, width)`; position $\ell$ has seen `<bos>` and $x_{<\ell}$.
+        """
         bos = torch.full_like(tokens[:, :1], self.vocab_size)
         inputs = torch.cat((bos, tokens[:, :-1]), dim=1)
         length = tokens.shape[1]
@@ -62,27 +69,63 @@ class ARJudge(nn.Module):
         return self.norm(self.blocks(h, mask=causal, is_causal=True))
 
     def forward(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length vocab"]:
-        """Next-token logits."""
+        r"""Next-token logits: position $\ell$ predicts $x_\ell$ from $x_{<\ell}$.
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            Logits `(B, L, V)`.
+        """
         return self.head(self.hidden(tokens))
 
     def nll(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
-        """Total negative log-likelihood (nats) of each sequence."""
+        r"""Total negative log-likelihood $-\sum_\ell \log p(x_\ell \mid x_{<\ell})$ (nats).
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            `(B,)` nats per sequence.
+        """
         log_probs = self(tokens).float().log_softmax(-1)
         return -log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     def scored_tokens(self, tokens: Int[Tensor, "batch length"]) -> int:
-        """Every token is scored."""
+        """Every token is scored.
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            `B * L`.
+        """
         return tokens.numel()
 
     def features(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch width"]:
-        """Mean-pooled hidden states: the default MAUVE featuriser."""
+        """Mean-pooled hidden states: the default MAUVE featuriser.
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            Features `(B, width)`.
+        """
         return self.hidden(tokens).mean(1)
 
     @torch.no_grad()
     def sample(
         self, n: int, *, generator: torch.Generator | None = None
     ) -> Int[Tensor, "n length"]:
-        """Ancestral samples, token by token (an AR reference for studies)."""
+        """Ancestral samples, token by token (an AR reference for studies).
+
+        Args:
+            n: Number of sequences.
+            generator: Random generator (CPU) for the draws.
+
+        Returns:
+            Token ids `(n, length)`.
+        """
         tokens = torch.zeros(n, 0, dtype=torch.long, device=self.position.device)
         for _ in range(self.length):
             padded = torch.cat((tokens, tokens.new_zeros(n, 1)), dim=1)
@@ -98,11 +141,30 @@ class AutoregressiveNLL:
     def noise(
         self, process: MaskingProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
-        """No randomness."""
+        """No randomness.
+
+        Args:
+            process: The forward process (unused).
+            x: Clean tokens (unused).
+            generator: Random generator (unused).
+
+        Returns:
+            An empty tuple.
+        """
         return ()
 
     def loss(self, process: MaskingProcess, denoiser: Any, x: Tensor, *noise: Tensor) -> Tensor:
-        """`model.nll(x)`, reaching through a DDP wrapper if there is one."""
+        """`model.nll(x)`, reaching through a DDP wrapper if there is one.
+
+        Args:
+            process: The forward process (unused).
+            denoiser: The judge (an `ARJudge`), possibly DDP-wrapped.
+            x: Clean tokens `(B, L)`.
+            *noise: Nothing.
+
+        Returns:
+            Nats per sequence `(B,)`.
+        """
         model = getattr(denoiser, "module", denoiser)
         return model.nll(x)
 
@@ -124,7 +186,14 @@ class HFCausalJudge:
         return [torch.tensor(self.tokenizer.encode(text)) for text in texts]
 
     def nll(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
-        """Total NLL of each re-tokenised sample (its first token is context)."""
+        """Total NLL of each re-tokenised sample (its first token is context).
+
+        Args:
+            tokens: Samples `(B, L)` in the sampling tokenizer's ids.
+
+        Returns:
+            Nats per sample `(B,)`.
+        """
         out = []
         for ids in self._encode(tokens):
             logits = self.model(input_ids=ids[None]).logits[0, :-1].float()
@@ -132,5 +201,12 @@ class HFCausalJudge:
         return torch.stack(out)
 
     def scored_tokens(self, tokens: Int[Tensor, "batch length"]) -> int:
-        """Re-tokenised tokens that were scored."""
+        """Re-tokenised tokens that were scored.
+
+        Args:
+            tokens: Samples `(B, L)` in the sampling tokenizer's ids.
+
+        Returns:
+            The number of scored judge tokens.
+        """
         return sum(len(ids) - 1 for ids in self._encode(tokens))

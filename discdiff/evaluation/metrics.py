@@ -29,11 +29,25 @@ class Judge(Protocol):
     """An autoregressive model that scores token sequences."""
 
     def nll(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
-        """Total negative log-likelihood (nats) of each sequence's predicted tokens."""
+        """Total negative log-likelihood (nats) of each sequence's predicted tokens.
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            Nats per sequence `(B,)`.
+        """
         ...
 
     def scored_tokens(self, tokens: Int[Tensor, "batch length"]) -> int:
-        """How many tokens `nll` scores in the batch."""
+        """How many tokens `nll` scores in the batch.
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            The count, for corpus-level perplexity.
+        """
         ...
 
 
@@ -42,6 +56,12 @@ def token_entropy(tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]
 
     $H = -\sum_v \hat p_v \log \hat p_v$ with $\hat p_v$ the frequency of id $v$
     in the sequence.
+
+    Args:
+        tokens: Samples `(B, L)`.
+
+    Returns:
+        Entropies in nats `(B,)`.
 
     Example:
         >>> token_entropy(torch.tensor([[0, 0, 1, 1]]))
@@ -60,6 +80,9 @@ def gen_ppl(judge: Judge, tokens: Int[Tensor, "batch length"], *, batch_size: in
         judge: The autoregressive judge.
         tokens: Samples `(N, L)` in the judge's ids.
         batch_size: Sequences per judge call.
+
+    Returns:
+        The perplexity.
     """
     nll, count = 0.0, 0
     with torch.no_grad():
@@ -73,7 +96,15 @@ def gen_ppl(judge: Judge, tokens: Int[Tensor, "batch length"], *, batch_size: in
 def exact_nll(
     log_prob: Callable[[Tensor], Tensor], tokens: Int[Tensor, "batch length"]
 ) -> Float[Tensor, "batch"]:
-    """Exact negative log-likelihood per token of each sample (e.g. `language.log_prob`)."""
+    r"""Exact negative log-likelihood per token of each sample, $-\log p(x)/L$.
+
+    Args:
+        log_prob: Exact $\log p$ of `(B, L)` tokens, e.g. `SyntheticLanguage.log_prob`.
+        tokens: Samples `(B, L)`.
+
+    Returns:
+        Nats per token `(B,)`.
+    """
     return (-log_prob(tokens) / tokens.shape[1]).float()
 
 
@@ -91,6 +122,9 @@ def mauve_score(
         q_features: Features of the other (e.g. data), `(m, d)`.
         clusters: Quantisation clusters; `mauve-text`'s default (n/10) if `None`.
         seed: Seed of the clustering.
+
+    Returns:
+        MAUVE in $[0, 1]$ (1: indistinguishable sets).
 
     Raises:
         ImportError: If `mauve-text` is not installed.

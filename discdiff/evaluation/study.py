@@ -99,7 +99,16 @@ def scaling_study(
 
 
 def write_rows(rows: list[dict[str, Any]], directory: str | os.PathLike, name: str) -> Path:
-    """Write `name.csv` and `name.json` into `directory` (each atomically); returns the CSV."""
+    """Write `name.csv` and `name.json` into `directory` (each atomically).
+
+    Args:
+        rows: The records (keys become columns, in first-seen order).
+        directory: Where to write; created if needed.
+        name: File stem.
+
+    Returns:
+        The path of the CSV file.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -136,6 +145,9 @@ def plot_study(
         label: Its axis label.
         references: Horizontal reference lines, e.g. `{"data": 0.0}`.
         title: Figure title.
+
+    Returns:
+        The path of the PNG file.
     """
     import matplotlib
 

@@ -37,7 +37,14 @@ ASSET = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 
 
 def strategies(full: bool = False) -> dict[str, Any]:
-    """The samplers of the study (paper settings; `full` adds conf and decoders)."""
+    """The samplers of the study (paper settings; `full` adds conf and decoders).
+
+    Args:
+        full: Add ReMDM-rescale, ReMDM-conf and entropy ordering.
+
+    Returns:
+        Named strategies (posteriors and decoders).
+    """
     chosen: dict[str, Any] = {
         "MDLM": MaskingPosterior(),
         "ReMDM-cap": RemaskPosterior(CapSchedule(0.02)),
@@ -58,7 +65,15 @@ def strategies(full: bool = False) -> dict[str, Any]:
 def language_metrics(
     language: SyntheticLanguage, length: int
 ) -> Callable[[torch.Tensor], dict[str, float]]:
-    """Exact NLL per token, its gap to the entropy, and the token-histogram entropy."""
+    """Exact NLL per token, its gap to the entropy, and the token-histogram entropy.
+
+    Args:
+        language: The language the samples should follow.
+        length: Sequence length $L$ (for the exact entropy).
+
+    Returns:
+        A function from samples `(N, L)` to `{"exact_nll", "nll_gap", "token_entropy"}`.
+    """
     entropy = language.entropy(length)
 
     def metrics(tokens: torch.Tensor) -> dict[str, float]:

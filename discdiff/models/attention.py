@@ -23,12 +23,17 @@ from torch import Tensor
 __all__ = ["AttentionBackend", "attention", "resolve_backend", "xformers_available"]
 
 AttentionBackend = Literal["auto", "xformers", "sdpa", "math"]
+"""The attention backends a `DiTConfig` can name (`"auto"` picks xformers on CUDA, else SDPA)."""
 Heads = Float[Tensor, "batch length heads head_dim"]
 
 
 @functools.cache
 def xformers_available() -> bool:
-    """Whether xformers imports with CUDA support (imported here, lazily, once)."""
+    """Whether xformers imports with CUDA support (imported here, lazily, once).
+
+    Returns:
+        `True` on a CUDA machine with a working xformers install.
+    """
     if not torch.cuda.is_available():
         return False
     try:
@@ -40,6 +45,14 @@ def xformers_available() -> bool:
 
 def resolve_backend(backend: AttentionBackend, device: torch.device) -> str:
     """The concrete backend `backend` means on `device`.
+
+    Args:
+        backend: `"auto"`, `"xformers"`, `"sdpa"` or `"math"`.
+        device: Where the attention runs.
+
+    Returns:
+        `"xformers"`, `"sdpa"` or `"math"` (`"auto"` picks xformers on CUDA
+        when it imports, SDPA otherwise).
 
     Raises:
         ValueError: For an unknown name, or `"xformers"` off CUDA or without xformers.

@@ -16,7 +16,12 @@ __all__ = ["Opaque", "load_torch_checkpoint"]
 
 
 class Opaque:
-    """Stands in for an object of a class the checkpoint names; runs no code of its."""
+    """Stands in for an object of a class the checkpoint names; runs no code of its.
+
+    `load_torch_checkpoint` maps every class a checkpoint names outside torch's
+    safe list (e.g. Lightning's saved OmegaConf config) to this one, which only
+    records the pickled arguments and state.
+    """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Opaque":
         """Record the constructor arguments; nothing else happens."""

@@ -74,6 +74,12 @@ class HuggingFaceDenoiser(nn.Module):
         Args:
             name_or_path: A local directory or a hub id (needs a network).
             **kwargs: Passed to `AutoModelForMaskedLM.from_pretrained`.
+
+        Returns:
+            The denoiser, with the tokenizer as its `tokenizer` attribute.
+
+        Raises:
+            ValueError: If the tokenizer has no mask token.
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -86,23 +92,58 @@ class HuggingFaceDenoiser(nn.Module):
         return denoiser
 
     def process(self, schedule: NoiseSchedule = LogLinear()) -> MaskingProcess:
-        """The `MaskingProcess` over this model's data tokens."""
+        r"""The `MaskingProcess` over this model's data tokens.
+
+        Args:
+            schedule: The noise schedule $\alpha_t$.
+
+        Returns:
+            `MaskingProcess(schedule, vocab_size=V, mask_id=V)` with $V$ = model vocabulary − 1.
+        """
         return MaskingProcess(schedule, vocab_size=self.vocab_size, mask_id=self.mask_id)
 
     def encode(self, model_ids: Int[Tensor, "*shape"]) -> Int[Tensor, "*shape"]:
-        """Model (tokenizer) ids to process ids: `[MASK]` becomes the mask id."""
+        """Model (tokenizer) ids to process ids: `[MASK]` becomes the mask id.
+
+        Ids above `[MASK]` move down by one, so the data tokens are `0..V-1`.
+
+        Args:
+            model_ids: Tokenizer ids, any shape.
+
+        Returns:
+            Process ids with the shape of `model_ids`.
+        """
         shifted = model_ids - (model_ids > self.model_mask_id).long()
         return torch.where(model_ids == self.model_mask_id, self.mask_id, shifted)
 
     def decode(self, tokens: Int[Tensor, "*shape"]) -> Int[Tensor, "*shape"]:
-        """Process ids to model (tokenizer) ids."""
+        """Process ids to model (tokenizer) ids; the inverse of `encode`.
+
+        Args:
+            tokens: Process ids (data tokens or the mask id), any shape.
+
+        Returns:
+            Tokenizer ids with the shape of `tokens`.
+        """
         shifted = tokens + (tokens >= self.model_mask_id).long()
         return torch.where(tokens == self.mask_id, self.model_mask_id, shifted)
 
     def forward(
         self, z_t: Tokens, t: Times, padding_mask: torch.Tensor | None = None
     ) -> Float[Tensor, "batch length vocab"]:
-        r"""$\log x_\theta(z_t)$ over the $V$ data tokens, `(B, L, V)`."""
+        r"""$\log x_\theta(z_t)$ over the $V$ data tokens.
+
+        The model's logits without the `[MASK]` column, through SUBS.
+
+        Args:
+            z_t: Noisy tokens `(B, L)` in process ids.
+            t: Times `(B,)` (unused: a masked LM does not see $t$).
+            padding_mask: `(B, L)`, `True` at real tokens, passed on as the
+                attention mask.
+
+        Returns:
+            Float32 log-probabilities `(B, L, V)`.
+        """
         logits = self.model(input_ids=self.decode(z_t), attention_mask=padding_mask).logits
         m = self.model_mask_id
         data_logits = torch.cat((logits[..., :m], logits[..., m + 1 :]), dim=-1)

@@ -48,9 +48,17 @@ class EnumerableOracle:
         self._one_hot = torch.nn.functional.one_hot(self.sequences, self.vocab_size).double()
 
     def __call__(self, z_t: Tokens, t: Times) -> Float[Tensor, "batch length vocab"]:
-        r"""$\log p(x_\ell \mid \text{unmasked tokens of } z_t)$, `(B, L, V)`.
+        r"""$\log p(x_\ell \mid \text{unmasked tokens of } z_t)$ at every position.
 
         Rows whose unmasked tokens have probability zero get the prior marginals.
+
+        Args:
+            z_t: Noisy tokens `(B, L)`.
+            t: Times `(B,)` (unused: the exact conditional does not depend on $t$).
+
+        Returns:
+            Float32 log-probabilities `(B, L, V)`; at an unmasked position the
+            one-hot of its token.
         """
         seq = self.sequences.to(z_t.device)
         agrees = (z_t.unsqueeze(1) == seq) | (z_t.unsqueeze(1) == self.mask_id)  # (B, K, L)

@@ -95,7 +95,17 @@ class SUBS(nn.Module):
     def forward(
         self, z_t: Tokens, t: Times, padding_mask: torch.Tensor | None = None
     ) -> Float[Tensor, "batch length vocab"]:
-        r"""$\log x_\theta(z_t)$ over the data tokens, `(B, L, V)`."""
+        r"""$\log x_\theta(z_t)$ over the data tokens.
+
+        Args:
+            z_t: Noisy tokens `(B, L)`.
+            t: Times `(B,)`; used only when time-conditioned (as
+                $\sigma(t) = -\log\alpha_t$).
+            padding_mask: `(B, L)`, `True` at real tokens; `None` attends to all.
+
+        Returns:
+            Float32 log-probabilities `(B, L, V)` (see `subs_log_probs`).
+        """
         if self.time_conditioned:
             sigma = -torch.log(self.process.schedule.alpha(t)).float()
         else:

@@ -27,14 +27,35 @@ __all__ = ["AncestralSampler", "SampleResult", "Strategy", "shape_probs"]
 
 @runtime_checkable
 class Strategy(Protocol):
-    """What the sampler asks of a posterior or decoder."""
+    """What the sampler asks of a posterior or decoder.
+
+    `RemaskPosterior` (every ReMDM strategy, MDLM, forward-backward, DFM) and
+    `ConfidenceDecoder` implement it; the sampler never looks further.
+    """
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
-        """Times from 1 down to `t_min`."""
+        """Times from 1 down to `t_min`.
+
+        Args:
+            steps: The number of steps $T$.
+            t_min: The last time.
+
+        Returns:
+            Decreasing float64 times `(points,)`.
+        """
         ...
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""$(\alpha_t, \alpha_s)$ used for the step."""
+        r"""$(\alpha_t, \alpha_s)$ used for the step.
+
+        Args:
+            process: The forward process.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)`.
+        """
         ...
 
     def draw(
@@ -49,7 +70,21 @@ class Strategy(Protocol):
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
-        """One reverse step."""
+        r"""One reverse step $z_t \to z_s$.
+
+        Args:
+            process: The forward process.
+            z_t: Current tokens `(B, L)`.
+            x: $x_\theta(z_t)$ `(B, L, V)`, after temperature / top-k / nucleus.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            confidence: Decode confidences $\psi$ `(B, L)` (`+inf` where none).
+            generator: Random generator.
+            dtype: Precision of categorical draws.
+
+        Returns:
+            $z_s$ `(B, L)`.
+        """
         ...
 
 

@@ -42,14 +42,39 @@ class ConfidenceDecoder(ABC):
 
     @abstractmethod
     def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        """Confidence of each candidate (higher is decoded first)."""
+        r"""Confidence of each candidate (higher is decoded first).
+
+        Args:
+            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
+
+        Returns:
+            Scores `(B, L)`; masked positions with the highest scores unmask first.
+        """
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        """A uniform grid of `steps` steps from 1 to `t_min`."""
+        """A uniform grid of `steps` steps from 1 to `t_min`.
+
+        Args:
+            steps: The number of steps $T$.
+            t_min: The last time.
+
+        Returns:
+            `(T + 1,)` float64 times.
+        """
         return uniform_time_grid(steps, t_min)
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""$(\alpha_t, \alpha_s)$ of the process's schedule."""
+        r"""$(\alpha_t, \alpha_s)$ of the process's schedule.
+
+        Args:
+            process: The forward process.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)`.
+        """
         return process.schedule.alpha(t), process.schedule.alpha(s)
 
     def draw(
@@ -64,7 +89,25 @@ class ConfidenceDecoder(ABC):
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
-        """One step: draw candidates, unmask the `k` most confident per sequence."""
+        r"""One step: draw candidates, unmask the `k` most confident per sequence.
+
+        $k$ is `tokens_per_step`, or MDLM's expected number
+        $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
+        Unmasked tokens are never changed.
+
+        Args:
+            process: The forward process.
+            z_t: Current tokens `(B, L)`.
+            x: $x_\theta(z_t)$ `(B, L, V)`.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            confidence: Decode confidences (unused by these decoders).
+            generator: Random generator for the candidates.
+            dtype: Precision of the categorical draw.
+
+        Returns:
+            $z_s$ `(B, L)`.
+        """
         masked = process.is_masked(z_t)
         candidates = draw_categorical(x, generator=generator, dtype=dtype).squeeze(-1)
         score = self.score(x, candidates).masked_fill(~masked, -torch.inf)
@@ -85,7 +128,15 @@ class MaskGITDecoder(ConfidenceDecoder):
     r"""MaskGIT / LLaDA: the probability $x_\theta$ gives the drawn candidate."""
 
     def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        """`x[candidate]`."""
+        r"""$x_\theta[\text{candidate}]$, the probability of the drawn token.
+
+        Args:
+            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
+
+        Returns:
+            Scores `(B, L)`; masked positions with the highest scores unmask first.
+        """
         return x.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
 
 
@@ -93,7 +144,17 @@ class EntropyDecoder(ConfidenceDecoder):
     """Dream's entropy ordering: low-entropy positions first."""
 
     def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        r"""Negative entropy of $x_\theta$ at each position (a chunk of rows at a time)."""
+        r"""Negative entropy $\sum_v x_\theta[v] \log x_\theta[v]$ at each position.
+
+        Computed a chunk of rows at a time; the candidates are not used.
+
+        Args:
+            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
+
+        Returns:
+            Scores `(B, L)`; masked positions with the highest scores unmask first.
+        """
         rows = x.reshape(-1, x.shape[-1])
         out = torch.empty(rows.shape[0], dtype=x.dtype, device=x.device)
         step = max(1, -(-rows.shape[0] // 8))
@@ -107,7 +168,15 @@ class MarginDecoder(ConfidenceDecoder):
     """Dream's margin ordering: largest gap between the two most likely tokens first."""
 
     def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        """Top-1 minus top-2 probability."""
+        r"""Top-1 minus top-2 probability of $x_\theta$ (the candidates are not used).
+
+        Args:
+            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
+
+        Returns:
+            Scores `(B, L)`; masked positions with the highest scores unmask first.
+        """
         if x.shape[-1] < 2:
             return x[..., 0]
         top = x.topk(2, dim=-1).values
