@@ -9,9 +9,27 @@ The objects a user composes are re-exported here::
 """
 
 from discdiff.distributions import MaskedCategorical
-from discdiff.models import SUBS, Denoiser, DiT, DiTConfig, HuggingFaceDenoiser
+from discdiff.guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    ConditionalSUBS,
+    EnumerableClassifier,
+    EnumerableConditionalOracle,
+    Guidance,
+)
+from discdiff.models import (
+    SUBS,
+    ConditionalDenoiser,
+    Denoiser,
+    DiT,
+    DiTClassifier,
+    DiTConfig,
+    HuggingFaceDenoiser,
+    NoisyClassifier,
+    with_label,
+)
 from discdiff.models.oracle import EnumerableOracle
-from discdiff.objectives import discrete_nelbo, nelbo
+from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import (
@@ -46,17 +64,26 @@ __all__ = [
     "SUBS",
     "AncestralSampler",
     "CapSchedule",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "ConditionalDenoiser",
+    "ConditionalNELBO",
+    "ConditionalSUBS",
     "ConfidenceSchedule",
     "Cosine",
     "CosineSquared",
     "DFMCorrector",
     "Denoiser",
     "DiT",
+    "DiTClassifier",
     "DiTConfig",
     "EntropyDecoder",
+    "EnumerableClassifier",
+    "EnumerableConditionalOracle",
     "EnumerableOracle",
     "ForwardBackward",
     "Geometric",
+    "Guidance",
     "HuggingFaceDenoiser",
     "Linear",
     "LogLinear",
@@ -68,6 +95,8 @@ __all__ = [
     "MaskingProcess",
     "NoRemasking",
     "NoiseSchedule",
+    "NoisyClassification",
+    "NoisyClassifier",
     "Polynomial",
     "RemaskPosterior",
     "RemaskingSchedule",
@@ -76,6 +105,7 @@ __all__ = [
     "discrete_nelbo",
     "nelbo",
     "sigma_max",
+    "with_label",
 ]
 
 __version__ = "0.1.0"

@@ -30,14 +30,16 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from discdiff.models.protocol import Denoiser
+from discdiff.models.protocol import Denoiser, with_label
 from discdiff.posteriors import RemaskPosterior
 from discdiff.processes import MaskingProcess
 
 __all__ = [
     "Bound",
+    "ConditionalNELBO",
     "ContinuousNELBO",
     "DiscreteNELBO",
+    "NoisyClassification",
     "Objective",
     "antithetic_times",
     "discrete_nelbo",
@@ -256,3 +258,66 @@ class DiscreteNELBO:
             z_t=z_t,
             exact_kl=self.exact_kl,
         )
+
+
+class ConditionalNELBO:
+    r"""The NELBO of a class-conditional denoiser, a bound on $-\log p_\theta(x \mid y)$.
+
+    For labelled data: a source whose batches are `(x, label)` makes the
+    trainer call `loss(process, model, x, label, *noise)`; the label is bound
+    to the model (`with_label`) and `inner` is evaluated on the plain
+    denoiser. Label dropout (the null label, for classifier-free guidance)
+    happens inside the model in training mode (`DiTConfig.label_dropout`).
+
+    Args:
+        inner: The objective on the bound denoiser; the continuous NELBO by default.
+    """
+
+    def __init__(self, inner: Objective | None = None) -> None:
+        self.inner = inner or ContinuousNELBO()
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """The inner objective's noise."""
+        return self.inner.noise(process, x, generator)
+
+    def loss(
+        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+    ) -> Tensor:
+        """The inner loss of `denoiser(·, ·, label)`; `noise` is `(label, *inner noise)`."""
+        label, *rest = noise
+        return self.inner.loss(process, with_label(denoiser, label), x, *rest)
+
+
+class NoisyClassification:
+    r"""Cross-entropy of a classifier of noisy sequences, as an `Objective`.
+
+    Trains $p_\phi(c \mid z_t)$ for classifier-based guidance:
+
+    $$
+    \mathcal{L}(\phi) = \mathbb{E}_{(x, c)}\, \mathbb{E}_{t \sim U[\delta, 1],\,
+    z_t \sim q(z_t \mid x)} \big[-\log p_\phi(c \mid z_t)\big],
+    $$
+
+    with antithetic times. The model is any `(z_t, t) -> (B, C)` logits
+    module (e.g. `DiTClassifier`); batches are `(x, label)`. The trainer
+    divides losses by the number of tokens, so each sequence's cross-entropy
+    is multiplied by $L$ here: the trainer's "nats/token" is then the mean
+    cross-entropy per sequence.
+    """
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """Antithetic times and $z_t$ for the batch."""
+        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
+        return t, process.sample(x, t, generator=generator)
+
+    def loss(
+        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+    ) -> Tensor:
+        """`(B,)` cross-entropies times $L$; `noise` is `(label, t, z_t)`."""
+        label, t, z_t = noise
+        logits = denoiser(z_t, t).float()
+        return torch.nn.functional.cross_entropy(logits, label, reduction="none") * x.shape[1]

@@ -17,6 +17,17 @@ rotary embeddings (base 10 000) on queries and keys, bidirectional attention,
 a tanh-GELU MLP $d \to 4d \to d$ and dropout; then a final adaLN LayerNorm and
 a zero-initialised `Linear(d → V_m)`. Parameter names follow MDLM's, so
 `backbone.*` state dicts load with `strict=True`.
+
+**Class conditioning** (optional, `num_classes > 0`): a label embedding table
+with `num_classes + 1` rows, the last one the *null* label $\varnothing$, is
+added to the time embedding before the SiLU, so every adaLN modulation sees
+$c = \mathrm{SiLU}(\mathrm{emb}_\sigma(\sigma) + \mathrm{emb}_y(y))$ (as in Peebles & Xie's
+class-conditional DiT). In training mode each label is replaced by the null
+label with probability `label_dropout`, so one network learns both
+$x_\theta(z_t \mid c)$ and $x_\theta(z_t \mid \varnothing)$, the two
+ingredients of classifier-free guidance. An unconditional config
+(`num_classes = 0`, the default) has no label table, so MDLM's checkpoints and
+earlier ones of this library load unchanged.
 """
 
 import json
@@ -28,7 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -38,7 +49,7 @@ from discdiff.models.attention import AttentionBackend, attention
 from discdiff.models.checkpoints import load_torch_checkpoint
 from discdiff.typing import Tokens
 
-__all__ = ["DiT", "DiTConfig"]
+__all__ = ["DiT", "DiTClassifier", "DiTConfig"]
 
 PREFIX = "backbone."
 CONFIG_NAME = "config.json"
@@ -60,6 +71,11 @@ class DiTConfig:
         dropout: Dropout probability in the blocks.
         time_conditioning: Whether the network sees $\sigma(t)$ (MDLM: no).
         attention: Attention backend: `"auto"`, `"xformers"`, `"sdpa"`, `"math"`.
+        num_classes: Number of class labels $C$ the network is conditioned on;
+            `0` (default) means unconditional. Label `C` is the null label.
+        label_dropout: Probability, in training mode, of replacing a label by
+            the null label (classifier-free guidance training); ignored when
+            `num_classes = 0`.
     """
 
     hidden_dim: int = 768
@@ -71,6 +87,8 @@ class DiTConfig:
     dropout: float = 0.1
     time_conditioning: bool = False
     attention: AttentionBackend = "auto"
+    num_classes: int = 0
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "cond_dim", "n_blocks", "n_heads", "vocab_size", "model_length"):
@@ -83,6 +101,10 @@ class DiTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must lie in [0, 1); got {self.dropout}")
+        if self.num_classes < 0:
+            raise ValueError(f"`num_classes` must be at least 0; got {self.num_classes}")
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"`label_dropout` must lie in [0, 1]; got {self.label_dropout}")
 
     @classmethod
     def small(cls, vocab_size: int = 50258, **overrides: Any) -> "DiTConfig":
@@ -177,7 +199,9 @@ class EmbeddingLayer(nn.Module):
         nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """Look up `(B, L)` ids."""
+        """Look up `(B, L)` ids, or mix rows by a float `(B, L, vocab)` (e.g. one-hot) input."""
+        if tokens.is_floating_point():
+            return tokens.to(self.embedding.dtype) @ self.embedding
         return self.embedding[tokens]
 
 
@@ -260,45 +284,101 @@ class DiT(nn.Module):
         self.config = config
         self.vocab_embed = EmbeddingLayer(config.hidden_dim, config.vocab_size)
         self.sigma_map = TimestepEmbedder(config.cond_dim)
+        if config.num_classes:
+            self.label_embed = nn.Embedding(config.num_classes + 1, config.cond_dim)
+            nn.init.normal_(self.label_embed.weight, std=0.02)
         self.rotary_emb = Rotary(config.hidden_dim // config.n_heads)
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.n_blocks))
         self.output_layer = FinalLayer(config)
 
+    @property
+    def null_label(self) -> int:
+        """The id of the null label, `num_classes` (only meaningful when conditional)."""
+        return self.config.num_classes
+
     def forward(
         self,
-        tokens: Tokens,
+        tokens: Tokens | Float[Tensor, "batch length model_vocab"],
         sigma: Float[Tensor, "batch"],
         padding_mask: Bool[Tensor, "batch length"] | None = None,
+        label: Int[Tensor, "batch"] | None = None,
     ) -> Float[Tensor, "batch length model_vocab"]:
         r"""Logits for every position.
 
         Args:
-            tokens: Ids `(B, L)` in `0..vocab_size-1`, `L <= model_length`.
+            tokens: Ids `(B, L)` in `0..vocab_size-1`, `L <= model_length`; or a
+                float `(B, L, vocab_size)` mixture of them (a one-hot encoding,
+                differentiable, as first-order classifier guidance needs).
             sigma: Total noise $\sigma(t) = -\log\alpha_t$ `(B,)` (zeros when
                 not time-conditioned).
             padding_mask: `(B, L)`, `True` at real tokens; padding is not attended to.
+            label: Class labels `(B,)` in `0..num_classes` (`num_classes` is the
+                null label), for a conditional config; `None` means null.
 
         Returns:
             Float32 logits `(B, L, vocab_size)`.
 
         Raises:
-            ValueError: On ids outside the vocabulary or sequences longer than
-                `model_length`.
+            ValueError: On ids outside the vocabulary, sequences longer than
+                `model_length`, or labels out of range (or given to an
+                unconditional model).
         """
+        x, c = self.features(tokens, sigma, padding_mask, label)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            logits = self.output_layer(x, c)
+        return logits.float()
+
+    def features(
+        self,
+        tokens: Tokens | Float[Tensor, "batch length model_vocab"],
+        sigma: Float[Tensor, "batch"],
+        padding_mask: Bool[Tensor, "batch length"] | None = None,
+        label: Int[Tensor, "batch"] | None = None,
+    ) -> tuple[Float[Tensor, "batch length hidden"], Float[Tensor, "batch cond"]]:
+        """The last block's hidden states and the conditioning vector (see `forward`)."""
         if tokens.shape[1] > self.config.model_length:
             raise ValueError(
                 f"`tokens` has length {tokens.shape[1]} > model_length={self.config.model_length}"
             )
-        if validation_enabled() and bool(((tokens < 0) | (tokens >= self.config.vocab_size)).any()):
+        if tokens.is_floating_point():
+            if tokens.dim() != 3 or tokens.shape[-1] != self.config.vocab_size:
+                raise ValueError(
+                    f"float `tokens` must have shape (B, L, vocab_size={self.config.vocab_size}); "
+                    f"got {tuple(tokens.shape)}"
+                )
+        elif validation_enabled() and bool(
+            ((tokens < 0) | (tokens >= self.config.vocab_size)).any()
+        ):
             raise ValueError(f"`tokens` holds ids outside 0..{self.config.vocab_size - 1}")
         x = self.vocab_embed(tokens)
-        c = F.silu(self.sigma_map(sigma))
+        c = self.sigma_map(sigma)
+        if self.config.num_classes:
+            c = c + self.label_embed(self._labels(label, tokens.shape[0], tokens.device))
+        elif label is not None:
+            raise ValueError("`label` was given, but this DiT is unconditional (num_classes=0)")
+        c = F.silu(c)
         rotary = self.rotary_emb(tokens.shape[1], tokens.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
             for block in self.blocks:
                 x = block(x, rotary, c, padding_mask)
-            logits = self.output_layer(x, c)
-        return logits.float()
+        return x, c
+
+    def _labels(self, label: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Check `label`, fill in the null label, and apply label dropout in training."""
+        null = self.config.num_classes
+        if label is None:
+            return torch.full((batch,), null, dtype=torch.long, device=device)
+        if label.shape != (batch,):
+            raise ValueError(f"`label` must have shape ({batch},); got {tuple(label.shape)}")
+        if validation_enabled() and bool(((label < 0) | (label > null)).any()):
+            raise ValueError(
+                f"`label` must lie in 0..{null} (num_classes={null} is the null label); "
+                f"got {label.unique()[:5].tolist()}"
+            )
+        if self.training and self.config.label_dropout > 0:
+            drop = torch.rand(batch, device=device) < self.config.label_dropout
+            label = torch.where(drop, null, label)
+        return label
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -415,6 +495,64 @@ class DiT(nn.Module):
                         f"expected {tuple(param.shape)}"
                     )
                 param.copy_(value)
+
+
+class DiTClassifier(nn.Module):
+    r"""A noisy-sequence classifier: a DiT trunk, mean pooling and a linear head.
+
+    Models $p_\phi(c \mid z_t)$ for classifier-based guidance: trained on
+    $z_t \sim q(z_t \mid x)$ at $t \sim U[0, 1]$ with the labels of the clean
+    $x$ (`discdiff.objectives.NoisyClassification`). It accepts token ids or
+    a float one-hot `(B, L, vocab_size)` input, through which the first-order
+    guidance differentiates.
+
+    Args:
+        config: The trunk's hyper-parameters (`vocab_size` counts the mask;
+            `num_classes` of the config must be 0 — the trunk is not
+            label-conditioned).
+        num_classes: Number of classes $C$ the head predicts.
+        schedule: Noise schedule giving $\sigma(t)$ when
+            `config.time_conditioning`; unused otherwise.
+
+    Example:
+        >>> classifier = DiTClassifier(DiTConfig.micro(vocab_size=5), num_classes=3)
+        >>> classifier(torch.full((2, 6), 4), torch.ones(2)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, config: DiTConfig, num_classes: int, *, schedule: Any = None) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be at least 2; got {num_classes}")
+        if config.num_classes:
+            raise ValueError("the classifier's trunk must be unconditional (`num_classes=0`)")
+        if config.time_conditioning and schedule is None:
+            raise ValueError("a time-conditioned classifier needs the noise `schedule`")
+        self.config, self.num_classes, self.schedule = config, num_classes, schedule
+        self.time_conditioned = config.time_conditioning
+        self.trunk = DiT(config)
+        del self.trunk.output_layer  # the head below replaces the per-token output
+        self.norm = LayerNorm(config.hidden_dim)
+        self.head = nn.Linear(config.hidden_dim, num_classes)
+
+    def forward(
+        self,
+        z_t: Tokens | Float[Tensor, "batch length model_vocab"],
+        t: Float[Tensor, "batch"],
+    ) -> Float[Tensor, "batch classes"]:
+        r"""Class logits of $p_\phi(c \mid z_t)$, `(B, C)` in float32.
+
+        Args:
+            z_t: Noisy ids `(B, L)` (data ids or the mask id), or their float
+                one-hot encoding `(B, L, vocab_size)`.
+            t: Diffusion times `(B,)`.
+        """
+        if self.time_conditioned:
+            sigma = -torch.log(self.schedule.alpha(t)).float()
+        else:
+            sigma = torch.zeros(z_t.shape[0], device=z_t.device)
+        hidden, _ = self.trunk.features(z_t, sigma)
+        return self.head(self.norm(hidden.float().mean(1))).float()
 
 
 def _infer_config(state: dict[str, Tensor]) -> DiTConfig:

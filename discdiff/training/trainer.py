@@ -8,6 +8,12 @@ validation, a progress bar with loss and tokens/s; under `torchrun` it trains
 with PyTorch DDP (gloo on CPU, NCCL on CUDA) on per-rank slices of each global
 batch, or FSDP on CUDA.
 
+Labelled data: a source may return `(x, *side)` instead of `x` (e.g. class
+labels for a conditional model or a noisy classifier). The side tensors,
+one row per sequence, are sliced per rank and micro-batch like `x` and passed
+to the objective's `loss` before its own noise (see `ConditionalNELBO`,
+`NoisyClassification`).
+
 Reproducibility: batch `k` and its noise depend only on `(seed, k)`;
 dropout uses torch's global generator, whose state is checkpointed. A
 resumed run therefore continues the exact loss trajectory of an
@@ -110,7 +116,8 @@ class Trainer:
     Args:
         process: The forward process.
         model: The denoiser, an `nn.Module` called as `model(z_t, t)`.
-        data: Training batches (`BatchSource`).
+        data: Training batches (`BatchSource`); batches may be `(x, *side)`
+            tuples, e.g. `(tokens, labels)`, whose side tensors go to the objective.
         config: The settings.
         objective: Per-sequence loss; the continuous-time NELBO by default.
         validation: Fixed validation sequences `(N, L)`, evaluated with the
@@ -209,8 +216,10 @@ class Trainer:
     def train_step(self) -> float:
         """One optimiser step on global batch `self.step`; returns its loss in nats/token."""
         config, dist = self.config, self.dist
-        x = self.data.batch(self.step, config.batch_size)
+        batch = self.data.batch(self.step, config.batch_size)
+        x, *side = (batch,) if isinstance(batch, Tensor) else batch
         noise = self.objective.noise(self.process, x, self._step_generator(self.step))
+        noise = (*side, *noise)
         rank_slice = dist.shard(config.batch_size)
         x, noise = x[rank_slice], [n[rank_slice] for n in noise]
         tokens = config.batch_size * x.shape[1]
