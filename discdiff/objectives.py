@@ -23,6 +23,9 @@ positions — MDLM's weight when $\sigma = 0$. (The prior term is dropped, as
 in MDLM.)
 """
 
+import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +46,7 @@ __all__ = [
     "Objective",
     "antithetic_times",
     "discrete_nelbo",
+    "held_out_bound",
     "nelbo",
 ]
 
@@ -180,8 +184,58 @@ class Bound:
 
     @property
     def perplexity(self) -> float:
-        r"""The perplexity bound $\exp(\text{nats/token})$."""
-        return float(torch.tensor(self.nats_per_token).exp())
+        r"""The perplexity bound $\exp(\text{nats/token})$ (`inf` when it overflows)."""
+        return math.exp(self.nats_per_token) if self.nats_per_token < 700 else math.inf
+
+    def summary(self) -> dict[str, float]:
+        """`nats_per_token`, `bits_per_token` and `perplexity_bound`, for records."""
+        return {
+            "nats_per_token": self.nats_per_token,
+            "bits_per_token": self.bits_per_token,
+            "perplexity_bound": self.perplexity,
+        }
+
+
+def held_out_bound(
+    process: MaskingProcess,
+    denoiser: Denoiser,
+    data: Int[Tensor, "n length"],
+    *,
+    batch_size: int = 64,
+    seed: int = 12345,
+    device: torch.device | str | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Bound:
+    r"""The continuous NELBO of held-out sequences, with fixed noise: comparable across runs.
+
+    $$
+    \text{nats/token} = \frac{1}{N L} \sum_{n} \mathcal{L}_\infty(x_n),
+    $$
+
+    with times and masks drawn from a generator seeded by `seed` (on the CPU,
+    so the noise does not depend on the device).
+
+    Args:
+        process: The forward process.
+        denoiser: The model, $x_\theta$.
+        data: The sequences, `(N, L)`.
+        batch_size: Sequences per forward pass.
+        seed: Seed of the noise.
+        device: Where the model runs (the data and noise are moved there).
+        autocast: A context manager factory wrapped around each forward (e.g. bf16).
+
+    Returns:
+        The `Bound` over all $N L$ tokens.
+    """
+    objective, generator = ContinuousNELBO(), torch.Generator().manual_seed(seed)
+    nats = 0.0
+    with torch.no_grad():
+        for first in range(0, data.shape[0], batch_size):
+            x = data[first : first + batch_size]
+            noise = [n.to(device) for n in objective.noise(process, x, generator)]
+            with autocast():
+                nats += float(objective.loss(process, denoiser, x.to(device), *noise).sum())
+    return Bound(nats=nats, tokens=data.numel())
 
 
 @runtime_checkable

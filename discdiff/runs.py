@@ -20,7 +20,6 @@ a run directory is expected.
 """
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Int
 from torch import Tensor
 
 from discdiff._io import atomic_write
@@ -40,7 +38,7 @@ from discdiff.evaluation.metrics import token_entropy
 from discdiff.evaluation.synthetic import ASSET, language_metrics
 from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
-from discdiff.objectives import Bound, ContinuousNELBO
+from discdiff.objectives import held_out_bound
 from discdiff.processes import MaskingProcess
 from discdiff.training.trainer import Trainer
 
@@ -54,7 +52,6 @@ __all__ = [
     "resolve_run",
     "sample_run",
     "train_run",
-    "validation_bound",
 ]
 
 BUILTIN_RUNS: dict[str, Path] = {"synthetic": ASSET}
@@ -221,19 +218,11 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     record = {"losses": history.losses, "evals": history.evals, "train": asdict(settings)}
     _write_json(out / "history.json", record)
     final = trainer.evaluate()
-    _write_json(out / "metrics.json", {"step": trainer.step, **_bound(final)})
+    _write_json(out / "metrics.json", {"step": trainer.step, **final.summary()})
     if history.evals:
         _plot_learning_curve(history.evals, out / "learning_curve.png")
     with trainer.ema_weights():
         return dit.save_pretrained(out / "model")
-
-
-def _bound(bound: Bound) -> dict[str, float]:
-    return {
-        "nats_per_token": bound.nats_per_token,
-        "bits_per_token": bound.bits_per_token,
-        "perplexity_bound": bound.perplexity if bound.nats_per_token < 50 else math.inf,
-    }
 
 
 @dataclass
@@ -344,20 +333,6 @@ def sample_run(
     return folder
 
 
-def validation_bound(
-    process: Any, denoiser: Any, held_out: Int[Tensor, "n length"], *, batch_size: int = 64
-) -> Bound:
-    """The continuous NELBO of `held_out` under `denoiser`, with fixed noise (seed 12345)."""
-    generator = torch.Generator().manual_seed(12345)
-    nats = 0.0
-    with torch.no_grad():
-        for first in range(0, held_out.shape[0], batch_size):
-            x = held_out[first : first + batch_size]
-            noise = ContinuousNELBO().noise(process, x, generator)
-            nats += float(ContinuousNELBO().loss(process, denoiser, x, *noise).sum())
-    return Bound(nats=nats, tokens=held_out.numel())
-
-
 def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | None = None) -> Path:
     """Score a run: its validation bound and every sample set in `RUN/samples/`.
 
@@ -370,8 +345,8 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     """
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
-    bound = validation_bound(loaded.process, loaded.denoiser, held_out)
-    table: dict[str, Any] = {"validation": _bound(bound), "samples": {}}
+    bound = held_out_bound(loaded.process, loaded.denoiser, held_out)
+    table: dict[str, Any] = {"validation": bound.summary(), "samples": {}}
     for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
         record = json.loads(folder.read_text())
         tokens = torch.tensor(record["tokens"])

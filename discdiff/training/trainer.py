@@ -21,7 +21,6 @@ uninterrupted one.
 """
 
 import contextlib
-import math
 import os
 import signal
 import time
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from discdiff.data.sources import BatchSource
-from discdiff.objectives import Bound, ContinuousNELBO, Objective
+from discdiff.objectives import Bound, ContinuousNELBO, Objective, held_out_bound
 from discdiff.processes import MaskingProcess
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed
@@ -260,27 +259,18 @@ class Trainer:
         """Continuous NELBO of the validation set (fixed noise; EMA weights if any)."""
         if self.validation is None:
             raise ValueError("no `validation` data was given")
-        data = self.validation[: self.config.eval_sequences]
-        generator = torch.Generator().manual_seed(12345)
         self.model.eval()
-        nats = 0.0
         with self.ema_weights():
-            for start in range(0, data.shape[0], batch_size):
-                x = data[start : start + batch_size]
-                noise = ContinuousNELBO().noise(self.process, x, generator)
-                with self._autocast():
-                    nats += float(
-                        ContinuousNELBO()
-                        .loss(
-                            self.process,
-                            self.model,
-                            x.to(self.device),
-                            *(n.to(self.device) for n in noise),
-                        )
-                        .sum()
-                    )
+            bound = held_out_bound(
+                self.process,
+                self.model,
+                self.validation[: self.config.eval_sequences],
+                batch_size=batch_size,
+                device=self.device,
+                autocast=self._autocast,
+            )
         self.model.train()
-        return Bound(nats=nats, tokens=data.numel())
+        return bound
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -403,13 +393,7 @@ class Trainer:
 
     def _record_eval(self, minutes: float) -> None:
         bound = self.evaluate()
-        record = {
-            "step": float(self.step),
-            "minutes": minutes,
-            "nats_per_token": bound.nats_per_token,
-            "bits_per_token": bound.bits_per_token,
-            "perplexity_bound": bound.perplexity if bound.nats_per_token < 50 else math.inf,
-        }
+        record = {"step": float(self.step), "minutes": minutes, **bound.summary()}
         self.history.evals.append(record)
         if self.on_eval is not None:
             self.on_eval(record)
