@@ -349,7 +349,12 @@ class SamplerSpec:
         return f"{name}-T{self.steps}{nucleus}-s{self.seed}"
 
 
-_MODEL_FIXED = ("vocab_size", "model_length")
+_MODEL_FIXED = {
+    "vocab_size": "is set by the data; remove it",
+    "model_length": "is set by the data; remove it",
+    "num_classes": "needs labelled data, which run configs do not have (see discdiff.guidance)",
+    "label_dropout": "needs labelled data, which run configs do not have (see discdiff.guidance)",
+}
 
 
 @dataclass(frozen=True)
@@ -359,7 +364,7 @@ class RunConfig:
     Args:
         data: The data section.
         model: `DiTConfig` fields except `vocab_size` and `model_length`, which
-            follow the data.
+            follow the data, and the label fields (`num_classes`, `label_dropout`).
         process: The forward process.
         train: The trainer settings.
         sampler: The sampler settings.
@@ -386,9 +391,9 @@ class RunConfig:
                 raise ConfigError(str(name), _allowed(sections, name))
         data = _construct("data", DataSpec, values.get("data") or {})
         model = dict(values.get("model") or {})
-        for name in _MODEL_FIXED:
+        for name, reason in _MODEL_FIXED.items():
             if name in model:
-                raise ConfigError(f"model.{name}", "is set by the data; remove it")
+                raise ConfigError(f"model.{name}", reason)
         _construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
         return cls(
             data=data,

@@ -69,6 +69,7 @@ def test_bad_options_name_the_option(capsys, argv, option):
         ("process.schedule=cosin", "process.schedule.name", "cosine"),
         ("sampler.top_p=1.5", "sampler.top_p", "(0, 1]"),
         ("model.vocab_size=7", "model.vocab_size", "set by the data"),
+        ("model.num_classes=10", "model.num_classes", "labelled data"),
         ("data.kind=txt", "data.kind", "synthetic, text"),
         ("data.kind=text", "data.path", "needed"),
         ("train.lr=fast", "train.lr", "float"),
