@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from exact import states
 
 import discdiff as dd
 from discdiff.data.digits import LabelledSource
 from discdiff.training import TrainConfig, Trainer
-from tests.exact import states
 
 C, V, L = 2, 3, 3
 
