@@ -394,7 +394,8 @@ class RunConfig:
         for name, reason in _MODEL_FIXED.items():
             if name in model:
                 raise ConfigError(f"model.{name}", reason)
-        _construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
+        built = _construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
+        model = {name: getattr(built, name) for name in model}  # the checked, converted values
         return cls(
             data=data,
             model=model,
