@@ -364,9 +364,8 @@ class NoisyClassification:
     def noise(
         self, process: MaskingProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
-        """Antithetic times and $z_t$ for the batch."""
-        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
-        return t, process.sample(x, t, generator=generator)
+        """Antithetic times and $z_t$ for the batch (as `ContinuousNELBO`)."""
+        return ContinuousNELBO().noise(process, x, generator)
 
     def loss(
         self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor

@@ -13,6 +13,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from discdiff.data.sources import epoch_rows
+
 __all__ = [
     "DIGITS_CLASSES",
     "DIGITS_LENGTH",
@@ -120,12 +122,5 @@ class LabelledSource:
         self, index: int, size: int
     ) -> tuple[Int[Tensor, "size length"], Int[Tensor, "size"]]:
         """Rows `index * size ...` of the concatenated shuffled epochs, with their labels."""
-        n = self.tokens.shape[0]
-        positions = torch.arange(index * size, (index + 1) * size)
-        epochs, offsets = positions // n, positions % n
-        rows = torch.empty(size, dtype=torch.long)
-        for epoch in epochs.unique().tolist():
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
-            chosen = epochs == epoch
-            rows[chosen] = order[offsets[chosen]]
+        rows = epoch_rows(self.tokens.shape[0], index, size, self.seed)
         return self.tokens[rows], self.labels[rows]

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from discdiff.data.synthetic import SyntheticLanguage
 
-__all__ = ["BatchSource", "BlockSource", "LanguageSource"]
+__all__ = ["BatchSource", "BlockSource", "LanguageSource", "epoch_rows"]
 
 
 @runtime_checkable
@@ -99,12 +99,20 @@ class BlockSource:
         Returns:
             Blocks `(size, L)`.
         """
-        n = self.blocks.shape[0]
-        positions = torch.arange(index * size, (index + 1) * size)
-        epochs, offsets = positions // n, positions % n
-        rows = torch.empty(size, dtype=torch.long)
-        for epoch in epochs.unique().tolist():
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
-            chosen = epochs == epoch
-            rows[chosen] = order[offsets[chosen]]
-        return self.blocks[rows]
+        return self.blocks[epoch_rows(self.blocks.shape[0], index, size, self.seed)]
+
+
+def epoch_rows(count: int, index: int, size: int, seed: int) -> Int[Tensor, "size"]:
+    """Rows `index * size ...` of the concatenated epochs of `count` rows, each shuffled.
+
+    Epoch $e$ is the permutation drawn with seed `seed + e`, so batch `index`
+    is a pure function of `(count, index, size, seed)`.
+    """
+    positions = torch.arange(index * size, (index + 1) * size)
+    epochs, offsets = positions // count, positions % count
+    rows = torch.empty(size, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + epoch))
+        chosen = epochs == epoch
+        rows[chosen] = order[offsets[chosen]]
+    return rows
