@@ -225,8 +225,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 def _plain(value: Any) -> Any:
     """The config form of a built object (the inverse of `_coerce`)."""
     if isinstance(value, RemaskPosterior):
-        return _plain(value.schedule) if type(value) is RemaskPosterior else {"name": "mdlm"}
-    for registry in (NOISE_SCHEDULES, POSTERIORS):
+        mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
+        return {"name": "mdlm"} if mdlm else _plain(value.schedule)
+    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES):
         for name, cls in registry.items():
             if type(value) is cls:
                 return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(cls)}

@@ -6,13 +6,22 @@ import pytest
 import yaml
 from cli_smoke import TINY_RUN
 
-from discdiff import CapSchedule, Cosine, DiT, LoopSchedule, RemaskPosterior
+from discdiff import (
+    CapSchedule,
+    ConfidenceSchedule,
+    Cosine,
+    DiT,
+    LoopSchedule,
+    NoRemasking,
+    RemaskPosterior,
+)
 from discdiff.cli import main
 from discdiff.config import (
     NOISE_SCHEDULES,
     POSTERIORS,
     ConfigError,
     RunConfig,
+    SamplerSpec,
     parse_override,
 )
 from discdiff.runs import load_config
@@ -120,6 +129,14 @@ def test_every_posterior_name_round_trips(name):
     config = RunConfig.from_dict({"sampler": {"posterior": name}})
     assert config.to_dict()["sampler"]["posterior"]["name"] == name
     assert RunConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_posteriors_built_in_python_have_a_config_form():
+    spec = SamplerSpec(posterior=RemaskPosterior(ConfidenceSchedule(base=NoRemasking())))
+    form = RunConfig(sampler=spec).to_dict()["sampler"]["posterior"]
+    assert form == {"name": "conf", "base": {"name": "none"}}
+    spec = SamplerSpec(posterior=RemaskPosterior(NoRemasking()))
+    assert RunConfig(sampler=spec).to_dict()["sampler"]["posterior"] == {"name": "mdlm"}
 
 
 def test_overrides_edit_nested_choices():
