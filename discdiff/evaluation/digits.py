@@ -37,6 +37,7 @@ __all__ = [
     "guidance_study",
     "nearest_distance",
     "plot_frontier",
+    "plot_samples",
     "run_digits_study",
 ]
 
@@ -246,6 +247,48 @@ def plot_frontier(
     return path
 
 
+def plot_samples(
+    panels: dict[str, Int[Tensor, "n 64"]],
+    labels: Int[Tensor, "n"],
+    path: str | os.PathLike,
+    *,
+    per_class: int = 8,
+) -> Path:
+    """Draw sample grids side by side: one panel per setting, a row per target digit.
+
+    Args:
+        panels: Samples of each setting (e.g. `{"MDLM": tokens}`), images
+            `(N, 64)` with intensities `0..16`, in the order of `labels`.
+        labels: The target digit of each sample `(N,)`.
+        path: PNG file to write (atomically).
+        per_class: Samples shown per digit.
+
+    Returns:
+        `path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = sorted(set(labels.tolist()))
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for axis, (name, tokens) in zip(axes[0], panels.items(), strict=True):
+        rows = []
+        for digit in classes:
+            images = tokens[labels == digit][:per_class].reshape(-1, 8, 8)
+            rows.append(torch.cat(list(images), dim=1))
+        axis.imshow(torch.cat(rows, dim=0).numpy(), cmap="gray_r", vmin=0, vmax=16)
+        axis.set_title(name, fontsize=9)
+        axis.set_yticks([8 * i + 3.5 for i in range(len(classes))], [str(c) for c in classes])
+        axis.set_xticks([])
+    figure.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+    return path
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The study's rows as a Markdown table."""
     lines = [
@@ -285,7 +328,8 @@ def run_digits_study(
     (default: MDLM and ReMDM-cap η = 0.02).
 
     Args:
-        out: Directory for `digits_frontier.png`, `.json`, `digits_table.md`
+        out: Directory for `digits_frontier.png`, `.json`, `digits_table.md`,
+            `digits_samples.png` (a grid per strategy at the largest γ and T)
             and the trained model (`model/`, EMA weights, `DiT.from_pretrained`).
         config: A `DiTConfig` (default: d 64, 3 blocks, 4 heads, 10 classes).
         train_steps: Optimiser steps (or give `train_minutes`).
@@ -370,6 +414,21 @@ def run_digits_study(
             seed=seed,
             progress=progress,
         )
+        # One grid of samples per strategy at the strongest setting swept.
+        gamma, T = max(gammas), max(steps)
+        targets = torch.arange(DIGITS_CLASSES).repeat_interleave(min(samples_per_class, 8))
+        panels = {
+            f"{name}, γ={gamma:g}, T={T}": AncestralSampler(process, strategy, steps=T)
+            .sample(
+                ClassifierFreeGuidance(gamma)(model, targets),
+                len(targets),
+                64,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            .tokens
+            for name, strategy in strategies.items()
+        }
+    plot_samples(panels, targets, out / "digits_samples.png")
     tail = history.losses[-50:]
     train_info = {
         "steps": trainer.step,
