@@ -64,7 +64,6 @@ Example:
     torch.Size([4, 3])
 """
 
-import itertools
 import math
 from abc import ABC, abstractmethod
 
@@ -73,14 +72,14 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from discdiff.models.oracle import EnumerableOracle
+from discdiff.models.oracle import EnumerableOracle, _all_sequences, _consistent
 from discdiff.models.protocol import (
     ConditionalDenoiser,
     Denoiser,
     NoisyClassifier,
     is_time_conditioned,
 )
-from discdiff.models.subs import SUBS, subs_log_probs
+from discdiff.models.subs import SUBS
 from discdiff.processes import MaskingProcess
 from discdiff.typing import Times, Tokens
 
@@ -149,14 +148,7 @@ class ConditionalSUBS(SUBS):
         padding_mask: Tensor | None = None,
     ) -> Float[Tensor, "batch length vocab"]:
         r"""$\log x_\theta(z_t \mid y)$, `(B, L, V)`; `label=None` is the null label."""
-        if self.time_conditioned:
-            sigma = -torch.log(self.process.schedule.alpha(t)).float()
-        else:
-            sigma = torch.zeros(z_t.shape[0], device=z_t.device)
-        logits = self.backbone(z_t, sigma, padding_mask=padding_mask, label=label)
-        return subs_log_probs(
-            logits, z_t, vocab_size=self.process.vocab_size, mask_id=self.process.mask_id
-        )
+        return self._log_probs(z_t, t, padding_mask=padding_mask, label=label)
 
 
 class EnumerableConditionalOracle:
@@ -227,9 +219,7 @@ class EnumerableClassifier:
         self.chunk_size = chunk_size
         joint = joint.double() / joint.double().sum()
         self.table = joint.reshape(self.num_classes, -1).T.contiguous()  # (K, C)
-        self.sequences = torch.tensor(
-            list(itertools.product(range(self.vocab_size), repeat=self.length))
-        )
+        self.sequences = _all_sequences(self.vocab_size, self.length)
 
     def __call__(self, z_t: Tensor, t: Times) -> Float[Tensor, "batch classes"]:
         r"""$\log p(c \mid z_t)$ `(B, C)`, from ids `(B, L)` or one-hot `(B, L, V+1)`."""
@@ -239,9 +229,7 @@ class EnumerableClassifier:
         return torch.cat(parts).float()
 
     def _score_ids(self, z: Tensor) -> Tensor:
-        seq = self.sequences.to(z.device)
-        agrees = (z.unsqueeze(1) == seq) | (z.unsqueeze(1) == self.mask_id)  # (B, K, L)
-        return self._normalise(agrees.all(-1).double())
+        return self._normalise(_consistent(z, self.sequences, self.mask_id).double())
 
     def _score_one_hot(self, h: Tensor) -> Tensor:
         h = h.double()

@@ -9,7 +9,7 @@ against themselves.
 import itertools
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from discdiff.typing import Times, Tokens
@@ -42,9 +42,7 @@ class EnumerableOracle:
         self.length = probs.dim()
         self.mask_id = self.vocab_size if mask_id is None else mask_id
         self.probs = (probs / probs.sum()).flatten().to(torch.float64)
-        self.sequences = torch.tensor(
-            list(itertools.product(range(self.vocab_size), repeat=self.length))
-        )
+        self.sequences = _all_sequences(self.vocab_size, self.length)
         self._one_hot = torch.nn.functional.one_hot(self.sequences, self.vocab_size).double()
 
     def __call__(self, z_t: Tokens, t: Times) -> Float[Tensor, "batch length vocab"]:
@@ -60,11 +58,22 @@ class EnumerableOracle:
             Float32 log-probabilities `(B, L, V)`; at an unmasked position the
             one-hot of its token.
         """
-        seq = self.sequences.to(z_t.device)
-        agrees = (z_t.unsqueeze(1) == seq) | (z_t.unsqueeze(1) == self.mask_id)  # (B, K, L)
-        weights = agrees.all(-1) * self.probs.to(z_t.device)  # (B, K)
+        weights = _consistent(z_t, self.sequences, self.mask_id) * self.probs.to(z_t.device)
         empty = weights.sum(-1, keepdim=True) == 0
         weights = torch.where(empty, self.probs.to(z_t.device), weights)
         marginals = torch.einsum("bk,klv->blv", weights, self._one_hot.to(z_t.device))
         marginals = marginals / marginals.sum(-1, keepdim=True)
         return marginals.log().float()
+
+
+def _all_sequences(vocab_size: int, length: int) -> Int[Tensor, "sequences length"]:
+    """Every sequence of `length` data tokens, $V^L$ rows in lexicographic order."""
+    return torch.tensor(list(itertools.product(range(vocab_size), repeat=length)))
+
+
+def _consistent(
+    z_t: Int[Tensor, "batch length"], sequences: Int[Tensor, "sequences length"], mask_id: int
+) -> Bool[Tensor, "batch sequences"]:
+    """Whether each data sequence agrees with the revealed (unmasked) tokens of each $z_t$."""
+    seq = sequences.to(z_t.device)
+    return ((z_t.unsqueeze(1) == seq) | (z_t.unsqueeze(1) == mask_id)).all(-1)

@@ -10,6 +10,8 @@ From a backbone's logits, SUBS makes a distribution over data tokens that
    one-hot of $z_t^\ell$, so those positions add nothing to the loss.
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -106,11 +108,15 @@ class SUBS(nn.Module):
         Returns:
             Float32 log-probabilities `(B, L, V)` (see `subs_log_probs`).
         """
+        return self._log_probs(z_t, t, padding_mask=padding_mask)
+
+    def _log_probs(self, z_t: Tokens, t: Times, **backbone_kwargs: Any) -> Tensor:
+        r"""Feed $\sigma(t)$ (or zeros) and `backbone_kwargs` to the backbone, then SUBS."""
         if self.time_conditioned:
             sigma = -torch.log(self.process.schedule.alpha(t)).float()
         else:
             sigma = torch.zeros(z_t.shape[0], device=z_t.device)
-        logits = self.backbone(z_t, sigma, padding_mask=padding_mask)
+        logits = self.backbone(z_t, sigma, **backbone_kwargs)
         return subs_log_probs(
             logits, z_t, vocab_size=self.process.vocab_size, mask_id=self.process.mask_id
         )
