@@ -33,7 +33,7 @@ from discdiff._io import atomic_write
 from discdiff.config import ConfigError, RunConfig
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.synthetic import SyntheticLanguage
-from discdiff.data.text import CharTokenizer, check_mask_id, pack, read_text
+from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
 from discdiff.evaluation.synthetic import ASSET, language_metrics
 from discdiff.models.dit import DiT
@@ -131,20 +131,16 @@ class RunData:
                 decode=lambda ids: " ".join(map(str, ids)),
                 metrics=language_metrics(language, spec.length),
             )
-        text = read_text(spec.path)
-        tokenizer = CharTokenizer(alphabet) if alphabet else CharTokenizer.from_text(text)
-        documents = [tokenizer.encode(p) for p in text.split("\n\n") if p]
-        blocks = pack(documents, spec.length, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
-        split = int((1 - spec.val_fraction) * len(blocks))
-        if not 0 < split < len(blocks):
-            raise ValueError(
-                f"`data.path` gives {len(blocks)} blocks of {spec.length} tokens; too few to "
-                f"hold out `data.val_fraction` = {spec.val_fraction}"
+        try:
+            tokenizer, train, validation = char_blocks(
+                read_text(spec.path), spec.length, alphabet=alphabet, val_fraction=spec.val_fraction
             )
+        except ValueError as error:
+            raise ValueError(f"`data.path`: {error}") from None
         return cls(
             vocab_size=tokenizer.vocab_size,
-            source=BlockSource(blocks[:split], tokenizer.vocab_size),
-            validation=blocks[split:],
+            source=BlockSource(train, tokenizer.vocab_size),
+            validation=validation,
             decode=tokenizer.decode,
             metrics=lambda tokens: {"token_entropy": float(token_entropy(tokens).mean())},
             alphabet=tokenizer.alphabet,

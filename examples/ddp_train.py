@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 
 import discdiff as dd
-from discdiff.data import BlockSource, CharTokenizer, LanguageSource, SyntheticLanguage, pack
-from discdiff.data.text import check_mask_id, read_text
+from discdiff.data import BlockSource, LanguageSource, SyntheticLanguage
+from discdiff.data.text import char_blocks, check_mask_id, read_text
 from discdiff.training import TrainConfig, Trainer
 
 
@@ -78,13 +78,9 @@ def data(args: argparse.Namespace) -> tuple[int, object, torch.Tensor]:
         language = SyntheticLanguage()
         validation = language.sample(256, args.length, generator=torch.Generator().manual_seed(1))
         return language.vocab_size, LanguageSource(language, args.length), validation
-    text = read_text(args.text)
-    tokenizer = CharTokenizer.from_text(text)
+    tokenizer, train, validation = char_blocks(read_text(args.text), args.length)
     check_mask_id(tokenizer, tokenizer.vocab_size)
-    documents = [tokenizer.encode(p) for p in text.split("\n\n") if p]
-    blocks = pack(documents, args.length, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
-    split = int(0.95 * len(blocks))
-    return tokenizer.vocab_size, BlockSource(blocks[:split], tokenizer.vocab_size), blocks[split:]
+    return tokenizer.vocab_size, BlockSource(train, tokenizer.vocab_size), validation
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import discdiff as dd
+import discdiff.data as dd_data
 from discdiff.data import (
     BlockSource,
     BPETokenizer,
@@ -172,3 +173,15 @@ def test_hf_documents_without_datasets(monkeypatch):
 
     with pytest.raises(ImportError, match="pip install datasets"):
         hf_documents("some/corpus")
+
+
+def test_char_blocks_split_and_reuse_an_alphabet():
+    text = "\n\n".join(f"line {i} of the play." for i in range(100))
+    tokenizer, train, validation = dd_data.char_blocks(text, 16, val_fraction=0.1)
+    total = len(train) + len(validation)
+    assert train.shape[1] == validation.shape[1] == 16
+    assert len(train) == int(0.9 * total) and len(validation) > 0
+    again, train_again, _ = dd_data.char_blocks(text, 16, alphabet=tokenizer.alphabet[::-1])
+    assert again.alphabet == tokenizer.alphabet[::-1] and not torch.equal(train_again, train)
+    with pytest.raises(ValueError, match="val_fraction"):
+        dd_data.char_blocks("one block of text, no more", 16)

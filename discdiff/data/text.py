@@ -21,6 +21,7 @@ __all__ = [
     "CharTokenizer",
     "HFTokenizer",
     "Tokenizer",
+    "char_blocks",
     "check_mask_id",
     "hf_documents",
     "pack",
@@ -398,3 +399,41 @@ def pad(
         rows[i, : len(ids)] = torch.tensor(ids)
     lengths = torch.tensor([len(d) + 2 for d in documents])
     return rows, torch.arange(length) < lengths[:, None]
+
+
+def char_blocks(
+    text: str,
+    length: int,
+    *,
+    alphabet: str | None = None,
+    val_fraction: float = 0.05,
+) -> tuple[CharTokenizer, Int[Tensor, "train length"], Int[Tensor, "validation length"]]:
+    """Character-level training and validation blocks of a text.
+
+    Documents are the text's blank-line-separated paragraphs; they are
+    tokenised by characters, packed into blocks of `length` tokens with
+    `<bos>`/`<eos>` (`pack`), and the last `val_fraction` of the blocks is held out.
+
+    Args:
+        text: The corpus.
+        length: Tokens per block $L$.
+        alphabet: A saved alphabet to reuse (e.g. a run's); `None` builds it from `text`.
+        val_fraction: Share of blocks held out, in $(0, 1)$.
+
+    Returns:
+        The tokenizer, training blocks `(N_train, L)` and validation blocks `(N_val, L)`.
+
+    Raises:
+        ValueError: If the text gives too few blocks to hold out `val_fraction`
+            and keep some for training.
+    """
+    tokenizer = CharTokenizer(alphabet) if alphabet else CharTokenizer.from_text(text)
+    documents = [tokenizer.encode(p) for p in text.split("\n\n") if p]
+    blocks = pack(documents, length, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+    split = int((1 - val_fraction) * len(blocks))
+    if not 0 < split < len(blocks):
+        raise ValueError(
+            f"the text gives {len(blocks)} blocks of {length} tokens; too few to hold out "
+            f"`val_fraction` = {val_fraction}"
+        )
+    return tokenizer, blocks[:split], blocks[split:]
