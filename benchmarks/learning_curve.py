@@ -35,8 +35,9 @@ def main():
         f"entropy {summary['entropy']:.4f}, unigram {summary['unigram']:.4f} nats/token, "
         f"{torch.get_num_threads()} threads"
     )
+    timed = zip(history["evals"], history["timing"]["eval_minutes"], strict=True)
     for mark in (float(m) for m in args.marks.split(",")):
-        reached = [r for r in history["evals"] if r["minutes"] <= mark + 1e-9]
+        reached = [r for r, minutes in timed if minutes <= mark + 1e-9]
         if reached:
             r = reached[-1]
             closed = (summary["unigram"] - r["nats_per_token"]) / summary["gap"]

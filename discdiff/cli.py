@@ -38,6 +38,9 @@ from discdiff.runs import (
 
 __all__ = ["main"]
 
+BATCH_HELP = (
+    "samples per sampler call (default: a whole cell at once); the results do not depend on it"
+)
 OVERRIDES_HELP = (
     "config overrides KEY=VALUE with a dotted key and a YAML value, e.g. train.steps=200 "
     "sampler.posterior=loop 'sampler.posterior={name: cap, eta: 0.01}' sampler.top_p=null"
@@ -58,6 +61,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         length=length,
         samples=args.samples,
         steps=(length // 4, length, 4 * length),
+        batch_size=args.batch_size,
     )
     _print_study(rows, reference)
     print(
@@ -142,6 +146,7 @@ def _scale(args: argparse.Namespace) -> int:
         seeds=tuple(range(args.seeds)),
         full=True,
         perfect=("MDLM", "ReMDM-cap", "ReMDM-loop", "forward-backward", "DFM"),
+        batch_size=args.batch_size,
     )
     _print_study(rows, reference)
     return 0
@@ -201,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
     quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
+    quick.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     quick.add_argument(
         "--from-scratch",
         action="store_true",
@@ -284,6 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
     scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
+    scale.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     scale.add_argument("--nucleus", action="store_true", help="also run with top_p = 0.9")
     return parser
 

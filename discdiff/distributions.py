@@ -26,6 +26,7 @@ from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
 from discdiff._checks import validation_enabled
+from discdiff.rng import RandomSource, uniform
 
 __all__ = ["MaskedCategorical", "TokenOrMask", "draw_categorical"]
 
@@ -40,7 +41,7 @@ def draw_categorical(
     probs: Float[Tensor, "*batch vocab"],
     n: int = 1,
     *,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     dtype: torch.dtype = torch.float64,
 ) -> Int[Tensor, "*batch n"]:
     r"""`n` exact inverse-CDF draws from each categorical in `probs` (unnormalised is fine).
@@ -55,14 +56,16 @@ def draw_categorical(
     Args:
         probs: Non-negative weights, `(..., V)`.
         n: Draws per categorical.
-        generator: Random generator for reproducible draws.
+        generator: Random generator for reproducible draws; with a
+            `SequenceGenerator` the first dimension of `probs` indexes its sequences.
         dtype: Precision of the cumulative sums.
 
     Returns:
         Indices `(..., n)`.
     """
     rows = probs.detach().reshape(-1, probs.shape[-1])
-    u = torch.rand(rows.shape[0], n, generator=generator, dtype=dtype, device=probs.device)
+    u = uniform((*probs.shape[:-1], n), generator=generator, dtype=dtype, device=probs.device)
+    u = u.reshape(rows.shape[0], n)
     out = torch.empty(rows.shape[0], n, dtype=torch.long, device=probs.device)
     step = max(1, -(-rows.shape[0] // _CHUNKS))
     cdf = torch.empty(min(step, rows.shape[0]), rows.shape[1], dtype=dtype, device=probs.device)
@@ -248,7 +251,7 @@ class MaskedCategorical(TorchDistribution):
         self,
         sample_shape: tuple[int, ...] = (),
         *,
-        generator: torch.Generator | None = None,
+        generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tensor:
         r"""Draw $z$ with shape `sample_shape + batch_shape + (L,)`.
@@ -258,7 +261,8 @@ class MaskedCategorical(TorchDistribution):
 
         Args:
             sample_shape: Leading shape of independent draws.
-            generator: Random generator for reproducible draws.
+            generator: Random generator for reproducible draws (a `torch.Generator`,
+                or a `SequenceGenerator` serving the batch's sequences).
             dtype: Precision of the token draw; float64 by default, since
                 float32 drops the tail of large vocabularies.
 
@@ -276,7 +280,13 @@ class MaskedCategorical(TorchDistribution):
             tokens = torch.where(
                 tokens == self.mask_id, drawn.movedim(-1, 0).reshape(shape), tokens
             )
-        u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+        u = uniform(
+            shape,
+            generator=generator,
+            dtype=torch.float64,
+            device=device,
+            batch_dim=len(sample_shape),
+        )
         return torch.where(u < self.mask_prob, self.mask_id, tokens)
 
     def position_log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:

@@ -28,6 +28,7 @@ from discdiff._checks import as_tensor, validation_enabled
 from discdiff.distributions import MaskedCategorical
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import NoRemasking, RemaskingSchedule
+from discdiff.rng import RandomSource
 from discdiff.typing import Confidence, Probs, Times, Tokens
 
 __all__ = ["MaskingPosterior", "RemaskPosterior"]
@@ -190,7 +191,7 @@ class RemaskPosterior:
         s: Times,
         *,
         confidence: Confidence,
-        generator: torch.Generator | None = None,
+        generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
         r"""One reverse step: $z_s \sim q_\sigma(z_s \mid z_t, x)$ (a sampler's only question).
@@ -203,7 +204,7 @@ class RemaskPosterior:
             s: Next times `(B,)`.
             confidence: Decode confidences $\psi$ `(B, L)`, used by schedules
                 that need them.
-            generator: Random generator.
+            generator: Random generator (`torch.Generator` or `SequenceGenerator`).
             dtype: Precision of the categorical draw.
 
         Returns:

@@ -14,9 +14,21 @@ A run directory holds everything one experiment produced::
 
 Every file is written atomically, so an interrupted command never leaves a
 half-written result, and a run directory is never reused for a different
-data, model or process config. The built-in run `"synthetic"` (the
-checkpoint shipped for the quickstart and its recipe) can be named wherever
-a run directory is expected.
+data, model or process config.
+
+Reproducibility: every random part of a run derives from its config's seeds:
+the model's initialisation from `derive_seed(train.seed, "init")`, dropout
+and the training noise from `train.seed`, the training data from `data.seed`,
+samples from `sampler.seed` (sequence $i$ has its own stream, so samples do
+not depend on `sampler.batch_size`), and the validation set and its noise
+from fixed seeds shared by every run. The same config on the same machine,
+thread count and versions therefore gives bit-identical weights, history,
+samples and tables in any process. Each result records its `provenance`
+(settings, seed, versions, threads; see `discdiff.provenance`); wall-clock
+times (`seconds`, `timing` in `history.json`) are the only values that change.
+
+The built-in run `"synthetic"` (the checkpoint shipped for the quickstart and
+its recipe) can be named wherever a run directory is expected.
 """
 
 import json
@@ -40,6 +52,8 @@ from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
 from discdiff.objectives import held_out_bound
 from discdiff.processes import MaskingProcess
+from discdiff.provenance import provenance
+from discdiff.rng import derive_seed, seeded
 from discdiff.training.trainer import Trainer
 
 __all__ = [
@@ -139,7 +153,7 @@ class RunData:
             raise ValueError(f"`data.path`: {error}") from None
         return cls(
             vocab_size=tokenizer.vocab_size,
-            source=BlockSource(train, tokenizer.vocab_size),
+            source=BlockSource(train, tokenizer.vocab_size, seed=spec.seed),
             validation=validation,
             decode=tokenizer.decode,
             metrics=lambda tokens: {"token_entropy": float(token_entropy(tokens).mean())},
@@ -205,16 +219,24 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     process = config.process.build(data.vocab_size)
     if data.alphabet is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
-    dit = DiT(config.model_config(data.vocab_size))
+    with seeded(derive_seed(config.train.seed, "init")):
+        dit = DiT(config.model_config(data.vocab_size))
     settings = config.train if progress else replace(config.train, progress=False)
     trainer = Trainer(
         process, SUBS(dit, process), data.source, settings, validation=data.validation, run_dir=out
     )
     history = trainer.fit()
-    record = {"losses": history.losses, "evals": history.evals, "train": asdict(settings)}
+    made_by = provenance(config.to_dict(), config.train.seed)
+    record = {
+        "losses": history.losses,
+        "evals": history.evals,
+        "train": asdict(settings),
+        "provenance": made_by,
+        "timing": {"eval_minutes": history.minutes},
+    }
     _write_json(out / "history.json", record)
-    final = trainer.evaluate()
-    _write_json(out / "metrics.json", {"step": trainer.step, **final.summary()})
+    final = {k: v for k, v in trainer.final_bound().items() if k != "step"}
+    _write_json(out / "metrics.json", {"step": trainer.step, **final, "provenance": made_by})
     if history.evals:
         _plot_learning_curve(history.evals, out / "learning_curve.png")
     with trainer.ema_weights():
@@ -300,16 +322,18 @@ def sample_run(
     config, data = loaded.config.replace(overrides), loaded.data
     spec = config.sampler
     sampler = spec.build(loaded.process, progress=progress)
-    generator = torch.Generator().manual_seed(spec.seed)
-    start, chunks, nfe = time.perf_counter(), [], 0
+    start = time.perf_counter()
     with torch.no_grad():
-        for first in range(0, spec.samples, spec.batch_size):
-            size = min(spec.batch_size, spec.samples - first)
-            result = sampler.sample(loaded.denoiser, size, config.data.length, generator=generator)
-            chunks.append(result.tokens)
-            nfe += result.nfe
+        result = sampler.sample_batches(
+            loaded.denoiser,
+            spec.samples,
+            config.data.length,
+            seed=spec.seed,
+            batch_size=spec.batch_size,
+        )
     seconds = time.perf_counter() - start
-    tokens = torch.cat(chunks)
+    tokens = result.tokens
+    nfe = int(result.sequence_nfe.max())
     metrics = {"nfe": nfe, "seconds": seconds, **data.metrics(tokens)}
     folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
     folder.mkdir(parents=True, exist_ok=True)
@@ -321,6 +345,7 @@ def sample_run(
             "metrics": metrics,
             "tokens": tokens.tolist(),
             "texts": texts,
+            "provenance": provenance(config.to_dict(), spec.seed),
         },
     )
     lines = "\n".join(t.replace("\n", "\\n") for t in texts) + "\n"
@@ -342,7 +367,11 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
     bound = held_out_bound(loaded.process, loaded.denoiser, held_out)
-    table: dict[str, Any] = {"validation": bound.summary(), "samples": {}}
+    table: dict[str, Any] = {
+        "validation": bound.summary(),
+        "samples": {},
+        "provenance": provenance({"run": str(loaded.directory), "sequences": sequences}, None),
+    }
     for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
         record = json.loads(folder.read_text())
         tokens = torch.tensor(record["tokens"])

@@ -55,14 +55,17 @@ def scaling_study(
         length: Tokens per sample.
         top_p: Nucleus settings (`None` = off).
         seeds: Sampling seeds.
-        batch_size: Samples per sampler call (all at once by default).
+        batch_size: Samples per sampler call (all at once by default); the
+            results do not depend on it.
         progress: Show a progress bar.
 
     Returns:
-        One dict per cell: denoiser, sampler, steps, top_p, seed, nfe (per
-        sample batch), seconds_per_sample and the metrics.
+        One dict per cell: denoiser, sampler, steps, top_p, seed, nfe (the
+        most denoiser calls any sample needed), seconds_per_sample and the
+        metrics. Sample $i$ of a cell uses the random stream $(seed, i)$, so
+        every column but the wall-clock `seconds_per_sample` is the same for
+        any `batch_size`.
     """
-    batch_size = batch_size or samples
     cells = [
         (d, s, T, p, seed)
         for d in denoisers
@@ -74,15 +77,11 @@ def scaling_study(
     rows = []
     for d, s, T, p, seed in tqdm(cells, desc="scaling study", disable=not progress):
         sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p)
-        generator = torch.Generator().manual_seed(seed)
-        start, nfe, chunks = time.perf_counter(), 0, []
-        for first in range(0, samples, batch_size):
-            n = min(batch_size, samples - first)
-            result = sampler.sample(denoisers[d], n, length, generator=generator)
-            chunks.append(result.tokens.cpu())
-            nfe = max(nfe, result.nfe)
+        start = time.perf_counter()
+        result = sampler.sample_batches(
+            denoisers[d], samples, length, seed=seed, batch_size=batch_size
+        )
         seconds = time.perf_counter() - start
-        tokens = torch.cat(chunks)
         rows.append(
             {
                 "denoiser": d,
@@ -90,9 +89,9 @@ def scaling_study(
                 "steps": T,
                 "top_p": p or 1.0,
                 "seed": seed,
-                "nfe": nfe,
+                "nfe": int(result.sequence_nfe.max()),
                 "seconds_per_sample": seconds / samples,
-                **metrics(tokens),
+                **metrics(result.tokens),
             }
         )
     return rows

@@ -7,6 +7,7 @@ their token-histogram entropy. The language's exact denoiser is included as
 a "perfect model": what each sampler does when the model is not the bottleneck.
 """
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Any
 
 import torch
 
+from discdiff._io import atomic_write
 from discdiff.data.synthetic import SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.evaluation.study import plot_study, scaling_study, write_rows
 from discdiff.models.protocol import Denoiser
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
+from discdiff.provenance import provenance
 from discdiff.remasking import (
     CapSchedule,
     ConfidenceSchedule,
@@ -99,9 +102,10 @@ def run_synthetic_study(
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
     perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop"),
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Run the study, write `study.csv`, `study.json` and `study.png` into `out`.
+    """Run the study, write `study.csv`, `study.json`, `study.png` and `provenance.json` into `out`.
 
     Args:
         model: The trained denoiser.
@@ -114,6 +118,8 @@ def run_synthetic_study(
         seeds: Sampling seeds.
         full: Include every sampler.
         perfect: Samplers also run with the exact denoiser.
+        batch_size: Samples per sampler call (all of a cell at once by
+            default); the tables do not depend on it.
         progress: Show progress bars.
 
     Returns:
@@ -133,6 +139,7 @@ def run_synthetic_study(
         length=length,
         top_p=top_p,
         seeds=seeds,
+        batch_size=batch_size,
         progress=progress,
     )
     if perfect:
@@ -147,11 +154,24 @@ def run_synthetic_study(
             samples=samples,
             length=length,
             seeds=seeds[:1],
+            batch_size=batch_size,
             progress=progress,
         )
     data = language.sample(max(samples, 512), length, generator=torch.Generator().manual_seed(7))
     reference = metrics(data)
     write_rows(rows, out, "study")
+    settings = {
+        "length": length,
+        "steps": list(steps),
+        "samples": samples,
+        "top_p": list(top_p),
+        "seeds": list(seeds),
+        "strategies": {name: repr(strategy) for name, strategy in chosen.items()},
+        "perfect": list(perfect),
+        "batch_size": batch_size,
+    }
+    record = json.dumps(provenance(settings, seeds[0]), indent=1)
+    atomic_write(Path(out) / "provenance.json", lambda tmp: Path(tmp).write_text(record))
     plot_study(
         rows,
         Path(out) / "study.png",

@@ -10,7 +10,7 @@ DFM) or a `ConfidenceDecoder`. The sampler never looks at which one it has.
 
 import itertools
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
 from discdiff.processes import MaskingProcess
+from discdiff.rng import RandomSource, SequenceGenerator
 from discdiff.typing import Confidence, Probs, Times, Tokens
 
 __all__ = ["AncestralSampler", "SampleResult", "Strategy", "shape_probs"]
@@ -67,7 +68,7 @@ class Strategy(Protocol):
         s: Times,
         *,
         confidence: Confidence,
-        generator: torch.Generator | None = None,
+        generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
         r"""One reverse step $z_t \to z_s$.
@@ -79,7 +80,8 @@ class Strategy(Protocol):
             t: Current times `(B,)`.
             s: Next times `(B,)`.
             confidence: Decode confidences $\psi$ `(B, L)` (`+inf` where none).
-            generator: Random generator.
+            generator: Random generator: a `torch.Generator`, or a
+                `SequenceGenerator` whose sequences are the batch's rows.
             dtype: Precision of categorical draws.
 
         Returns:
@@ -96,6 +98,10 @@ class SampleResult:
         tokens: The samples `(B, L)`.
         nfe: Number of denoiser calls (function evaluations).
         steps: Number of reverse steps taken (plus the noise-removal step).
+        sequence_nfe: `(B,)` denoiser calls each sequence needed: the calls a
+            batch of that sequence alone would make (with the cache, a call
+            only after the sequence changed). Unlike `nfe` it does not depend
+            on the batch size.
         trajectory: `(steps + 1, B, L)` states from $z_1$ on, if requested.
         masked_fraction: `(steps + 1, B)` fraction of generated positions still
             masked after each step, if statistics were requested.
@@ -105,6 +111,7 @@ class SampleResult:
     tokens: Tokens
     nfe: int
     steps: int
+    sequence_nfe: Int[Tensor, "batch"] | None = None
     trajectory: Int[Tensor, "states batch length"] | None = None
     masked_fraction: Float[Tensor, "states batch"] | None = None
     remasked: Int[Tensor, "steps batch"] | None = None
@@ -264,7 +271,7 @@ class AncestralSampler:
         prompt: Int[Tensor, "prompt_batch prompt_length"] | None = None,
         infill: Int[Tensor, "infill_batch length"] | None = None,
         blocks: int = 1,
-        generator: torch.Generator | None = None,
+        generator: RandomSource = None,
         device: torch.device | str | None = None,
         return_trajectory: bool = False,
         return_stats: bool = False,
@@ -281,7 +288,10 @@ class AncestralSampler:
             blocks: Generate left to right in this many contiguous blocks of the
                 free positions, each with `steps // blocks` steps while later
                 blocks wait masked (block-wise / semi-autoregressive decoding).
-            generator: Random generator; the same seed gives the same samples.
+            generator: Random generator; the same seed gives the same samples. A
+                `SequenceGenerator` of `batch_size` sequences gives each sequence
+                its own stream, so the samples do not depend on the batch size
+                (see `sample_batches`).
             device: Where to sample (default: the generator's device, else CPU).
             return_trajectory: Keep every intermediate state.
             return_stats: Keep per-step masked fractions and remask counts.
@@ -299,6 +309,10 @@ class AncestralSampler:
             )
         if not 1 <= blocks <= length:
             raise ValueError(f"`blocks` must lie in [1, length={length}]; got {blocks}")
+        if isinstance(generator, SequenceGenerator) and generator.size != batch_size:
+            raise ValueError(
+                f"`generator` serves {generator.size} sequences but `batch_size` is {batch_size}"
+            )
         if device is None:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)
@@ -324,7 +338,7 @@ class AncestralSampler:
         model_length: int,
         stride: int,
         prompt: Int[Tensor, "prompt_batch prompt_length"] | None = None,
-        generator: torch.Generator | None = None,
+        generator: RandomSource = None,
         device: torch.device | str | None = None,
     ) -> SampleResult:
         """Semi-autoregressive generation beyond the model's length (MDLM's stride scheme).
@@ -371,6 +385,54 @@ class AncestralSampler:
             nfe, steps = nfe + window.nfe, steps + window.steps
         return SampleResult(tokens=tokens[:, :length], nfe=nfe, steps=steps)
 
+    def sample_batches(
+        self,
+        denoiser: Denoiser,
+        samples: int,
+        length: int,
+        *,
+        seed: int,
+        batch_size: int | None = None,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> SampleResult:
+        """Draw `samples` sequences, `batch_size` at a time; sequence $i$ uses stream $(seed, i)$.
+
+        Each batch gets a `SequenceGenerator` for its global sequence indices,
+        so the tokens, and `sequence_nfe`, are the same for any `batch_size`
+        (given a denoiser whose output for a sequence does not depend on the
+        rest of the batch; see the reproducibility guide).
+
+        Args:
+            denoiser: Any `(z_t, t) -> logits` callable.
+            samples: Number of sequences $N$.
+            length: Tokens per sequence $L$.
+            seed: Seed of the streams.
+            batch_size: Sequences per sampler call (all at once by default).
+            device: Where to sample.
+            **kwargs: Passed on to `sample` (`prompt`, `infill`, `blocks`).
+
+        Returns:
+            A `SampleResult` with `(N, L)` tokens on the CPU, `sequence_nfe`
+            `(N,)`, and `nfe` the total number of denoiser calls made.
+        """
+        batch_size = batch_size or samples
+        if samples < 1 or batch_size < 1:
+            raise ValueError(
+                f"`samples` and `batch_size` must be positive; got {samples}, {batch_size}"
+            )
+        tokens, per_sequence, nfe, steps = [], [], 0, 0
+        for first in range(0, samples, batch_size):
+            size = min(batch_size, samples - first)
+            generator = SequenceGenerator(seed, size, start=first, device=device)
+            result = self.sample(denoiser, size, length, generator=generator, **kwargs)
+            tokens.append(result.tokens.cpu())
+            per_sequence.append(result.sequence_nfe.cpu())
+            nfe, steps = nfe + result.nfe, max(steps, result.steps)
+        return SampleResult(
+            tokens=torch.cat(tokens), nfe=nfe, steps=steps, sequence_nfe=torch.cat(per_sequence)
+        )
+
 
 class _Run:
     """The state of one `sample` call: counters, cache and optional records."""
@@ -379,13 +441,15 @@ class _Run:
         self,
         sampler: AncestralSampler,
         denoiser: Denoiser,
-        generator: torch.Generator | None,
+        generator: RandomSource,
         trajectory: bool,
         stats: bool,
     ) -> None:
         self.sampler, self.denoiser, self.generator = sampler, denoiser, generator
         self.use_cache = sampler.cache and not is_time_conditioned(denoiser)
         self.nfe = self.steps = 0
+        self.sequence_nfe: Tensor | None = None  # (B,) calls each sequence needed
+        self.stale: Tensor | None = None  # (B,) sequences changed since their last call
         self.checked = False
         self.trajectory: list[Tensor] | None = [] if trajectory else None
         self.fractions: list[Tensor] | None = [] if stats else None
@@ -393,6 +457,13 @@ class _Run:
 
     def x_theta(self, z: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
+        if self.sequence_nfe is None:
+            self.sequence_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        if self.stale is None or not self.use_cache:
+            self.sequence_nfe += 1
+        else:
+            self.sequence_nfe += self.stale
+        self.stale = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
         # The first call runs with every check on (NaN logits, σ bounds, ids);
         # later ones without, so the loop does not synchronise with the host.
         with validation(not self.checked):
@@ -442,7 +513,9 @@ class _Run:
             psi = torch.where(is_masked, torch.inf, psi)
             self.steps += 1
             self.record(z_s, active, ~was_masked & is_masked)
-            keep = self.use_cache and torch.equal(z_s, z)
+            changed = (z_s != z).any(-1)
+            self.stale |= changed
+            keep = self.use_cache and not bool(changed.any())
             z = z_s
             if not keep:
                 x = None
@@ -463,6 +536,7 @@ class _Run:
             tokens=z,
             nfe=self.nfe,
             steps=self.steps,
+            sequence_nfe=self.sequence_nfe,
             trajectory=stack(self.trajectory),
             masked_fraction=stack(self.fractions),
             remasked=stack(self.remasks),

@@ -8,6 +8,14 @@ follows the noise schedule (the expected MDLM count
 $n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)$, rounded); give
 `tokens_per_step` for a fixed $k$ instead. They plug into `AncestralSampler`
 exactly where a posterior does.
+
+Scores are compared on a grid of `resolution` and ties are broken at random
+(from the sampler's generator). Without the grid the order among nearly equal
+scores (at the first step every position of a time-unconditioned model sees
+the same all-mask input) was decided by the last bits of the network's float32
+output, which differ between CPU kernels (AVX-512, AVX2, baseline): the
+same seed then gave another MaskGIT table on another machine, while the
+posterior samplers, which compare a uniform number with a float64 CDF, did not.
 """
 
 from abc import ABC, abstractmethod
@@ -19,6 +27,7 @@ from torch import Tensor
 from discdiff.distributions import draw_categorical
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import uniform_time_grid
+from discdiff.rng import RandomSource, uniform
 from discdiff.typing import Confidence, PerPosition, Probs, Times, Tokens
 
 __all__ = ["ConfidenceDecoder", "EntropyDecoder", "MarginDecoder", "MaskGITDecoder"]
@@ -30,15 +39,24 @@ class ConfidenceDecoder(ABC):
     Args:
         tokens_per_step: A fixed number $k$ of tokens to unmask per step;
             `None` follows the noise schedule.
+        resolution: Scores closer than this are ties, broken at random; it
+            sits well above float32 rounding of the network's output, so the
+            order does not depend on which CPU or GPU kernel computed it.
     """
 
-    def __init__(self, tokens_per_step: int | None = None) -> None:
+    def __init__(self, tokens_per_step: int | None = None, resolution: float = 1e-5) -> None:
         if tokens_per_step is not None and tokens_per_step < 1:
             raise ValueError(f"`tokens_per_step` must be at least 1; got {tokens_per_step}")
+        if not 0.0 < resolution <= 1.0:
+            raise ValueError(f"`resolution` must lie in (0, 1]; got {resolution}")
         self.tokens_per_step = tokens_per_step
+        self.resolution = resolution
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(tokens_per_step={self.tokens_per_step})"
+        return (
+            f"{type(self).__name__}(tokens_per_step={self.tokens_per_step}, "
+            f"resolution={self.resolution})"
+        )
 
     @abstractmethod
     def score(self, x: Probs, candidates: Tokens) -> PerPosition:
@@ -86,14 +104,15 @@ class ConfidenceDecoder(ABC):
         s: Times,
         *,
         confidence: Confidence,
-        generator: torch.Generator | None = None,
+        generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
         r"""One step: draw candidates, unmask the `k` most confident per sequence.
 
         $k$ is `tokens_per_step`, or MDLM's expected number
         $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
-        Unmasked tokens are never changed.
+        Positions are ranked by $\lfloor \text{score} / \text{resolution} \rfloor$,
+        ties in random order. Unmasked tokens are never changed.
 
         Args:
             process: The forward process.
@@ -102,7 +121,7 @@ class ConfidenceDecoder(ABC):
             t: Current times `(B,)`.
             s: Next times `(B,)`.
             confidence: Decode confidences (unused by these decoders).
-            generator: Random generator for the candidates.
+            generator: Random generator for the candidates and the tie order.
             dtype: Precision of the categorical draw.
 
         Returns:
@@ -110,7 +129,9 @@ class ConfidenceDecoder(ABC):
         """
         masked = process.is_masked(z_t)
         candidates = draw_categorical(x, generator=generator, dtype=dtype).squeeze(-1)
-        score = self.score(x, candidates).masked_fill(~masked, -torch.inf)
+        score = self.score(x, candidates).double()
+        ties = uniform(score.shape, generator=generator, dtype=torch.float64, device=score.device)
+        key = (torch.floor(score / self.resolution) + ties).masked_fill(~masked, -torch.inf)
         n_masked = masked.sum(-1)
         if self.tokens_per_step is None:
             alpha_t, alpha_s = self.alphas(process, t, s)
@@ -118,7 +139,7 @@ class ConfidenceDecoder(ABC):
             k = torch.round(n_masked * fraction).long()
         else:
             k = n_masked.clamp_max(self.tokens_per_step)
-        order = torch.argsort(score, dim=-1, descending=True, stable=True)
+        order = torch.argsort(key, dim=-1, descending=True, stable=True)
         rank = torch.argsort(order, dim=-1)
         unmask = masked & (rank < k.unsqueeze(-1))
         return torch.where(unmask, candidates, z_t)

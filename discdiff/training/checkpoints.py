@@ -5,7 +5,10 @@ A checkpoint is a directory `step-NNNNNNNN/` with `model.safetensors`,
 states; loaded with `weights_only=True`). It is written under a temporary
 name and renamed into place, then the `latest` pointer is replaced
 atomically, so a crash at any moment leaves the previous checkpoint intact
-and `latest` pointing at a complete one.
+and `latest` pointing at a complete one. A checkpoint is only ever removed
+by first renaming it to a temporary name, so every `step-*` directory is
+complete: a process killed (SIGKILL) at any moment never leaves a partial
+checkpoint that a restart could read.
 """
 
 import os
@@ -61,15 +64,21 @@ class CheckpointStore:
                 save_file(_plain(ema), tmp / "ema.safetensors")
             torch.save(state, tmp / "state.pt")
             if final.exists():
-                shutil.rmtree(final)
+                self._discard(final)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write(self.directory / "latest", lambda tmp: Path(tmp).write_text(final.name))
         for old in self._numbered()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            self._discard(old)
         return final
+
+    def _discard(self, checkpoint: Path) -> None:
+        """Rename a checkpoint out of `step-*` (atomic), then delete it."""
+        doomed = Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-old-"))
+        os.replace(checkpoint, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or `None`."""

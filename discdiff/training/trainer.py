@@ -15,9 +15,13 @@ to the objective's `loss` before its own noise (see `ConditionalNELBO`,
 `NoisyClassification`).
 
 Reproducibility: batch `k` and its noise depend only on `(seed, k)`;
-dropout uses torch's global generator, whose state is checkpointed. A
-resumed run therefore continues the exact loss trajectory of an
-uninterrupted one.
+dropout uses torch's global generator, seeded with `seed` and checkpointed.
+A resumed run therefore continues the exact loss trajectory of an
+uninterrupted one, and its history (losses and validation records) is
+bit-identical to it; wall-clock minutes are kept apart (`_History.minutes`).
+On CUDA, `deterministic=True` selects torch's deterministic kernels for the
+run (the atomics of embedding and scatter backward passes are otherwise
+nondeterministic); on the CPU every kernel discdiff uses is deterministic.
 """
 
 import contextlib
@@ -36,6 +40,7 @@ from tqdm.auto import tqdm
 from discdiff.data.sources import BatchSource
 from discdiff.objectives import Bound, ContinuousNELBO, Objective, held_out_bound
 from discdiff.processes import MaskingProcess
+from discdiff.provenance import environment
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed
 
@@ -60,10 +65,14 @@ class TrainConfig:
         eval_sequences: Validation sequences per evaluation.
         checkpoint_every: Steps between checkpoints; 0 saves only at the end.
         keep_checkpoints: How many checkpoints to keep.
-        seed: Seed of data order, noise and initial dropout state.
+        seed: Seed of the noise and the dropout (`discdiff train` also seeds
+            the model's initialisation with `derive_seed(seed, "init")`).
         max_minutes: Stop (and checkpoint) after this much wall time.
         progress: Show a progress bar on rank 0.
         fsdp: Shard the model with FSDP (CUDA only) instead of DDP.
+        deterministic: Use torch's deterministic kernels while training
+            (bit-reproducible CUDA runs, somewhat slower; sets
+            `CUBLAS_WORKSPACE_CONFIG`). The CPU is deterministic either way.
     """
 
     steps: int | None = 1000
@@ -83,6 +92,7 @@ class TrainConfig:
     max_minutes: float | None = None
     progress: bool = True
     fsdp: bool = False
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is None and self.max_minutes is None:
@@ -104,9 +114,16 @@ class TrainConfig:
 
 @dataclass
 class _History:
+    """Losses per step and validation records (deterministic), and wall-clock minutes per record."""
+
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
+    minutes: list[float] = field(default_factory=list)
+
+    def eval_at(self, step: float) -> dict[str, float] | None:
+        """The validation record of `step`, if one was made."""
+        return next((r for r in reversed(self.evals) if r["step"] == step), None)
 
 
 class Trainer:
@@ -122,7 +139,8 @@ class Trainer:
         validation: Fixed validation sequences `(N, L)`, evaluated with the
             continuous NELBO (EMA weights when enabled).
         run_dir: Where checkpoints go (`run_dir/checkpoints`); none if `None`.
-        on_eval: Called with each validation record (step, minutes, nats/token…).
+        on_eval: Called with each validation record (step, nats/token…) and
+            the wall-clock `minutes` since `fit` started.
     """
 
     def __init__(
@@ -171,6 +189,7 @@ class Trainer:
             else None
         )
         self.history = _History()
+        self._saved_step: int | None = None  # the step of the newest checkpoint
         self._signal: int | None = None
         torch.manual_seed(config.seed)
 
@@ -286,12 +305,15 @@ class Trainer:
             "history_steps": self.history.steps,
             "history_losses": self.history.losses,
             "history_evals": self.history.evals,
+            "history_minutes": self.history.minutes,
+            "provenance": environment(),
         }
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint atomically (rank 0); returns its directory."""
         if self.store is None or not self.dist.is_main:
             return None
+        self._saved_step = self.step
         ema = None
         if self.ema is not None:
             names = [n for n, _ in self.model.named_parameters()]
@@ -317,6 +339,8 @@ class Trainer:
         self.history.steps = list(state["history_steps"])
         self.history.losses = list(state["history_losses"])
         self.history.evals = list(state.get("history_evals", []))
+        self.history.minutes = list(state.get("history_minutes", []))
+        self._saved_step = self.step
         return True
 
     # -- the loop --------------------------------------------------------------------
@@ -337,6 +361,20 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def _deterministic(self) -> Any:
+        """Deterministic kernels during `fit` when `config.deterministic` (then restored)."""
+        if not self.config.deterministic:
+            yield
+            return
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous)
 
     def fit(self, *, resume: bool = True) -> _History:
         """Train until `config.steps` (or `max_minutes`), validating and checkpointing.
@@ -361,7 +399,7 @@ class Trainer:
             mininterval=0.5,
         )
         self.wrapped.train()
-        with self._signals():
+        with self._signals(), self._deterministic():
             while config.steps is None or self.step < config.steps:
                 tick = time.perf_counter()
                 loss = self.train_step()
@@ -388,12 +426,27 @@ class Trainer:
                         self._record_eval(minutes)
                     break
         bar.close()
-        self.save_checkpoint()
+        if self._saved_step != self.step:  # a resumed, finished run has nothing new
+            self.save_checkpoint()
         return self.history
 
+    def final_bound(self) -> dict[str, float]:
+        """The validation record at the current step: the history's, else a new evaluation.
+
+        A finished run that is started again (or was killed after its last
+        validation) does not evaluate again.
+        """
+        record = self.history.eval_at(float(self.step))
+        if record is None:
+            record = {"step": float(self.step), **self.evaluate().summary()}
+        return record
+
     def _record_eval(self, minutes: float) -> None:
+        if self.history.eval_at(float(self.step)) is not None:
+            return  # already validated at this step (e.g. before a restart)
         bound = self.evaluate()
-        record = {"step": float(self.step), "minutes": minutes, **bound.summary()}
+        record = {"step": float(self.step), **bound.summary()}
         self.history.evals.append(record)
+        self.history.minutes.append(minutes)
         if self.on_eval is not None:
-            self.on_eval(record)
+            self.on_eval({**record, "minutes": minutes})

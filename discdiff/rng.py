@@ -1,0 +1,202 @@
+r"""Randomness that does not depend on how work is batched.
+
+A `SequenceGenerator` gives every sequence of a batch its own counter-based
+stream: the $j$-th uniform number that sequence $i$ draws under seed $s$ is
+
+$$
+u_{ij} = 2^{-53} \Big\lfloor \mathrm{mix}\big(k_i + j\,\gamma\big) / 2^{11} \Big\rfloor,
+\qquad k_i = \mathrm{mix}\big(\mathrm{mix}(s) + i\,\gamma'\big),
+$$
+
+with SplitMix64's finaliser $\mathrm{mix}$ and odd constants $\gamma, \gamma'$
+(arithmetic modulo $2^{64}$). Sequence $i$ therefore gets the same numbers
+whether it is drawn alone, in a batch of 7 or in a batch of 512: samples drawn
+with it do not depend on the batch size. Every draw is a handful of
+element-wise integer operations on the device, with no host synchronisation.
+
+`uniform` is the one place the library's draws go through: it accepts a
+`torch.Generator` (or `None`), which behaves exactly as `torch.rand`, or a
+`SequenceGenerator`. `derive_seed` and `seeded` give each random part of a run
+(initialisation, dropout, noise, ...) its own seed derived from the run's.
+"""
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["RandomSource", "SequenceGenerator", "derive_seed", "seeded", "uniform"]
+
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (odd)
+_GAMMA_SEQ = 0xD1B54A32D192ED03  # a second odd constant for the per-sequence keys
+_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _signed(value: int) -> int:
+    """An unsigned 64-bit value as the int64 with the same bits."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(z: Tensor, bits: int) -> Tensor:
+    """Logical (unsigned) right shift of int64 bit patterns."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(z: Tensor) -> Tensor:
+    """SplitMix64's finaliser on int64 tensors (multiplication wraps modulo 2^64)."""
+    z = (z ^ _shift_right(z, 30)) * _signed(_M1)
+    z = (z ^ _shift_right(z, 27)) * _signed(_M2)
+    return z ^ _shift_right(z, 31)
+
+
+def _mix_int(z: int) -> int:
+    """`_mix` on one Python integer, exactly."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+class SequenceGenerator:
+    r"""Per-sequence random streams: sequence $i$ draws the same numbers in any batch.
+
+    Pass it wherever a sampler takes `generator=`. Sequence indices are
+    global: the batch `start, ..., start + size - 1` of a larger set of
+    samples, so drawing 64 samples as one batch or as batches of 16 (with
+    `start` = 0, 16, 32, 48) gives the same tokens.
+
+    Args:
+        seed: The seed of every stream (any integer).
+        size: Number of sequences in the batch it serves.
+        start: Global index of the batch's first sequence.
+        device: Where the numbers are made.
+
+    Example:
+        >>> whole = SequenceGenerator(0, 4).rand((4, 3), dtype=torch.float64)
+        >>> tail = SequenceGenerator(0, 2, start=2).rand((2, 3), dtype=torch.float64)
+        >>> torch.equal(whole[2:], tail)
+        True
+    """
+
+    def __init__(
+        self, seed: int, size: int, *, start: int = 0, device: torch.device | str | None = None
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"`size` must be at least 1; got {size}")
+        if start < 0:
+            raise ValueError(f"`start` must be non-negative; got {start}")
+        self.seed, self.size, self.start = int(seed), size, start
+        self.device = torch.device(device if device is not None else "cpu")
+        base = _mix_int(self.seed)
+        index = torch.arange(start, start + size, dtype=torch.int64, device=self.device)
+        self.keys = _mix(index * _signed(_GAMMA_SEQ) + _signed(base))
+        self.offset = 0
+        """Numbers each sequence has drawn so far (the next draw's counter)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"SequenceGenerator(seed={self.seed}, size={self.size}, start={self.start}, "
+            f"device={str(self.device)!r})"
+        )
+
+    def rand(self, shape: Sequence[int], *, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Uniform numbers in $[0, 1)$ of `shape`, whose first dimension indexes the sequences.
+
+        Args:
+            shape: `(size, ...)`.
+            dtype: float64 (53 random bits) or float32 / lower (24 bits).
+
+        Returns:
+            A tensor of `shape` on `self.device`; row `i` depends only on
+            `(seed, start + i)` and how many numbers the streams drew before.
+
+        Raises:
+            ValueError: If `shape[0]` is not `size`.
+        """
+        shape = tuple(shape)
+        if not shape or shape[0] != self.size:
+            raise ValueError(
+                f"this SequenceGenerator serves {self.size} sequences; a draw of shape "
+                f"{shape} must have them as its first dimension"
+            )
+        per_sequence = math.prod(shape[1:])
+        counters = torch.arange(
+            self.offset, self.offset + per_sequence, dtype=torch.int64, device=self.device
+        )
+        self.offset += per_sequence
+        bits = _mix(self.keys.unsqueeze(-1) + counters * _signed(_GAMMA))
+        if dtype == torch.float64:
+            values = _shift_right(bits, 11).to(torch.float64) * 2.0**-53
+        else:
+            values = (_shift_right(bits, 40).to(torch.float32) * 2.0**-24).to(dtype)
+        return values.reshape(shape)
+
+
+RandomSource = torch.Generator | SequenceGenerator | None
+"""What the library's draws accept as `generator=`."""
+
+
+def uniform(
+    shape: Sequence[int],
+    *,
+    generator: RandomSource = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    batch_dim: int = 0,
+) -> Tensor:
+    """Uniform numbers in $[0, 1)$ from a `torch.Generator` or a `SequenceGenerator`.
+
+    With a `torch.Generator` (or `None`, torch's global one) this is
+    `torch.rand(shape, generator=generator, dtype=dtype, device=device)`.
+    With a `SequenceGenerator`, dimension `batch_dim` indexes its sequences.
+
+    Args:
+        shape: The shape of the draw.
+        generator: The random source.
+        dtype: Floating dtype of the numbers.
+        device: Where to make them (a `SequenceGenerator` uses its own device).
+        batch_dim: The dimension of `shape` that indexes sequences.
+
+    Returns:
+        A tensor of `shape`.
+    """
+    if isinstance(generator, SequenceGenerator):
+        shape = tuple(shape)
+        front = (shape[batch_dim], *shape[:batch_dim], *shape[batch_dim + 1 :])
+        return generator.rand(front, dtype=dtype).movedim(0, batch_dim)
+    return torch.rand(tuple(shape), generator=generator, dtype=dtype, device=device)
+
+
+def derive_seed(seed: int, *names: str | int) -> int:
+    """An independent 63-bit seed for one named use of a run's seed.
+
+    Example: `derive_seed(config.seed, "init")` seeds a model's initialisation
+    without sharing a stream with the dropout seeded by `config.seed`.
+
+    Args:
+        seed: The run's seed.
+        names: What the seed is for.
+
+    Returns:
+        A non-negative integer below $2^{63}$, the same in every process.
+    """
+    text = "/".join(map(str, (int(seed), *names))).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global generators (CPU and CUDA) seeded, then restore them.
+
+    Args:
+        seed: The seed for the block.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
