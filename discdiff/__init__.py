@@ -43,6 +43,7 @@ from discdiff.remasking import (
     RescaleSchedule,
     sigma_max,
 )
+from discdiff.rng import SequenceGenerator
 from discdiff.sampling import (
     AncestralSampler,
     EntropyDecoder,
@@ -102,6 +103,7 @@ __all__ = [
     "RemaskingSchedule",
     "RescaleSchedule",
     "SampleResult",
+    "SequenceGenerator",
     "discrete_nelbo",
     "nelbo",
     "sigma_max",
