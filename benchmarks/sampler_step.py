@@ -6,8 +6,11 @@ denoiser time, and the peak memory the sampler allocates beyond the denoiser's
 output, as a multiple of that logits tensor (B, L, V) in float32. Memory is
 counted exactly by intercepting every tensor allocation (a TorchDispatchMode),
 so it works on the CPU. Prints a table and, with --json, JSON lines.
+`--noise sequence` draws through a `SequenceGenerator` (per-sequence streams,
+batch-size-independent samples) instead of one `torch.Generator`.
 
     python benchmarks/sampler_step.py [--length 256] [--vocab 1024] [--batch 4] [--steps 16]
+        [--noise torch|sequence]
 """
 
 import argparse
@@ -51,6 +54,7 @@ def main():
     parser.add_argument("--vocab", type=int, default=1024, help="data tokens V")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--noise", choices=("torch", "sequence"), default="torch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -69,9 +73,11 @@ def main():
             timed = Timed(denoiser)
             with torch.no_grad():
                 start = time.perf_counter()
-                result = sampler.sample(
-                    timed, args.batch, args.length, generator=torch.Generator().manual_seed(0)
-                )
+                if args.noise == "torch":
+                    generator = torch.Generator().manual_seed(0)
+                else:
+                    generator = dd.SequenceGenerator(0, args.batch)
+                result = sampler.sample(timed, args.batch, args.length, generator=generator)
                 total = time.perf_counter() - start
                 fixed = denoiser(
                     torch.full((args.batch, args.length), process.mask_id), torch.ones(args.batch)
@@ -97,7 +103,7 @@ def main():
         return
     print(
         f"tiny DiT, B={args.batch}, L={args.length}, V={args.vocab}, T={args.steps}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, {args.noise} noise"
     )
     print(
         f"{'strategy':17s} {'top_p':>5s} {'nfe':>4s} {'denoiser ms':>11s} "
