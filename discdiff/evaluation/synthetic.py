@@ -28,6 +28,7 @@ from discdiff.remasking import (
     LoopSchedule,
     RescaleSchedule,
 )
+from discdiff.sampling.ancestral import Nucleus
 from discdiff.sampling.decoders import EntropyDecoder, MaskGITDecoder
 
 __all__ = ["ASSET", "language_metrics", "run_synthetic_study", "strategies"]
@@ -96,6 +97,7 @@ def run_synthetic_study(
     steps: tuple[int, ...] = (16, 64, 256),
     samples: int = 128,
     top_p: tuple[float | None, ...] = (None,),
+    nucleus: Nucleus = "remdm",
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
     perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop"),
@@ -111,6 +113,7 @@ def run_synthetic_study(
         steps: Step counts $T$.
         samples: Samples per cell.
         top_p: Nucleus settings.
+        nucleus: The nucleus rule (ReMDM's by default, as in the paper).
         seeds: Sampling seeds.
         full: Include every sampler.
         perfect: Samplers also run with the exact denoiser.
@@ -132,6 +135,7 @@ def run_synthetic_study(
         samples=samples,
         length=length,
         top_p=top_p,
+        nucleus=nucleus,
         seeds=seeds,
         progress=progress,
     )
