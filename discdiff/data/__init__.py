@@ -1,5 +1,6 @@
 """Data: the synthetic language, tokenisers, packing and batch sources."""
 
+from discdiff.data.pcfg import PCFGLanguage
 from discdiff.data.sources import (
     BatchSource,
     BlockSource,
@@ -7,7 +8,13 @@ from discdiff.data.sources import (
     Padded,
     PaddedSource,
 )
-from discdiff.data.synthetic import LanguageDenoiser, SyntheticLanguage
+from discdiff.data.synthetic import (
+    EntropyEstimate,
+    HMMLanguage,
+    LanguageDenoiser,
+    SyntheticLanguage,
+    monte_carlo_entropy,
+)
 from discdiff.data.text import (
     BPETokenizer,
     CharTokenizer,
@@ -26,9 +33,12 @@ __all__ = [
     "BatchSource",
     "BlockSource",
     "CharTokenizer",
+    "EntropyEstimate",
     "HFTokenizer",
+    "HMMLanguage",
     "LanguageDenoiser",
     "LanguageSource",
+    "PCFGLanguage",
     "Padded",
     "PaddedSource",
     "SyntheticLanguage",
@@ -36,6 +46,7 @@ __all__ = [
     "char_blocks",
     "check_mask_id",
     "hf_documents",
+    "monte_carlo_entropy",
     "pack",
     "pad",
     "read_text",
