@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from discdiff._io import CorruptFileError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.synthetic import run_synthetic_study
 from discdiff.runs import (
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+    except (ConfigError, CorruptFileError, FileNotFoundError, FileExistsError) as error:
         parser.exit(2, f"discdiff {args.command}: error: {error}\n")
 
 

@@ -30,6 +30,7 @@ Example:
 
 import dataclasses
 import difflib
+import hashlib
 import inspect
 import json
 import re
@@ -125,7 +126,7 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
-        self.key = key
+        self.key, self.message = key, message
 
 
 # -- generic typed construction ---------------------------------------------------------
@@ -344,10 +345,32 @@ class SamplerSpec:
 
     @property
     def label(self) -> str:
-        """A short name for output folders, e.g. `cap-T64-s0`."""
-        name = _plain(self.posterior)["name"]
+        """The output folder name of these settings, e.g. `cap-eta0.02-T64-s0-1b2c3d4e`.
+
+        The strategy and its arguments, $T$, the nucleus and the seed, then
+        the first 8 hex digits of the SHA-256 of every setting (`to_dict()`
+        form), so two specs that can draw different samples never share a
+        label.
+        """
         nucleus = "" if self.top_p is None else f"-p{self.top_p:g}"
-        return f"{name}-T{self.steps}{nucleus}-s{self.seed}"
+        return f"{_tag(_plain(self.posterior))}-T{self.steps}{nucleus}-s{self.seed}-{self.digest}"
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (first 8 hex digits) of every setting, in their config form."""
+        text = json.dumps(_plain(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _tag(form: Mapping[str, Any]) -> str:
+    """`{name: cap, eta: 0.02}` as `cap-eta0.02`; nested choices by their own tag."""
+    parts = [str(form["name"])]
+    for key, value in form.items():
+        if isinstance(value, Mapping):
+            parts.append(_tag(value))
+        elif key != "name" and value is not None:
+            parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
+    return "-".join(parts)
 
 
 _MODEL_FIXED = {
@@ -406,20 +429,43 @@ class RunConfig:
         )
 
     @classmethod
-    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "RunConfig":
+    def load(
+        cls, path: str | Path, overrides: Sequence[str] = (), *, complete: bool = False
+    ) -> "RunConfig":
         """Read a YAML (or JSON) file and apply `key.path=value` overrides.
+
+        Args:
+            path: The file.
+            overrides: `key.path=value` overrides, applied in order.
+            complete: Require every section (a run's saved `run.yaml` has all
+                five, so a missing one means the file was cut short).
 
         Raises:
             FileNotFoundError: If `path` does not exist.
-            ConfigError: For unknown keys or bad values (see `from_dict`).
+            ConfigError: For a file that is not YAML, a missing section (with
+                `complete`), unknown keys or bad values (see `from_dict`); the
+                message names the key and the file.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} not found")
-        values = yaml.safe_load(path.read_text()) or {}
-        for override in overrides:
-            parse_override(values, override)
-        return cls.from_dict(values)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ConfigError(str(path), f"not a readable YAML file ({reason})") from None
+        if complete and isinstance(values, Mapping):
+            missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+            if missing:
+                raise ConfigError(
+                    missing[0], f"section missing from {path} (the file is incomplete)"
+                )
+        try:
+            for override in overrides:
+                parse_override(values, override)
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(error.key, f"{error.message} (in {path})") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain mapping form (every default filled in); `from_dict` inverts it."""
@@ -449,8 +495,11 @@ def parse_override(values: dict[str, Any], override: str) -> None:
     `sampler.posterior=loop`, `sampler.posterior={name: cap, eta: 0.01}`.
 
     Raises:
-        ConfigError: If the override is not of the form `key=value`.
+        ConfigError: If the override is not of the form `key=value`, its value
+            is not YAML, or it descends into a value.
     """
+    if not isinstance(values, dict):
+        raise ConfigError("<config>", f"must be a mapping of sections; got {values!r}")
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(override, "an override must look like section.key=value")
@@ -466,7 +515,11 @@ def parse_override(values: dict[str, Any], override: str) -> None:
             raise ConfigError(".".join(parents[: depth + 1]), "is a value, not a section")
         node[part] = child
         node = child
-    node[leaf] = yaml.safe_load(text)
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(key, f"the value {text!r} is not YAML ({reason})") from None
 
 
 def describe_config() -> str:

@@ -162,7 +162,12 @@ def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):
     for posterior in ("cap", "mdlm"):
         argv = ["sample", "--run", str(run), "--quiet", f"sampler.posterior={posterior}"]
         assert main(argv) == 0
-    folder = run / "samples" / "cap-T8-s0"
+    labels = {
+        p: load_config(run / "run.yaml", [f"sampler.posterior={p}"]).sampler.label
+        for p in ("cap", "mdlm")
+    }
+    assert labels["cap"].startswith(f"cap-eta{CapSchedule().eta:g}-T8-s0-")
+    folder = run / "samples" / labels["cap"]
     record = json.loads((folder / "samples.json").read_text())
     assert record["sampler"]["posterior"] == {"name": "cap", "eta": CapSchedule().eta}
     tokens = record["tokens"]
@@ -173,7 +178,7 @@ def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):
 
     assert main(["eval", "--run", str(run), "--sequences", "16"]) == 0
     table = json.loads((run / "eval.json").read_text())
-    assert set(table["samples"]) == {"cap-T8-s0", "mdlm-T8-s0"}
+    assert set(table["samples"]) == set(labels.values())
     assert table["validation"]["nats_per_token"] > 0
 
     # Only the sampler may change when sampling; a different model never reuses the run.
@@ -197,7 +202,8 @@ def test_text_runs_keep_their_alphabet(tmp_path):
     # The path is stored absolute, so later commands work from anywhere.
     assert load_config(run / "run.yaml").data.path == str(corpus)
     assert main(["sample", "--run", str(run), "--quiet"]) == 0
-    texts = json.loads((run / "samples" / "mdlm-T8-s0" / "samples.json").read_text())["texts"]
+    (folder,) = (run / "samples").glob("mdlm-T8-s0-*")
+    texts = json.loads((folder / "samples.json").read_text())["texts"]
     alphabet = set(json.loads((run / "alphabet.json").read_text()))
     assert len(texts) == 6 and set("".join(texts)) <= alphabet
 
@@ -206,4 +212,40 @@ def test_builtin_run_samples_outside_the_package(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["sample", "--run", "synthetic", "--quiet", "sampler.samples=2", "sampler.steps=4"]
     assert main(argv) == 0
-    assert (tmp_path / "runs" / "synthetic" / "samples" / "cap-T4-s0" / "samples.txt").is_file()
+    (folder,) = (tmp_path / "runs" / "synthetic" / "samples").glob("cap-eta0.02-T4-s0-*")
+    assert (folder / "samples.txt").is_file()
+
+
+def test_sample_folders_never_mix_settings(tmp_path, monkeypatch, capsys):
+    """Issue 19: cap at eta 0.01 and 0.02 (T=4, seed 0) once wrote the same folder."""
+    monkeypatch.chdir(tmp_path)
+    base = ["sample", "--run", "synthetic", "--quiet", "sampler.samples=2", "sampler.steps=4"]
+    folders = set()
+    for eta in (0.01, 0.02):
+        assert main([*base, f"sampler.posterior={{name: cap, eta: {eta}}}"]) == 0
+        folders.add(capsys.readouterr().out.split("samples written to ")[-1].strip())
+    assert len(folders) == 2
+    for folder in folders:
+        record = json.loads((tmp_path / folder / "samples.json").read_text())
+        assert f"eta{record['sampler']['posterior']['eta']:g}" in folder
+    # Every setting that changes the samples changes the label; the same settings keep it.
+    spec = SamplerSpec()
+    variants = [
+        SamplerSpec(temperature=0.9),
+        SamplerSpec(top_k=3),
+        SamplerSpec(float64=False),
+        SamplerSpec(noise_removal=False),
+        SamplerSpec(samples=8),
+        SamplerSpec(batch_size=4),
+        SamplerSpec(t_min=1e-3),
+        SamplerSpec(posterior=RemaskPosterior(CapSchedule(0.01))),
+    ]
+    assert len({spec.label, *(v.label for v in variants)}) == len(variants) + 1
+    assert SamplerSpec().label == spec.label
+    # An explicit --out that holds other settings is refused, and left as it was.
+    out = tmp_path / "mine"
+    assert main([*base, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    err = _fail(capsys, [*base, "--out", str(out), "sampler.temperature=0.5"])
+    assert "other sampler settings" in err and "temperature" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -40,11 +40,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from discdiff._checks import validation_enabled
-from discdiff._io import atomic_write
+from discdiff._io import CorruptFileError, atomic_write
 from discdiff.models.attention import AttentionBackend, attention
 from discdiff.models.checkpoints import load_torch_checkpoint
 from discdiff.typing import Tokens
@@ -446,16 +447,27 @@ class DiT(nn.Module):
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path} not found")
-        config = replace(DiTConfig.from_dict(json.loads(config_path.read_text())), **overrides)
+        try:
+            config = DiTConfig.from_dict(json.loads(config_path.read_text()))
+        except (ValueError, TypeError, AttributeError) as error:  # bad JSON, keys or values
+            raise CorruptFileError(config_path, "DiT config", error) from None
+        config = replace(config, **overrides)
         weights_path = directory / WEIGHTS_NAME
         if weights_path.is_file():
-            state = load_file(weights_path)
+            try:
+                state = load_file(weights_path)
+            except SafetensorError as error:
+                raise CorruptFileError(weights_path, "safetensors file", error) from None
         elif (directory / "pytorch_model.bin").is_file():
-            state = load_torch_checkpoint(directory / "pytorch_model.bin")
+            weights_path = directory / "pytorch_model.bin"
+            state = load_torch_checkpoint(weights_path)
         else:
             raise FileNotFoundError(f"no {WEIGHTS_NAME} (or pytorch_model.bin) in {directory}")
         model = cls(config)
-        model._load_backbone(state)
+        try:
+            model._load_backbone(state)
+        except ValueError as error:
+            raise CorruptFileError(weights_path, f"weight set for {config_path}", error) from None
         return model
 
     @classmethod
