@@ -56,6 +56,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         out,
+        process=run.process,
         length=length,
         samples=args.samples,
         steps=(length // 4, length, 4 * length),
@@ -136,6 +137,7 @@ def _scale(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
+        process=run.process,
         length=length,
         samples=args.samples,
         steps=tuple(args.steps),

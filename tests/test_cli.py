@@ -249,3 +249,34 @@ def test_sample_folders_never_mix_settings(tmp_path, monkeypatch, capsys):
     err = _fail(capsys, [*base, "--out", str(out), "sampler.temperature=0.5"])
     assert "other sampler settings" in err and "temperature" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_scale_samples_with_the_runs_noise_schedule(tmp_path):
+    """`discdiff scale` once built its own log-linear process, whatever the run said."""
+    import shutil
+
+    from discdiff.evaluation.synthetic import run_synthetic_study
+    from discdiff.runs import BUILTIN_RUNS, load_run
+
+    run = tmp_path / "cosine-run"
+    shutil.copytree(BUILTIN_RUNS["synthetic"], run)
+    values = yaml.safe_load((run / "run.yaml").read_text())
+    values["process"] = {"schedule": {"name": "cosine"}}
+    (run / "run.yaml").write_text(yaml.safe_dump(values))
+    argv = ["scale", "--run", str(run), "--out", str(tmp_path / "study")]
+    assert main([*argv, "--samples", "3", "--seeds", "1", "--steps", "3"]) == 0
+    rows = json.loads((tmp_path / "study" / "study.json").read_text())
+
+    loaded = load_run(run)
+    assert loaded.process.schedule == Cosine()
+
+    def study(process, out):
+        found, _ = run_synthetic_study(
+            loaded.denoiser, out, process=process, length=64, samples=3, steps=(3,),
+            full=True, perfect=(), progress=False,
+        )  # fmt: skip
+        return {r["sampler"]: r["exact_nll"] for r in found}
+
+    scaled = {r["sampler"]: r["exact_nll"] for r in rows if r["denoiser"] == "model"}
+    assert scaled == study(loaded.process, tmp_path / "a")
+    assert scaled != study(None, tmp_path / "b")  # the log-linear default differs

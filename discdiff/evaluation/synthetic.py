@@ -92,6 +92,7 @@ def run_synthetic_study(
     out: str | os.PathLike,
     *,
     language: SyntheticLanguage | None = None,
+    process: MaskingProcess | None = None,
     length: int = 64,
     steps: tuple[int, ...] = (16, 64, 256),
     samples: int = 128,
@@ -107,6 +108,9 @@ def run_synthetic_study(
         model: The trained denoiser.
         out: Output directory.
         language: The language (the built-in one by default).
+        process: The forward process the model was trained with (its noise
+            schedule times the samplers); default `MaskingProcess(V)` with the
+            log-linear schedule.
         length: Sequence length $L$.
         steps: Step counts $T$.
         samples: Samples per cell.
@@ -118,9 +122,17 @@ def run_synthetic_study(
 
     Returns:
         The rows and the reference values (data's gap and token entropy).
+
+    Raises:
+        ValueError: If `process` and `language` disagree on the vocabulary.
     """
     language = language or SyntheticLanguage()
-    process = MaskingProcess(vocab_size=language.vocab_size)
+    process = process or MaskingProcess(vocab_size=language.vocab_size)
+    if process.vocab_size != language.vocab_size:
+        raise ValueError(
+            f"`process` has vocab_size={process.vocab_size}; the language has "
+            f"{language.vocab_size} tokens"
+        )
     metrics = language_metrics(language, length)
     chosen = strategies(full)
     rows = scaling_study(
