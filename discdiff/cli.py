@@ -16,6 +16,7 @@ sample set, `scale` runs the full scaling study.
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from discdiff._io import CorruptFileError
@@ -37,7 +39,7 @@ from discdiff.runs import (
     train_run,
 )
 
-__all__ = ["main"]
+__all__ = ["default_threads", "main"]
 
 OVERRIDES_HELP = (
     "config overrides KEY=VALUE with a dotted key and a YAML value, e.g. train.steps=200 "
@@ -176,6 +178,20 @@ def _minutes(text: str) -> float:
     return value
 
 
+def default_threads() -> int:
+    """Intra-op threads that do not oversubscribe a busy machine.
+
+    `OMP_NUM_THREADS` if set; else the CPUs this process may use, less the
+    ones other processes keep busy (the one-minute load average), at least
+    one and never more than torch's default (the physical cores).
+    """
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(torch.get_num_threads(), (usable or 1) - busy))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discdiff",
@@ -194,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
             **kwargs,
         )
         sub.set_defaults(handler=handler)
+        sub.add_argument(
+            "--threads",
+            type=_positive,
+            default=None,
+            help="torch intra-op threads (default: OMP_NUM_THREADS if set, else the CPUs this "
+            f"process may use less the busy ones, now {default_threads()})",
+        )
         return sub
 
     quick = command(
@@ -294,8 +317,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `discdiff` command.
 
-    Bad options, configs and missing files end the command with exit status 2
-    and a message naming the option or config key, before any work starts.
+    Bad options, configs and missing or damaged files end the command with
+    exit status 2 and a one-line message naming the option, config key or
+    file, before any work starts. Every command takes `--threads` (default
+    `default_threads()`).
     """
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -304,10 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads or default_threads())
     try:
         return args.handler(args)
     except (ConfigError, CorruptFileError, FileNotFoundError, FileExistsError) as error:
         parser.exit(2, f"discdiff {args.command}: error: {error}\n")
+    finally:
+        torch.set_num_threads(previous)  # for callers of main() in a longer-lived process
 
 
 if __name__ == "__main__":

@@ -280,3 +280,41 @@ def test_scale_samples_with_the_runs_noise_schedule(tmp_path):
     scaled = {r["sampler"]: r["exact_nll"] for r in rows if r["denoiser"] == "model"}
     assert scaled == study(loaded.process, tmp_path / "a")
     assert scaled != study(None, tmp_path / "b")  # the log-linear default differs
+
+
+def test_threads_option_and_its_default(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from discdiff import cli
+
+    seen, table = [], tmp_path / "eval.json"
+    bound = {"nats_per_token": 1.0, "bits_per_token": 1.4, "perplexity_bound": 2.7}
+    table.write_text(json.dumps({"validation": bound, "samples": {}}))
+
+    def evaluate(*args, **kwargs):  # records the threads the command runs with
+        seen.append(torch.get_num_threads())
+        return table
+
+    monkeypatch.setattr(cli, "evaluate_run", evaluate)
+    before = torch.get_num_threads()
+    assert main(["eval", "--run", "synthetic", "--threads", "3"]) == 0
+    assert seen == [3] and torch.get_num_threads() == before
+    assert "--threads" in _fail(capsys, ["sample", "--run", "synthetic", "--threads", "0"])
+    # Default: OMP_NUM_THREADS when set, else the free CPUs (at least one).
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cli.default_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1e3, 0.0, 0.0))
+    assert cli.default_threads() == 1
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert 1 <= cli.default_threads() <= torch.get_num_threads()
+
+
+def test_sampling_shows_its_throughput(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", "--run", "synthetic", "sampler.samples=2", "sampler.steps=4"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "tok/s" in captured.err and "step" in captured.err  # the progress bar
+    metrics = json.loads(captured.out.splitlines()[0])
+    assert metrics["tokens_per_second"] == pytest.approx(2 * 64 / metrics["seconds"])
