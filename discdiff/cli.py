@@ -30,6 +30,7 @@ import yaml
 from discdiff._io import CorruptFileError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.synthetic import run_synthetic_study
+from discdiff.presets import PAPER, STUDY
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,
@@ -61,7 +62,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         process=run.process,
         length=length,
         samples=args.samples,
-        steps=(length // 4, length, 4 * length),
+        steps=STUDY.quickstart_steps(length),
     )
     _print_study(rows, reference)
     print(
@@ -135,7 +136,7 @@ def _scale(args: argparse.Namespace) -> int:
             "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
         )
     length = run.config.data.length
-    top_p = (None, 0.9) if args.nucleus else (None,)
+    top_p = (None, PAPER.top_p) if args.nucleus else (None,)
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
@@ -146,7 +147,7 @@ def _scale(args: argparse.Namespace) -> int:
         top_p=top_p,
         seeds=tuple(range(args.seeds)),
         full=True,
-        perfect=("MDLM", "ReMDM-cap", "ReMDM-loop", "forward-backward", "DFM"),
+        perfect=STUDY.scale_perfect,
     )
     _print_study(rows, reference)
     return 0
@@ -305,12 +306,14 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument(
         "--steps",
         type=_int_list,
-        default=[8, 16, 64, 256, 512],
-        help="comma-separated step counts (8,16,64,256,512)",
+        default=list(STUDY.scale_steps),
+        help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))})",
     )
     scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
     scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
-    scale.add_argument("--nucleus", action="store_true", help="also run with top_p = 0.9")
+    scale.add_argument(
+        "--nucleus", action="store_true", help=f"also run with the paper's top_p = {PAPER.top_p}"
+    )
     return parser
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "ProcessSpec",
     "RunConfig",
     "SamplerSpec",
+    "build_strategy",
     "describe_config",
     "parse_override",
 ]
@@ -179,6 +180,19 @@ def _choice(key: str, value: Any, registry: Mapping[str, type]) -> Any:
         raise ConfigError(f"{key}.name", _allowed(list(registry), values["name"]))
     built = _construct(key, registry[values["name"]], arguments)
     return RemaskPosterior(built) if isinstance(built, RemaskingSchedule) else built
+
+
+def build_strategy(form: str | Mapping[str, Any], key: str = "sampler.posterior") -> Strategy:
+    """The sampler strategy of a config form: a name from `POSTERIORS`, or `{name: ..., **args}`.
+
+    Example:
+        >>> build_strategy({"name": "cap", "eta": 0.02})
+        RemaskPosterior(CapSchedule(eta=0.02))
+
+    Raises:
+        ConfigError: Naming `key` (or its argument) for an unknown name or a bad argument.
+    """
+    return _choice(key, form, POSTERIORS)
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

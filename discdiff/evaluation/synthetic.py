@@ -14,21 +14,14 @@ from typing import Any
 
 import torch
 
+from discdiff.config import build_strategy
 from discdiff.data.synthetic import SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.evaluation.study import plot_study, scaling_study, write_rows
 from discdiff.models.protocol import Denoiser
-from discdiff.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.presets import STUDY
 from discdiff.processes import MaskingProcess
-from discdiff.remasking import (
-    CapSchedule,
-    ConfidenceSchedule,
-    DFMCorrector,
-    ForwardBackward,
-    LoopSchedule,
-    RescaleSchedule,
-)
-from discdiff.sampling.decoders import EntropyDecoder, MaskGITDecoder
+from discdiff.sampling.ancestral import Strategy
 
 __all__ = ["ASSET", "language_metrics", "run_synthetic_study", "strategies"]
 
@@ -36,8 +29,8 @@ ASSET = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 """The shipped checkpoint trained on the built-in language (see its README.md)."""
 
 
-def strategies(full: bool = False) -> dict[str, Any]:
-    """The samplers of the study (paper settings; `full` adds conf and decoders).
+def strategies(full: bool = False) -> dict[str, Strategy]:
+    """The samplers of the study, built from `discdiff.presets.STUDY`.
 
     Args:
         full: Add ReMDM-rescale, ReMDM-conf and entropy ordering.
@@ -45,21 +38,10 @@ def strategies(full: bool = False) -> dict[str, Any]:
     Returns:
         Named strategies (posteriors and decoders).
     """
-    chosen: dict[str, Any] = {
-        "MDLM": MaskingPosterior(),
-        "ReMDM-cap": RemaskPosterior(CapSchedule(0.02)),
-        "ReMDM-loop": RemaskPosterior(LoopSchedule(t_on=0.55, t_off=0.05, alpha_on=0.9, eta=0.02)),
-        "forward-backward": RemaskPosterior(ForwardBackward()),
-        "DFM": RemaskPosterior(DFMCorrector()),
-        "MaskGIT": MaskGITDecoder(),
+    return {
+        name: build_strategy(form, key=f"strategies[{name!r}]")
+        for name, form in STUDY.strategies(full).items()
     }
-    if full:
-        chosen |= {
-            "ReMDM-rescale": RemaskPosterior(RescaleSchedule(0.015)),
-            "ReMDM-conf": RemaskPosterior(ConfidenceSchedule()),
-            "entropy order": EntropyDecoder(),
-        }
-    return chosen
 
 
 def language_metrics(
@@ -99,7 +81,7 @@ def run_synthetic_study(
     top_p: tuple[float | None, ...] = (None,),
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
-    perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop"),
+    perfect: tuple[str, ...] = STUDY.quickstart_perfect,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run the study, write `study.csv`, `study.json` and `study.png` into `out`.
