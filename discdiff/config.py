@@ -72,6 +72,7 @@ from discdiff.schedules import (
 from discdiff.training.trainer import TrainConfig
 
 __all__ = [
+    "MAX_STEPS",
     "NOISE_SCHEDULES",
     "POSTERIORS",
     "REMASKING_SCHEDULES",
@@ -117,6 +118,10 @@ POSTERIORS: dict[str, type] = {
 `RemaskPosterior(schedule)` by their schedule's name, and the confidence decoders."""
 
 
+MAX_STEPS = 2**20
+"""The most sampling steps a config may ask for (the time grid alone is 8 bytes a step)."""
+
+
 class ConfigError(ValueError):
     """A configuration value that is unknown, of the wrong type or out of range.
 
@@ -149,7 +154,7 @@ def _parameters(cls: type) -> dict[str, Any]:
     }
 
 
-def _construct(key: str, cls: type, values: Mapping[str, Any], **fixed: Any) -> Any:
+def _construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
     """`cls(**values, **fixed)` with every value checked against its annotation."""
     if not isinstance(values, Mapping):
         raise ConfigError(key, f"must be a mapping; got {values!r}")
@@ -253,6 +258,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _section(name: str, value: object) -> Mapping[str, Any]:
+    """A section's mapping; an empty or absent section takes every default."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"must be a mapping of keys; got {value!r}")
+    return value
+
+
 # -- the sections -------------------------------------------------------------------------
 
 
@@ -339,6 +353,8 @@ class SamplerSpec:
         for name in ("samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
+        if not 1 <= self.steps <= MAX_STEPS:  # the time grid alone would fill the memory
+            raise ValueError(f"`steps` must lie in [1, {MAX_STEPS}]; got {self.steps}")
         self.build(MaskingProcess(vocab_size=2))  # the sampler checks the rest
 
     def build(self, process: MaskingProcess, *, progress: bool = False) -> AncestralSampler:
@@ -427,8 +443,9 @@ class RunConfig:
         for name in values:
             if name not in sections:
                 raise ConfigError(str(name), _allowed(sections, name))
-        data = _construct("data", DataSpec, values.get("data") or {})
-        model = dict(values.get("model") or {})
+        given = {name: _section(name, values.get(name)) for name in sections}
+        data = _construct("data", DataSpec, given["data"])
+        model = dict(given["model"])
         for name, reason in _MODEL_FIXED.items():
             if name in model:
                 raise ConfigError(f"model.{name}", reason)
@@ -437,9 +454,9 @@ class RunConfig:
         return cls(
             data=data,
             model=model,
-            process=_construct("process", ProcessSpec, values.get("process") or {}),
-            train=_construct("train", TrainConfig, values.get("train") or {}),
-            sampler=_construct("sampler", SamplerSpec, values.get("sampler") or {}),
+            process=_construct("process", ProcessSpec, given["process"]),
+            train=_construct("train", TrainConfig, given["train"]),
+            sampler=_construct("sampler", SamplerSpec, given["sampler"]),
         )
 
     @classmethod
@@ -516,7 +533,9 @@ def parse_override(values: dict[str, Any], override: str) -> None:
         raise ConfigError("<config>", f"must be a mapping of sections; got {values!r}")
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(override, "an override must look like section.key=value")
+        raise ConfigError(
+            override or "<empty override>", "an override must look like section.key=value"
+        )
     *parents, leaf = key.split(".")
     node = values
     for depth, part in enumerate(parents):
