@@ -18,7 +18,8 @@ class CorruptFileError(ValueError):
     """
 
     def __init__(self, path: str | os.PathLike, what: str, detail: object) -> None:
-        reason = " ".join(str(detail).split())[:200]  # one line, whatever the reader said
+        # One line: the reader's first sentence (torch's next ones suggest unsafe loading).
+        reason = " ".join(str(detail).split()).split(". ")[0][:160]
         super().__init__(f"{os.fspath(path)}: not a readable {what} ({reason})")
         self.path = Path(path)
 

@@ -431,7 +431,7 @@ class RunConfig:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: Mapping[Any, Any]) -> "RunConfig":
         """Parse and check a config mapping (missing keys take their defaults).
 
         Raises:
@@ -485,7 +485,11 @@ class RunConfig:
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             reason = " ".join(str(error).split())[:200]
             raise ConfigError(str(path), f"not a readable YAML file ({reason})") from None
-        if complete and isinstance(values, Mapping):
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                "<config>", f"must be a mapping of sections; got {values!r} (in {path})"
+            )
+        if complete:
             missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
             if missing:
                 raise ConfigError(

@@ -9,14 +9,32 @@ the resume tests.)
 """
 
 import dataclasses
+import errno
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
+import pytest
+import torch
+from cli_smoke import TINY_RUN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from discdiff._io import locked
 from discdiff.cli import main
 from discdiff.config import NOISE_SCHEDULES, POSTERIORS, ConfigError, RunConfig
-from discdiff.models.dit import DiTConfig
+from discdiff.models import dit
+from discdiff.models.dit import DiT, DiTConfig
+from discdiff.training import checkpoints
+from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.trainer import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # -- fuzzing the config loader and the overrides ---------------------------------------
 
@@ -128,3 +146,201 @@ def test_fuzzed_cli_overrides_never_end_in_a_traceback(tmp_path_factory, parts):
     else:
         assert code == 0
     assert not any(out.iterdir())  # a dry run writes nothing
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.sampled_from(["data: [", "sampler: {steps: }", "train:\n\tsteps: 3", "- 1\n- 2", "{}"]),
+        st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+    )
+)
+def test_fuzzed_yaml_files_load_or_name_a_key(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    path.write_text(text)
+    try:
+        RunConfig.load(path)
+    except ConfigError as error:
+        assert str(error).startswith(f"{error.key}: ") and error.key
+        assert str(path) in str(error)  # every error from a file names the file
+
+
+# -- damaged files -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run with its model and a checkpoint (step 4)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", "--config", "synthetic", "--out", str(run), *TINY_RUN]) == 0
+    return run
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+DAMAGES = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty": lambda data: b"",
+    "garbage": lambda data: bytes(random.Random(0).getrandbits(8) for _ in range(len(data))),
+    "flipped": lambda data: data[:8] + bytes(b ^ 0xFF for b in data[8:64]) + data[64:],
+}
+RESUME = ["train", "--config", "synthetic", *TINY_RUN]
+FILES = {  # the damaged file and the command that has to read it
+    "model/model.safetensors": ["sample", "--quiet"],
+    "model/config.json": ["sample", "--quiet"],
+    "run.yaml": ["sample", "--quiet"],
+    "checkpoints/step-00000004/state.pt": RESUME,
+    "checkpoints/step-00000004/model.safetensors": RESUME,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_a_damaged_file_is_named_in_one_line_and_nothing_is_overwritten(
+    trained, tmp_path, capsys, name, damage
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    path = run / name
+    path.write_bytes(DAMAGES[damage](path.read_bytes()))
+    before = snapshot(run)
+    command, *rest = FILES[name]
+    flag = "--run" if command == "sample" else "--out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *rest[:3], flag, str(run), *rest[3:]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err, err
+    assert snapshot(run) == before
+
+
+# -- a full disk -------------------------------------------------------------------------
+
+
+def full_disk(write):
+    """A writer that puts half its bytes down and then fails as a full disk does."""
+
+    def failing(*args, **kwargs):
+        path = next(a for a in args if isinstance(a, str | os.PathLike))
+        write(*args, **kwargs)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    return failing
+
+
+@pytest.mark.parametrize("failing", ["model.safetensors", "state.pt", "latest"])
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, failing):
+    store = CheckpointStore(tmp_path / "checkpoints")
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    store.save(1, weights, {"w": weights["w"] + 1}, {"step": 1, "rng": torch.get_rng_state()})
+    before = snapshot(tmp_path)
+    if failing == "model.safetensors":
+        monkeypatch.setattr(checkpoints, "save_file", full_disk(checkpoints.save_file))
+    elif failing == "state.pt":
+        monkeypatch.setattr(checkpoints.torch, "save", full_disk(torch.save))
+    else:
+        write = checkpoints.atomic_write
+        monkeypatch.setattr(checkpoints, "atomic_write", lambda path, w: write(path, full_disk(w)))
+    with pytest.raises(OSError, match="No space left"):
+        store.save(2, {"w": torch.zeros(2, 3)}, None, {"step": 2})
+    monkeypatch.undo()
+    if failing != "latest":  # the new checkpoint never appeared
+        assert snapshot(tmp_path) == before
+    assert not list(store.directory.glob(".*tmp*"))  # no partial files left behind
+    assert store.latest().name == "step-00000001"
+    loaded, ema, state = CheckpointStore(tmp_path / "checkpoints").load_latest()
+    assert torch.equal(loaded["w"], weights["w"]) and torch.equal(ema["w"], weights["w"] + 1)
+    assert state["step"] == 1
+
+
+def test_a_full_disk_while_saving_a_model_keeps_the_previous_one(tmp_path, monkeypatch):
+    net = DiT(DiTConfig.micro(vocab_size=5))
+    net.save_pretrained(tmp_path / "model")
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(dit, "save_file", full_disk(dit.save_file))
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    with pytest.raises(OSError, match="No space left"):
+        net.save_pretrained(tmp_path / "model")
+    assert snapshot(tmp_path) == before
+    assert DiT.from_pretrained(tmp_path / "model").config == net.config
+
+
+# -- two `discdiff sample` processes at once -------------------------------------------------
+
+
+def sample_concurrently(cwd: Path, *overrides: str) -> list[subprocess.CompletedProcess]:
+    """Start one `discdiff sample --run synthetic OVERRIDE` per override at once; wait for all."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "discdiff.cli", "sample", "--run", "synthetic", "--quiet"]
+    small = ["sampler.samples=3", "sampler.batch_size=1", "sampler.steps=8"]
+    processes = [
+        subprocess.Popen([*base, *small, o], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for o in overrides
+    ]  # fmt: skip
+    return [subprocess.CompletedProcess(p.args, p.wait(120), *p.communicate()) for p in processes]
+
+
+def check_one_writer(folder: Path) -> dict:
+    """The three files of a sample folder come from one process."""
+    record = json.loads((folder / "samples.json").read_text())
+    assert json.loads((folder / "metrics.json").read_text()) == record["metrics"]
+    lines = (folder / "samples.txt").read_text().splitlines()
+    assert lines == [t.replace("\n", "\\n") for t in record["texts"]]
+    return record
+
+
+@pytest.mark.slow
+def test_two_sample_processes_on_one_run_keep_both_results(tmp_path):
+    cap = "sampler.posterior={{name: cap, eta: {}}}"
+    # Different settings (issue 19's example: cap at eta 0.01 and 0.02): two folders.
+    done = sample_concurrently(tmp_path, cap.format(0.01), cap.format(0.02))
+    assert all(d.returncode == 0 for d in done), [d.stderr for d in done]
+    folders = sorted((tmp_path / "runs" / "synthetic" / "samples").iterdir())
+    assert len(folders) == 2
+    etas = {check_one_writer(f)["sampler"]["posterior"]["eta"] for f in folders}
+    assert etas == {0.01, 0.02}
+    # The same settings: one folder whose files all come from one of the two processes
+    # (their timings differ, so a mix would show in metrics.json against samples.json).
+    done = sample_concurrently(tmp_path, cap.format(0.03), cap.format(0.03))
+    assert all(d.returncode == 0 for d in done), [d.stderr for d in done]
+    (folder,) = (tmp_path / "runs" / "synthetic" / "samples").glob("cap-eta0.03-*")
+    record = check_one_writer(folder)
+    assert len(record["tokens"]) == 3
+    written = [d.stdout.splitlines()[0] for d in done]
+    assert json.dumps(record["metrics"]) in written  # one process's metrics, exactly
+
+
+def test_the_folder_lock_makes_writers_take_turns(tmp_path):
+    order, holding, release = [], threading.Event(), threading.Event()
+
+    def first():
+        with locked(tmp_path / "folder"):
+            order.append("first in")
+            holding.set()
+            release.wait(30)
+            order.append("first out")
+
+    def second():
+        holding.wait(30)
+        with locked(tmp_path / "folder"):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    holding.wait(30)
+    threads[1].join(0.3)
+    assert threads[1].is_alive() and order == ["first in"]  # waiting for the lock
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert order == ["first in", "first out", "second in"]
