@@ -59,7 +59,7 @@ from discdiff.remasking import (
     RescaleSchedule,
 )
 from discdiff.sampling import AncestralSampler, EntropyDecoder, MarginDecoder, MaskGITDecoder
-from discdiff.sampling.ancestral import Strategy
+from discdiff.sampling.ancestral import Nucleus, Strategy
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -329,6 +329,8 @@ class SamplerSpec:
         temperature: Softmax temperature of $x_\theta$.
         top_k: Keep the $k$ most likely tokens (`null`: all).
         top_p: Nucleus mass $p \in (0, 1]$ (`null`: no nucleus).
+        nucleus: The nucleus rule: `standard` (textbook) or `remdm` (ReMDM's
+            code and the paper's numbers); see `discdiff.shape_probs`.
         float64: Draw categories in float64 (MDLM's fix for low-entropy samples).
         noise_removal: Decode every remaining mask at the last step.
         cache: Reuse $x_\theta$ when nothing changed (time-unconditioned models).
@@ -343,6 +345,7 @@ class SamplerSpec:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    nucleus: Nucleus = "standard"
     float64: bool = True
     noise_removal: bool = True
     cache: bool = True
@@ -366,6 +369,7 @@ class SamplerSpec:
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
+            nucleus=self.nucleus,
             float64=self.float64,
             noise_removal=self.noise_removal,
             cache=self.cache,

@@ -27,7 +27,15 @@ from hypothesis import strategies as st
 
 from discdiff._io import locked
 from discdiff.cli import main
-from discdiff.config import NOISE_SCHEDULES, POSTERIORS, ConfigError, RunConfig
+from discdiff.config import (
+    NOISE_SCHEDULES,
+    POSTERIORS,
+    ConfigError,
+    DataSpec,
+    ProcessSpec,
+    RunConfig,
+    SamplerSpec,
+)
 from discdiff.models import dit
 from discdiff.models.dit import DiT, DiTConfig
 from discdiff.training import checkpoints
@@ -40,15 +48,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SECTIONS = [f.name for f in dataclasses.fields(RunConfig)]
 KEYS = {
-    "data": ["kind", "length", "seed", "path", "val_fraction"],
-    "model": [f.name for f in dataclasses.fields(DiTConfig)],
-    "process": ["schedule"],
-    "train": [f.name for f in dataclasses.fields(TrainConfig)],
-    "sampler": [
-        "posterior", "steps", "samples", "batch_size", "temperature", "top_k", "top_p",
-        "float64", "noise_removal", "cache", "t_min", "seed",
-    ],
-}  # fmt: skip
+    name: [f.name for f in dataclasses.fields(spec)]
+    for name, spec in (
+        ("data", DataSpec),
+        ("model", DiTConfig),
+        ("process", ProcessSpec),
+        ("train", TrainConfig),
+        ("sampler", SamplerSpec),
+    )
+}
 NAMES = [*NOISE_SCHEDULES, *POSTERIORS, "none", "synthetic", "text"]
 ARGUMENTS = ["name", "eta", "eps", "t_on", "t_off", "alpha_on", "base", "A", "tokens_per_step"]
 

@@ -1,6 +1,12 @@
 """Data: the synthetic language, tokenisers, packing and batch sources."""
 
-from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
+from discdiff.data.sources import (
+    BatchSource,
+    BlockSource,
+    LanguageSource,
+    Padded,
+    PaddedSource,
+)
 from discdiff.data.synthetic import LanguageDenoiser, SyntheticLanguage
 from discdiff.data.text import (
     BPETokenizer,
@@ -23,6 +29,8 @@ __all__ = [
     "HFTokenizer",
     "LanguageDenoiser",
     "LanguageSource",
+    "Padded",
+    "PaddedSource",
     "SyntheticLanguage",
     "Tokenizer",
     "char_blocks",

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Opaque", "load_torch_checkpoint"]
+__all__ = ["Opaque", "lightning_settings", "load_torch_checkpoint", "plain"]
 
 
 class Opaque:
@@ -56,3 +56,51 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
     names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     with torch.serialization.safe_globals([(Opaque, name) for name in names]):
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def plain(value: Any) -> Any:
+    """A config read as `Opaque` placeholders, as plain dicts, lists and values.
+
+    OmegaConf keeps a container's children under `_content` and a leaf's value
+    under `_val`; plain containers pass through, anything else is returned as is.
+
+    Args:
+        value: What `load_torch_checkpoint` gave for a config (or any part of it).
+
+    Returns:
+        The same tree with every OmegaConf node replaced by its content.
+    """
+    if isinstance(value, Opaque) and isinstance(value.state, dict):
+        for key in ("_content", "_val"):
+            if key in value.state:
+                return plain(value.state[key])
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(item) for item in value)
+    return value
+
+
+def lightning_settings(checkpoint: Any) -> dict[str, Any]:
+    """The DiT settings an MDLM/ReMDM Lightning checkpoint records in its hyper-parameters.
+
+    Lightning saves the run's config under `hyper_parameters["config"]`;
+    MDLM keeps `time_conditioning` at its top and the length at `model.length`.
+
+    Args:
+        checkpoint: A loaded Lightning checkpoint.
+
+    Returns:
+        `time_conditioning` and `model_length`, each only when recorded.
+    """
+    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    config = plain((hyper or {}).get("config")) if isinstance(hyper, dict) else None
+    if not isinstance(config, dict):
+        return {}
+    found = {}
+    if isinstance(config.get("time_conditioning"), bool):
+        found["time_conditioning"] = config["time_conditioning"]
+    model = config.get("model")
+    if isinstance(model, dict) and isinstance(model.get("length"), int):
+        found["model_length"] = model["length"]
+    return found

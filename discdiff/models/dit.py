@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from discdiff._checks import validation_enabled
 from discdiff._io import CorruptFileError, atomic_write
 from discdiff.models.attention import AttentionBackend, attention
-from discdiff.models.checkpoints import load_torch_checkpoint
+from discdiff.models.checkpoints import lightning_settings, load_torch_checkpoint
 from discdiff.typing import Tokens
 
 __all__ = ["DiT", "DiTClassifier", "DiTConfig"]
@@ -414,8 +414,10 @@ class DiT(nn.Module):
           (`backbone.*` keys), or its EMA weights with `ema=True`. It is read
           with `torch.load(weights_only=True)`; foreign objects in it (e.g.
           the saved OmegaConf config) become inert placeholders and no code
-          from the file runs. The config is inferred from the weights' shapes;
-          pass `model_length`, `time_conditioning`, … as `overrides`;
+          from the file runs. The config is inferred from the weights' shapes,
+          and `time_conditioning` and `model_length` are read from the saved
+          hyper-parameters when they are there (an override that contradicts
+          them is an error); pass anything else as `overrides`;
         - a Hugging Face Hub repo id (e.g. `kuleshov-group/mdlm-owt`), when
           `huggingface_hub` is installed and the network is there. Only
           `config.json` and safetensors weights are fetched; no remote code.
@@ -429,7 +431,8 @@ class DiT(nn.Module):
 
         Raises:
             FileNotFoundError: If `source` is neither a path nor a reachable repo.
-            ValueError: If the weights do not match the architecture.
+            ValueError: If the weights do not match the architecture, or an
+                override contradicts a checkpoint's hyper-parameters.
         """
         path = Path(source)
         if path.is_dir():
@@ -477,7 +480,14 @@ class DiT(nn.Module):
         if not isinstance(state, dict):
             raise ValueError(f"{path} holds no state dict")
         state = {k: v for k, v in state.items() if k.startswith(PREFIX)}
-        config = replace(_infer_config(state), **overrides)
+        recorded = lightning_settings(checkpoint)
+        for name, value in recorded.items():
+            if name in overrides and overrides[name] != value:
+                raise ValueError(
+                    f"`{name}`={overrides[name]!r} contradicts {path.name}, whose "
+                    f"hyper-parameters say {name}={value!r}; leave `{name}` out"
+                )
+        config = replace(_infer_config(state), **{**recorded, **overrides})
         model = cls(config)
         model._load_backbone(state)
         if ema:
