@@ -63,6 +63,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         length=length,
         samples=args.samples,
         steps=STUDY.quickstart_steps(length),
+        top_p=(args.top_p,),
     )
     _print_study(rows, reference)
     print(
@@ -153,6 +154,16 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1]; got {text!r}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
@@ -228,6 +239,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
     quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
+    quick.add_argument(
+        "--top-p",
+        type=_probability,
+        default=None,
+        help=f"nucleus mass with ReMDM's rule, e.g. {PAPER.top_p} as in the paper (default: off)",
+    )
     quick.add_argument(
         "--from-scratch",
         action="store_true",
@@ -312,7 +329,9 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
     scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
     scale.add_argument(
-        "--nucleus", action="store_true", help=f"also run with the paper's top_p = {PAPER.top_p}"
+        "--nucleus",
+        action="store_true",
+        help=f"also run with the paper's top_p = {PAPER.top_p} (ReMDM's nucleus rule)",
     )
     return parser
 

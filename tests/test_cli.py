@@ -134,7 +134,7 @@ def test_every_posterior_name_round_trips(name):
 def test_posteriors_built_in_python_have_a_config_form():
     spec = SamplerSpec(posterior=RemaskPosterior(ConfidenceSchedule(base=NoRemasking())))
     form = RunConfig(sampler=spec).to_dict()["sampler"]["posterior"]
-    assert form == {"name": "conf", "base": {"name": "none"}}
+    assert form == {"name": "conf", "base": {"name": "none"}, "precision": "float64"}
     spec = SamplerSpec(posterior=RemaskPosterior(NoRemasking()))
     assert RunConfig(sampler=spec).to_dict()["sampler"]["posterior"] == {"name": "mdlm"}
 
@@ -148,6 +148,15 @@ def test_overrides_edit_nested_choices():
     assert isinstance(RunConfig.from_dict(values).sampler.posterior, RemaskPosterior)
     with pytest.raises(ConfigError, match=r"sampler\.posterior\.eta: is a value"):
         parse_override({"sampler": {"posterior": {"eta": 1}}}, "sampler.posterior.eta.x=1")
+
+
+def test_the_nucleus_rule_is_a_checked_sampler_setting():
+    values = {"sampler": {"top_p": 0.9, "nucleus": "remdm"}}
+    sampler = RunConfig.from_dict(values).sampler.build(load_config("synthetic").process.build(4))
+    assert (sampler.top_p, sampler.nucleus) == (0.9, "remdm")
+    assert RunConfig().sampler.nucleus == "standard"
+    with pytest.raises(ConfigError, match=r"sampler\.nucleus: .*remdm"):
+        RunConfig.from_dict({"sampler": {"nucleus": "hf"}})
 
 
 def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):

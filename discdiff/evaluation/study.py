@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
 from discdiff.processes import MaskingProcess
-from discdiff.sampling.ancestral import AncestralSampler, Strategy
+from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
 
 __all__ = ["plot_study", "scaling_study", "write_rows"]
 
@@ -39,6 +39,7 @@ def scaling_study(
     samples: int,
     length: int,
     top_p: Sequence[float | None] = (None,),
+    nucleus: Nucleus = "remdm",
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,
@@ -54,12 +55,13 @@ def scaling_study(
         samples: Samples per cell.
         length: Tokens per sample.
         top_p: Nucleus settings (`None` = off).
+        nucleus: The nucleus rule; ReMDM's (the paper's numbers) by default.
         seeds: Sampling seeds.
         batch_size: Samples per sampler call (all at once by default).
         progress: Show a progress bar.
 
     Returns:
-        One dict per cell: denoiser, sampler, steps, top_p, seed, nfe (per
+        One dict per cell: denoiser, sampler, steps, top_p, nucleus, seed, nfe (per
         sample batch), seconds_per_sample and the metrics.
     """
     batch_size = batch_size or samples
@@ -73,7 +75,7 @@ def scaling_study(
     ]
     rows = []
     for d, s, T, p, seed in tqdm(cells, desc="scaling study", disable=not progress):
-        sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p)
+        sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p, nucleus=nucleus)
         generator = torch.Generator().manual_seed(seed)
         start, nfe, chunks = time.perf_counter(), 0, []
         for first in range(0, samples, batch_size):
@@ -89,6 +91,7 @@ def scaling_study(
                 "sampler": s,
                 "steps": T,
                 "top_p": p or 1.0,
+                "nucleus": nucleus if p else "off",
                 "seed": seed,
                 "nfe": nfe,
                 "seconds_per_sample": seconds / samples,

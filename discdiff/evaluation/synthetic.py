@@ -21,7 +21,7 @@ from discdiff.evaluation.study import plot_study, scaling_study, write_rows
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import STUDY
 from discdiff.processes import MaskingProcess
-from discdiff.sampling.ancestral import Strategy
+from discdiff.sampling.ancestral import Nucleus, Strategy
 
 __all__ = ["ASSET", "language_metrics", "run_synthetic_study", "strategies"]
 
@@ -79,6 +79,7 @@ def run_synthetic_study(
     steps: tuple[int, ...] = (16, 64, 256),
     samples: int = 128,
     top_p: tuple[float | None, ...] = (None,),
+    nucleus: Nucleus = "remdm",
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
     perfect: tuple[str, ...] = STUDY.quickstart_perfect,
@@ -97,6 +98,7 @@ def run_synthetic_study(
         steps: Step counts $T$.
         samples: Samples per cell.
         top_p: Nucleus settings.
+        nucleus: The nucleus rule (ReMDM's by default, as in the paper).
         seeds: Sampling seeds.
         full: Include every sampler.
         perfect: Samplers also run with the exact denoiser.
@@ -126,6 +128,7 @@ def run_synthetic_study(
         samples=samples,
         length=length,
         top_p=top_p,
+        nucleus=nucleus,
         seeds=seeds,
         progress=progress,
     )
