@@ -347,8 +347,9 @@ def run_digits_study(
         `{"rows": [...], "judge_accuracy": ..., "train": {...}, "seconds": ...}`.
     """
     from discdiff.data.digits import DIGITS_CLASSES, DIGITS_VOCAB, LabelledSource, split_digits
-    from discdiff.guidance import ClassifierFreeGuidance, ConditionalSUBS
+    from discdiff.guidance import ClassifierFreeGuidance
     from discdiff.models.dit import DiT, DiTConfig
+    from discdiff.models.subs import ConditionalSUBS
     from discdiff.objectives import ConditionalNELBO
     from discdiff.posteriors import MaskingPosterior, RemaskPosterior
     from discdiff.presets import STUDY
