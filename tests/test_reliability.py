@@ -36,7 +36,7 @@ from discdiff.config import (
     RunConfig,
     SamplerSpec,
 )
-from discdiff.models import dit
+from discdiff.models import checkpoints as model_files
 from discdiff.models.dit import DiT, DiTConfig
 from discdiff.training import checkpoints
 from discdiff.training.checkpoints import CheckpointStore
@@ -272,7 +272,7 @@ def test_a_full_disk_while_saving_a_model_keeps_the_previous_one(tmp_path, monke
     net = DiT(DiTConfig.micro(vocab_size=5))
     net.save_pretrained(tmp_path / "model")
     before = snapshot(tmp_path)
-    monkeypatch.setattr(dit, "save_file", full_disk(dit.save_file))
+    monkeypatch.setattr(model_files, "save_file", full_disk(model_files.save_file))
     with torch.no_grad():
         next(net.parameters()).add_(1.0)
     with pytest.raises(OSError, match="No space left"):
