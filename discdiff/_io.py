@@ -1,9 +1,10 @@
 """Writing files so that a crash never leaves a half-written one, and reading them back."""
 
 import contextlib
-import fcntl
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,10 +50,28 @@ def locked(directory: str | os.PathLike) -> Iterator[Path]:
 
     Processes that lock the same directory take turns, so a set of files
     written under the lock always comes from one writer. The lock goes with
-    the process: a killed writer never leaves it held.
+    the process: a killed writer never leaves it held. (POSIX: `flock` on the
+    directory; Windows: a byte lock on `directory/.lock`.)
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        import msvcrt
+
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT)
+        try:
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                    break
+                except OSError:  # held by another process
+                    time.sleep(0.05)
+            yield directory
+        finally:
+            os.close(fd)  # closing releases the lock
+        return
+    import fcntl
+
     fd = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
