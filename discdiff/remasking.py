@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from discdiff._checks import validation_enabled
+from discdiff.presets import PAPER
 from discdiff.schedules import NoiseSchedule
 from discdiff.typing import Confidence, Times
 
@@ -203,10 +204,11 @@ class CapSchedule(RemaskingSchedule):
     r"""ReMDM-cap: $\sigma_t = \min\{\eta, \sigma_t^{\max}\}$.
 
     Args:
-        eta: $\eta \in [0, 1]$ (paper: 0.008 for $T = L$, 0.04 for $T < L$).
+        eta: $\eta \in [0, 1]$ (default `PAPER.cap_eta`, the paper's 0.008 for
+            $T = L$; it uses 0.04 for $T < L$, see `discdiff.presets`).
     """
 
-    eta: float = 0.008
+    eta: float = PAPER.cap_eta
 
     def __post_init__(self) -> None:
         _check_eta(self.eta)
@@ -220,10 +222,10 @@ class RescaleSchedule(RemaskingSchedule):
     r"""ReMDM-rescale: $\sigma_t = \eta\, \sigma_t^{\max}$.
 
     Args:
-        eta: $\eta \in [0, 1]$ (paper: 0.015).
+        eta: $\eta \in [0, 1]$ (default `PAPER.rescale_eta`, the paper's 0.015).
     """
 
-    eta: float = 0.015
+    eta: float = PAPER.rescale_eta
 
     def __post_init__(self) -> None:
         _check_eta(self.eta)
@@ -376,10 +378,10 @@ class LoopSchedule(RemaskingSchedule):
             (ReMDM's code) or `"s"` (the re-timed $\alpha(s)$).
     """
 
-    t_on: float = 0.55
-    t_off: float = 0.05
-    alpha_on: float = 0.9
-    eta: float = 0.02
+    t_on: float = PAPER.loop_t_on
+    t_off: float = PAPER.loop_t_off
+    alpha_on: float = PAPER.loop_alpha_on
+    eta: float = PAPER.loop_eta
     phase_from: Literal["t", "s"] = "t"
 
     def __post_init__(self) -> None:

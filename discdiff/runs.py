@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff._io import atomic_write
+from discdiff._io import CorruptFileError, atomic_write, locked
 from discdiff.config import ConfigError, RunConfig
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.synthetic import SyntheticLanguage
@@ -147,6 +147,14 @@ class RunData:
         )
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file this library wrote; a damaged one is a `CorruptFileError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptFileError(path, "JSON file", error) from None
+
+
 def _write_json(path: Path, value: Any) -> Path:
     text = json.dumps(value, indent=1, allow_nan=True)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -156,7 +164,7 @@ def _check_same_run(out: Path, config: RunConfig) -> None:
     previous = out / "run.yaml"
     if not previous.is_file():
         return
-    old, new = RunConfig.load(previous).to_dict(), config.to_dict()
+    old, new = RunConfig.load(previous, complete=True).to_dict(), config.to_dict()
     changed = [name for name in _FIXED_SECTIONS if old[name] != new[name]]
     if changed:
         raise FileExistsError(
@@ -197,11 +205,8 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
         )
     out.mkdir(parents=True, exist_ok=True)
     _check_same_run(out, config)
-    config.dump(out / "run.yaml")
     saved = out / "alphabet.json"
-    data = RunData.from_config(config, json.loads(saved.read_text()) if saved.is_file() else None)
-    if data.alphabet is not None:
-        _write_json(saved, data.alphabet)
+    data = RunData.from_config(config, _read_json(saved) if saved.is_file() else None)
     process = config.process.build(data.vocab_size)
     if data.alphabet is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
@@ -210,7 +215,11 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     trainer = Trainer(
         process, SUBS(dit, process), data.source, settings, validation=data.validation, run_dir=out
     )
-    history = trainer.fit()
+    trainer.resume()  # reads (and checks) the last checkpoint before anything is written
+    config.dump(out / "run.yaml")
+    if data.alphabet is not None and not saved.is_file():
+        _write_json(saved, data.alphabet)
+    history = trainer.fit(resume=False)
     record = {"losses": history.losses, "evals": history.evals, "train": asdict(settings)}
     _write_json(out / "history.json", record)
     final = trainer.evaluate()
@@ -255,9 +264,9 @@ def load_run(run: str | Path) -> Run:
         FileNotFoundError: If it is not a run, or has no model yet.
     """
     directory = resolve_run(run)
-    config = RunConfig.load(directory / "run.yaml")
+    config = RunConfig.load(directory / "run.yaml", complete=True)
     saved = directory / "alphabet.json"
-    alphabet = json.loads(saved.read_text()) if saved.is_file() else None
+    alphabet = _read_json(saved) if saved.is_file() else None
     model_dir = directory / "model" if (directory / "model").is_dir() else directory
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"run {str(directory)!r} has no trained model yet")
@@ -283,15 +292,20 @@ def sample_run(
     Args:
         run: A run directory or a built-in run name.
         overrides: `sampler.key=value` overrides of the run's config.
-        out: Output folder; default `RUN/samples/LABEL` (e.g. `cap-T64-s0`).
+        out: Output folder; default `RUN/samples/LABEL` (`SamplerSpec.label`, e.g.
+            `cap-eta0.02-T64-s0-1b2c3d4e`); a folder holding other settings is refused.
         progress: Show the sampler's progress bar.
 
     Returns:
         The folder holding `samples.json` (config, tokens, texts, metrics),
         `samples.txt` (one sample per line) and `metrics.json`.
 
+    The three files are written under a lock on the folder, so two processes
+    with the same settings leave one consistent set, never a mix.
+
     Raises:
         ConfigError: For an override outside the `sampler` section, or a bad value.
+        FileExistsError: If the folder holds samples drawn with other settings.
     """
     for override in overrides:
         if not override.startswith("sampler."):
@@ -299,6 +313,9 @@ def sample_run(
     loaded = load_run(run)
     config, data = loaded.config.replace(overrides), loaded.data
     spec = config.sampler
+    settings = config.to_dict()["sampler"]
+    folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
+    _check_same_samples(folder, settings)  # before the work, and again under the lock
     sampler = spec.build(loaded.process, progress=progress)
     generator = torch.Generator().manual_seed(spec.seed)
     start, chunks, nfe = time.perf_counter(), [], 0
@@ -310,23 +327,39 @@ def sample_run(
             nfe += result.nfe
     seconds = time.perf_counter() - start
     tokens = torch.cat(chunks)
-    metrics = {"nfe": nfe, "seconds": seconds, **data.metrics(tokens)}
-    folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
-    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "nfe": nfe,
+        "seconds": seconds,
+        "tokens_per_second": tokens.numel() / seconds,
+        **data.metrics(tokens),
+    }
     texts = [data.decode(row) for row in tokens.tolist()]
-    _write_json(
-        folder / "samples.json",
-        {
-            "sampler": config.to_dict()["sampler"],
-            "metrics": metrics,
-            "tokens": tokens.tolist(),
-            "texts": texts,
-        },
-    )
+    record = {"sampler": settings, "metrics": metrics, "tokens": tokens.tolist(), "texts": texts}
     lines = "\n".join(t.replace("\n", "\\n") for t in texts) + "\n"
-    atomic_write(folder / "samples.txt", lambda tmp: Path(tmp).write_text(lines))
-    _write_json(folder / "metrics.json", metrics)
+    with locked(folder):  # the three files come from one process, whoever else writes here
+        _check_same_samples(folder, settings)
+        _write_json(folder / "samples.json", record)
+        atomic_write(folder / "samples.txt", lambda tmp: Path(tmp).write_text(lines))
+        _write_json(folder / "metrics.json", metrics)
     return folder
+
+
+def _check_same_samples(folder: Path, settings: dict[str, Any]) -> None:
+    """Refuse a folder that holds samples drawn with other sampler settings."""
+    saved = folder / "samples.json"
+    if not saved.is_file():
+        return
+    previous = _read_json(saved).get("sampler")
+    if previous != json.loads(json.dumps(settings)):
+        changed = sorted(
+            k
+            for k in set(settings) | set(previous or {})
+            if (previous or {}).get(k) != settings.get(k)
+        )
+        raise FileExistsError(
+            f"{folder} holds samples drawn with other sampler settings "
+            f"({', '.join(changed) or 'unknown'} differ); use another --out (nothing was changed)"
+        )
 
 
 def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | None = None) -> Path:
@@ -344,7 +377,7 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     bound = held_out_bound(loaded.process, loaded.denoiser, held_out)
     table: dict[str, Any] = {"validation": bound.summary(), "samples": {}}
     for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
-        record = json.loads(folder.read_text())
+        record = _read_json(folder)
         tokens = torch.tensor(record["tokens"])
         table["samples"][folder.parent.name] = {
             "steps": record["sampler"]["steps"],

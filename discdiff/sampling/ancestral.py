@@ -205,7 +205,8 @@ class AncestralSampler:
             time-conditioned (the loop's only host synchronisation, and only
             then).
         t_min: Last time of the grid before noise removal.
-        progress: Show a progress bar (off by default; the CLI turns it on).
+        progress: Show a progress bar with the throughput in generated tokens
+            per second (off by default; the CLI turns it on).
 
     Example:
         >>> from discdiff import MaskingPosterior, MaskingProcess
@@ -479,7 +480,10 @@ class _Run:
         batch = z.shape[0]
         self.record(z, active, None)
         x = None
-        for i in tqdm(range(len(grid) - 1), disable=not sampler.progress, desc="sampling"):
+        bar = tqdm(range(len(grid) - 1), disable=not sampler.progress, desc="sampling", unit="step")
+        # Throughput: the tokens this grid generates, spread over its steps (one sync, if shown).
+        per_step = int(active.sum()) / max(1, len(grid) - 1) if sampler.progress else 0.0
+        for i in bar:
             t, s = grid[i].expand(batch), grid[i + 1].expand(batch)
             if x is None:
                 x = self.x_theta(z, grid[i])
@@ -500,6 +504,9 @@ class _Run:
             psi = _decode_confidence(psi, x, z_s, was_masked, is_masked)
             self.steps += 1
             self.record(z_s, active, ~was_masked & is_masked)
+            if sampler.progress:
+                rate = (i + 1) * per_step / max(bar.format_dict["elapsed"], 1e-9)
+                bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
             keep = self.use_cache and torch.equal(z_s, z)
             z = z_s
             if not keep:
