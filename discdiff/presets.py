@@ -1,7 +1,9 @@
 r"""Presets: the ReMDM paper's sampler settings and this library's study settings, in one place.
 
 The paper (Wang et al. 2025, OpenWebText, $L = 1024$) samples with nucleus
-$p = 0.9$ and tunes each remasking schedule $\sigma_t$ separately:
+$p = 0.9$ under the rule of its code (keep the tokens whose cumulative mass is
+at most $p$, and always the top one: `nucleus="remdm"`) and tunes each
+remasking schedule $\sigma_t$ separately:
 
 - ReMDM-cap, $\sigma_t = \min\{\eta, \sigma_t^{\max}\}$: $\eta = 0.008$ at
   $T = L$ (the $T = 1024$ scripts), $\eta = 0.04$ for $T < L$;
@@ -40,6 +42,7 @@ class PaperSettings:
 
     Attributes:
         top_p: Nucleus mass $p$ of every sample in the paper's tables.
+        nucleus: The nucleus rule of its code (`discdiff.shape_probs`).
         cap_eta: ReMDM-cap's $\eta$ at $T \ge L$ (the $T = 1024$ scripts).
         cap_eta_few_steps: ReMDM-cap's $\eta$ for $T < L$.
         rescale_eta: ReMDM-rescale's $\eta$.
@@ -50,6 +53,7 @@ class PaperSettings:
     """
 
     top_p: float = 0.9
+    nucleus: str = "remdm"
     cap_eta: float = 0.008
     cap_eta_few_steps: float = 0.04
     rescale_eta: float = 0.015

@@ -21,6 +21,7 @@ def test_schedule_defaults_are_the_paper_settings():
     assert dd.RescaleSchedule() == dd.RescaleSchedule(PAPER.rescale_eta)
     assert build_strategy(PAPER.loop()).schedule == dd.LoopSchedule()
     assert (PAPER.cap_eta, PAPER.cap_eta_few_steps, PAPER.top_p) == (0.008, 0.04, 0.9)  # SPEC §5
+    assert PAPER.nucleus == "remdm"  # SPEC §7: the paper's † numbers use its code's rule
     assert PAPER.cap_eta_for(steps=64, length=1024) == PAPER.cap_eta_few_steps
     assert PAPER.cap_eta_for(steps=1024, length=1024) == PAPER.cap_eta
 
@@ -54,4 +55,5 @@ def test_docs_quote_the_presets():
         PAPER.top_p,
     ):
         assert f"= {value}" in paper, value
+    assert f'nucleus="{PAPER.nucleus}"' in paper
     assert "discdiff.presets" in paper

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
+from discdiff.presets import PAPER
 from discdiff.processes import MaskingProcess
 from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
 
@@ -39,7 +40,7 @@ def scaling_study(
     samples: int,
     length: int,
     top_p: Sequence[float | None] = (None,),
-    nucleus: Nucleus = "remdm",
+    nucleus: Nucleus = PAPER.nucleus,
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,

@@ -19,7 +19,7 @@ from discdiff.data.synthetic import SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.evaluation.study import plot_study, scaling_study, write_rows
 from discdiff.models.protocol import Denoiser
-from discdiff.presets import STUDY
+from discdiff.presets import PAPER, STUDY
 from discdiff.processes import MaskingProcess
 from discdiff.sampling.ancestral import Nucleus, Strategy
 
@@ -79,7 +79,7 @@ def run_synthetic_study(
     steps: tuple[int, ...] = (16, 64, 256),
     samples: int = 128,
     top_p: tuple[float | None, ...] = (None,),
-    nucleus: Nucleus = "remdm",
+    nucleus: Nucleus = PAPER.nucleus,
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
     perfect: tuple[str, ...] = STUDY.quickstart_perfect,
