@@ -45,6 +45,7 @@ import yaml
 from beartype.door import is_bearable
 
 from discdiff._io import atomic_write
+from discdiff.data import ExactLanguage, HMMLanguage, PCFGLanguage, SyntheticLanguage
 from discdiff.models.dit import DiTConfig
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
@@ -72,6 +73,7 @@ from discdiff.schedules import (
 from discdiff.training.trainer import TrainConfig
 
 __all__ = [
+    "LANGUAGES",
     "MAX_STEPS",
     "NOISE_SCHEDULES",
     "POSTERIORS",
@@ -116,6 +118,14 @@ POSTERIORS: dict[str, type] = {
 }
 """Names of the sampler strategies: MDLM, the ReMDM posteriors
 `RemaskPosterior(schedule)` by their schedule's name, and the confidence decoders."""
+
+
+LANGUAGES: dict[str, type[ExactLanguage]] = {
+    "synthetic": SyntheticLanguage,
+    "hmm": HMMLanguage,
+    "pcfg": PCFGLanguage,
+}
+"""Names of the exact-likelihood languages (`data.language` when `data.kind` is synthetic)."""
 
 
 MAX_STEPS = 2**20
@@ -216,6 +226,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     for base, registry in (
         (NoiseSchedule, NOISE_SCHEDULES),
         (RemaskingSchedule, REMASKING_SCHEDULES),
+        (ExactLanguage, LANGUAGES),
     ):
         if inspect.isclass(hint) and issubclass(hint, base):
             built = _choice(key, value, registry)
@@ -247,7 +258,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, RemaskPosterior):
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
-    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES):
+    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES):
         for name, cls in registry.items():
             if type(value) is cls:
                 return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(cls)}
@@ -275,8 +286,11 @@ class DataSpec:
     """The training data.
 
     Args:
-        kind: `"synthetic"`, the built-in language (exact likelihoods), or
+        kind: `"synthetic"`, a language with exact likelihoods (`language`), or
             `"text"`, a UTF-8 file tokenised by characters.
+        language: The exact language for `kind: synthetic`: a name from
+            `LANGUAGES` and its arguments (`synthetic`, the built-in unifilar
+            HMM, by default; `hmm`, `pcfg`).
         length: Sequence length $L$ (the model's length).
         seed: Seed of the synthetic language's training stream.
         path: The text file (for `kind: text`).
@@ -284,6 +298,7 @@ class DataSpec:
     """
 
     kind: Literal["synthetic", "text"] = "synthetic"
+    language: ExactLanguage = field(default_factory=SyntheticLanguage)
     length: int = 64
     seed: int = 1
     path: str | None = None

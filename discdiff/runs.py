@@ -32,7 +32,6 @@ from torch import Tensor
 from discdiff._io import CorruptFileError, atomic_write, locked
 from discdiff.config import ConfigError, RunConfig
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
-from discdiff.data.synthetic import SyntheticLanguage
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
 from discdiff.evaluation.synthetic import ASSET, language_metrics
@@ -121,7 +120,7 @@ class RunData:
         """Build the data of `config` (reusing a run's saved `alphabet` for text)."""
         spec = config.data
         if spec.kind == "synthetic":
-            language = SyntheticLanguage()
+            language = spec.language
             return cls(
                 vocab_size=language.vocab_size,
                 source=LanguageSource(language, spec.length, seed=spec.seed),

@@ -141,3 +141,18 @@ def test_the_built_in_language_is_unchanged():
     x = language.sample(256, 64, generator=torch.Generator().manual_seed(3))
     monte_carlo = -float(language.log_prob(x).mean()) / 64
     assert monte_carlo == pytest.approx(1.6612641314276195, abs=0.05)
+
+
+def test_languages_are_values_that_run_configs_name():
+    from discdiff.config import ConfigError, RunConfig
+    from discdiff.runs import RunData
+
+    config = RunConfig.from_dict({"data": {"language": {"name": "hmm", "states": 5}, "length": 8}})
+    assert config.data.language == HMMLanguage(states=5)
+    assert config.data.language != HMMLanguage(states=5, seed=1)
+    assert RunConfig.from_dict(config.to_dict()) == config  # round trip through the config form
+    data = RunData.from_config(config)
+    assert data.source.language == HMMLanguage(states=5)
+    assert set(data.metrics(data.validation[:4])) >= {"exact_nll", "nll_gap"}
+    with pytest.raises(ConfigError, match=r"data\.language\.name: unknown 'pcgf'"):
+        RunConfig.from_dict({"data": {"language": "pcgf"}})

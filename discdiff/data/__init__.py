@@ -10,6 +10,7 @@ from discdiff.data.sources import (
 )
 from discdiff.data.synthetic import (
     EntropyEstimate,
+    ExactLanguage,
     HMMLanguage,
     LanguageDenoiser,
     SyntheticLanguage,
@@ -34,6 +35,7 @@ __all__ = [
     "BlockSource",
     "CharTokenizer",
     "EntropyEstimate",
+    "ExactLanguage",
     "HFTokenizer",
     "HMMLanguage",
     "LanguageDenoiser",

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from discdiff.data.synthetic import (
     EntropyEstimate,
+    ExactLanguage,
     LanguageDenoiser,
     _check_ids,
     _dirichlet,
@@ -45,7 +46,7 @@ __all__ = ["PCFGLanguage"]
 _CHUNK = 2048  # tree nodes expanded per vectorised draw
 
 
-class PCFGLanguage:
+class PCFGLanguage(ExactLanguage):
     r"""A seeded PCFG over `vocab_size` tokens, conditioned on the string length.
 
     Each nonterminal has `rules` binary rules over random children (Dirichlet
@@ -87,6 +88,8 @@ class PCFGLanguage:
                 f"`nonterminals` and `preterminals` must be at least 1; "
                 f"got {nonterminals}, {preterminals}"
             )
+        self.rules, self.support, self.seed = rules, support, seed
+        self.concentration, self.floor = concentration, floor
         support = min(6, vocab_size) if support is None else support
         symbols = nonterminals + preterminals
         if not 1 <= rules <= symbols * symbols:

@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from discdiff.data.synthetic import SyntheticLanguage
+from discdiff.data.synthetic import ExactLanguage
 
 __all__ = ["BatchSource", "BlockSource", "LanguageSource", "Padded", "PaddedSource", "epoch_rows"]
 
@@ -49,7 +49,7 @@ class BatchSource(Protocol):
 
 
 class LanguageSource:
-    """Fresh samples of a `SyntheticLanguage` (an endless corpus).
+    """Fresh samples of an exact language, e.g. `SyntheticLanguage` (an endless corpus).
 
     Args:
         language: The language.
@@ -57,7 +57,7 @@ class LanguageSource:
         seed: Seed of the stream; batch `i` uses seed `(seed, i)`.
     """
 
-    def __init__(self, language: SyntheticLanguage, length: int, seed: int = 0) -> None:
+    def __init__(self, language: ExactLanguage, length: int, seed: int = 0) -> None:
         self.language, self.length, self.seed = language, length, seed
         self.vocab_size = language.vocab_size
 

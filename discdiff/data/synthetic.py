@@ -25,6 +25,7 @@ $H = \sum_\ell \sum_s P(s_\ell = s)\, H(E[s])$) and estimated by Monte Carlo
 with exact log-probabilities otherwise, with its standard error.
 """
 
+import inspect
 import math
 import warnings
 
@@ -36,6 +37,7 @@ from discdiff.typing import Times, Tokens
 
 __all__ = [
     "EntropyEstimate",
+    "ExactLanguage",
     "HMMLanguage",
     "LanguageDenoiser",
     "SyntheticLanguage",
@@ -78,7 +80,32 @@ class EntropyEstimate(float):
         return self.stderr == 0.0
 
 
-class HMMLanguage:
+class ExactLanguage:
+    """Base of the seeded languages with exact likelihoods (`HMMLanguage`, `PCFGLanguage`, ...).
+
+    A language is a value: two built with the same constructor arguments are
+    equal (and hash alike), and its arguments are its attributes, so run
+    configs can name one as `{name: hmm, states: 16, ...}`.
+    """
+
+    def _arguments(self) -> tuple:
+        names = inspect.signature(type(self)).parameters
+        return tuple((name, getattr(self, name, None)) for name in names)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._arguments() == other._arguments()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._arguments()))
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{name}={value!r}" for name, value in self._arguments())
+        return f"{type(self).__name__}({arguments})"
+
+
+class HMMLanguage(ExactLanguage):
     r"""A hidden Markov language given by its joint table $J[s, x, s']$ (see the module).
 
     The default constructor draws a standard, non-unifilar HMM: each of the
@@ -118,6 +145,9 @@ class HMMLanguage:
         _check_sizes(vocab_size, states, support, floor)
         if not 1 <= successors <= states:
             raise ValueError(f"`successors` must lie in [1, states={states}]; got {successors}")
+        self.support, self.successors, self.seed = support, successors, seed
+        self.concentration, self.transition_concentration = concentration, transition_concentration
+        self.floor = floor
         emission = torch.zeros(states, vocab_size, dtype=torch.float64)
         transition = torch.zeros(states, states, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
@@ -425,6 +455,8 @@ class SyntheticLanguage(HMMLanguage):
         seed: int = 0,
     ) -> None:
         _check_sizes(vocab_size, states, support, floor)
+        self.support, self.concentration = support, concentration
+        self.floor, self.seed = floor, seed
         emission = torch.zeros(states, vocab_size, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
             torch.manual_seed(seed)

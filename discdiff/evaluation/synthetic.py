@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from discdiff.config import build_strategy
-from discdiff.data.synthetic import SyntheticLanguage
+from discdiff.data.synthetic import ExactLanguage, SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.evaluation.study import plot_study, scaling_study, write_rows
 from discdiff.models.protocol import Denoiser
@@ -45,7 +45,7 @@ def strategies(full: bool = False) -> dict[str, Strategy]:
 
 
 def language_metrics(
-    language: SyntheticLanguage, length: int
+    language: ExactLanguage, length: int
 ) -> Callable[[torch.Tensor], dict[str, float]]:
     """Exact NLL per token, its gap to the entropy, and the token-histogram entropy.
 
@@ -73,7 +73,7 @@ def run_synthetic_study(
     model: Denoiser,
     out: str | os.PathLike,
     *,
-    language: SyntheticLanguage | None = None,
+    language: ExactLanguage | None = None,
     process: MaskingProcess | None = None,
     length: int = 64,
     steps: tuple[int, ...] = (16, 64, 256),
