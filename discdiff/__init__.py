@@ -9,26 +9,22 @@ The objects a user composes are re-exported here::
 """
 
 from discdiff.distributions import MaskedCategorical
-from discdiff.guidance import (
-    ClassifierFreeGuidance,
-    ClassifierGuidance,
-    ConditionalSUBS,
-    EnumerableClassifier,
-    EnumerableConditionalOracle,
-    Guidance,
-)
+from discdiff.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance
 from discdiff.models import (
     SUBS,
     ConditionalDenoiser,
+    ConditionalSUBS,
     Denoiser,
     DiT,
     DiTClassifier,
     DiTConfig,
+    EnumerableClassifier,
+    EnumerableConditionalOracle,
+    EnumerableOracle,
     HuggingFaceDenoiser,
     NoisyClassifier,
     with_label,
 )
-from discdiff.models.oracle import EnumerableOracle
 from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess

@@ -1,21 +1,30 @@
-"""Argument checks shared by the modules; all honour one global switch.
+"""Argument checks shared by the modules; all honour one switch.
 
 Checks follow torch's distribution-validation flag, so
 `torch.distributions.Distribution.set_default_validate_args(False)` (or
-`pyro.enable_validation(False)`) turns every check off at once, e.g. inside a
-tuned sampling loop where a check would cost a host synchronisation.
+`pyro.enable_validation(False)`) turns every check off at once. Inside a
+`validation(enabled)` block the setting is local instead: it holds for the
+current thread (and asyncio task) only and never touches torch's global
+flag, so the sampler can switch its per-step checks off in one thread
+while another thread's checks keep running.
 """
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
+_LOCAL: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "discdiff_validation", default=None
+)
+
 
 def validation_enabled() -> bool:
-    """Whether argument checks run (torch's default `validate_args`)."""
-    return bool(torch.distributions.Distribution._validate_args)
+    """Whether argument checks run: the innermost `validation` block, else torch's flag."""
+    local = _LOCAL.get()
+    return bool(torch.distributions.Distribution._validate_args) if local is None else local
 
 
 def check_in_range(name: str, value: Tensor, low: float, high: float) -> None:
@@ -38,10 +47,9 @@ def as_tensor(value: Tensor | float) -> Tensor:
 
 @contextlib.contextmanager
 def validation(enabled: bool) -> Iterator[None]:
-    """Temporarily turn every argument check on or off (torch's global flag)."""
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(enabled)
+    """Turn every argument check on or off in this thread (or task) only, for the block."""
+    token = _LOCAL.set(bool(enabled))
     try:
         yield
     finally:
-        torch.distributions.Distribution.set_default_validate_args(previous)
+        _LOCAL.reset(token)

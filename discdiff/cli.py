@@ -16,6 +16,7 @@ sample set, `scale` runs the full scaling study.
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 import time
@@ -23,10 +24,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from discdiff._io import CorruptFileError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.synthetic import run_synthetic_study
+from discdiff.presets import PAPER, STUDY
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,
@@ -36,7 +40,7 @@ from discdiff.runs import (
     train_run,
 )
 
-__all__ = ["main"]
+__all__ = ["default_threads", "main"]
 
 BATCH_HELP = (
     "samples per sampler call (default: a whole cell at once); the results do not depend on it"
@@ -58,9 +62,11 @@ def _quickstart(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         out,
+        process=run.process,
         length=length,
         samples=args.samples,
-        steps=(length // 4, length, 4 * length),
+        steps=STUDY.quickstart_steps(length),
+        top_p=(args.top_p,),
         batch_size=args.batch_size,
     )
     _print_study(rows, reference)
@@ -135,21 +141,32 @@ def _scale(args: argparse.Namespace) -> int:
             "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
         )
     length = run.config.data.length
-    top_p = (None, 0.9) if args.nucleus else (None,)
+    top_p = (None, PAPER.top_p) if args.nucleus else (None,)
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
+        process=run.process,
         length=length,
         samples=args.samples,
         steps=tuple(args.steps),
         top_p=top_p,
         seeds=tuple(range(args.seeds)),
         full=True,
-        perfect=("MDLM", "ReMDM-cap", "ReMDM-loop", "forward-backward", "DFM"),
+        perfect=STUDY.scale_perfect,
         batch_size=args.batch_size,
     )
     _print_study(rows, reference)
     return 0
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1]; got {text!r}")
+    return value
 
 
 def _int_list(text: str) -> list[int]:
@@ -178,6 +195,20 @@ def _minutes(text: str) -> float:
     return value
 
 
+def default_threads() -> int:
+    """Intra-op threads that do not oversubscribe a busy machine.
+
+    `OMP_NUM_THREADS` if set; else the CPUs this process may use, less the
+    ones other processes keep busy (the one-minute load average), at least
+    one and never more than torch's default (the physical cores).
+    """
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(torch.get_num_threads(), (usable or 1) - busy))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discdiff",
@@ -196,6 +227,13 @@ def _parser() -> argparse.ArgumentParser:
             **kwargs,
         )
         sub.set_defaults(handler=handler)
+        sub.add_argument(
+            "--threads",
+            type=_positive,
+            default=None,
+            help="torch intra-op threads (default: OMP_NUM_THREADS if set, else the CPUs this "
+            f"process may use less the busy ones, now {default_threads()})",
+        )
         return sub
 
     quick = command(
@@ -207,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
     quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
     quick.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
+    quick.add_argument(
+        "--top-p",
+        type=_probability,
+        default=None,
+        help=f"nucleus mass with ReMDM's rule, e.g. {PAPER.top_p} as in the paper (default: off)",
+    )
     quick.add_argument(
         "--from-scratch",
         action="store_true",
@@ -285,21 +329,27 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument(
         "--steps",
         type=_int_list,
-        default=[8, 16, 64, 256, 512],
-        help="comma-separated step counts (8,16,64,256,512)",
+        default=list(STUDY.scale_steps),
+        help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))})",
     )
     scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
     scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
     scale.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
-    scale.add_argument("--nucleus", action="store_true", help="also run with top_p = 0.9")
+    scale.add_argument(
+        "--nucleus",
+        action="store_true",
+        help=f"also run with the paper's top_p = {PAPER.top_p} (ReMDM's nucleus rule)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `discdiff` command.
 
-    Bad options, configs and missing files end the command with exit status 2
-    and a message naming the option or config key, before any work starts.
+    Bad options, configs and missing or damaged files end the command with
+    exit status 2 and a one-line message naming the option, config key or
+    file, before any work starts. Every command takes `--threads` (default
+    `default_threads()`).
     """
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -308,10 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads or default_threads())
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+    except (ConfigError, CorruptFileError, FileNotFoundError, FileExistsError) as error:
         parser.exit(2, f"discdiff {args.command}: error: {error}\n")
+    finally:
+        torch.set_num_threads(previous)  # for callers of main() in a longer-lived process
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ Example:
 
 import dataclasses
 import difflib
+import hashlib
 import inspect
 import json
 import re
@@ -44,6 +45,7 @@ import yaml
 from beartype.door import is_bearable
 
 from discdiff._io import atomic_write
+from discdiff.data import ExactLanguage, HMMLanguage, PCFGLanguage, SyntheticLanguage
 from discdiff.models.dit import DiTConfig
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
@@ -58,7 +60,7 @@ from discdiff.remasking import (
     RescaleSchedule,
 )
 from discdiff.sampling import AncestralSampler, EntropyDecoder, MarginDecoder, MaskGITDecoder
-from discdiff.sampling.ancestral import Strategy
+from discdiff.sampling.ancestral import Nucleus, Strategy
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -71,6 +73,8 @@ from discdiff.schedules import (
 from discdiff.training.trainer import TrainConfig
 
 __all__ = [
+    "LANGUAGES",
+    "MAX_STEPS",
     "NOISE_SCHEDULES",
     "POSTERIORS",
     "REMASKING_SCHEDULES",
@@ -79,6 +83,7 @@ __all__ = [
     "ProcessSpec",
     "RunConfig",
     "SamplerSpec",
+    "build_strategy",
     "describe_config",
     "parse_override",
 ]
@@ -115,6 +120,18 @@ POSTERIORS: dict[str, type] = {
 `RemaskPosterior(schedule)` by their schedule's name, and the confidence decoders."""
 
 
+LANGUAGES: dict[str, type[ExactLanguage]] = {
+    "synthetic": SyntheticLanguage,
+    "hmm": HMMLanguage,
+    "pcfg": PCFGLanguage,
+}
+"""Names of the exact-likelihood languages (`data.language` when `data.kind` is synthetic)."""
+
+
+MAX_STEPS = 2**20
+"""The most sampling steps a config may ask for (the time grid alone is 8 bytes a step)."""
+
+
 class ConfigError(ValueError):
     """A configuration value that is unknown, of the wrong type or out of range.
 
@@ -125,7 +142,7 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
-        self.key = key
+        self.key, self.message = key, message
 
 
 # -- generic typed construction ---------------------------------------------------------
@@ -147,7 +164,7 @@ def _parameters(cls: type) -> dict[str, Any]:
     }
 
 
-def _construct(key: str, cls: type, values: Mapping[str, Any], **fixed: Any) -> Any:
+def _construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
     """`cls(**values, **fixed)` with every value checked against its annotation."""
     if not isinstance(values, Mapping):
         raise ConfigError(key, f"must be a mapping; got {values!r}")
@@ -180,6 +197,19 @@ def _choice(key: str, value: Any, registry: Mapping[str, type]) -> Any:
     return RemaskPosterior(built) if isinstance(built, RemaskingSchedule) else built
 
 
+def build_strategy(form: str | Mapping[str, Any], key: str = "sampler.posterior") -> Strategy:
+    """The sampler strategy of a config form: a name from `POSTERIORS`, or `{name: ..., **args}`.
+
+    Example:
+        >>> build_strategy({"name": "cap", "eta": 0.02})
+        RemaskPosterior(CapSchedule(eta=0.02))
+
+    Raises:
+        ConfigError: Naming `key` (or its argument) for an unknown name or a bad argument.
+    """
+    return _choice(key, form, POSTERIORS)
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check (and lightly convert) one value against a type annotation."""
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
@@ -196,6 +226,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     for base, registry in (
         (NoiseSchedule, NOISE_SCHEDULES),
         (RemaskingSchedule, REMASKING_SCHEDULES),
+        (ExactLanguage, LANGUAGES),
     ):
         if inspect.isclass(hint) and issubclass(hint, base):
             built = _choice(key, value, registry)
@@ -227,7 +258,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, RemaskPosterior):
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
-    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES):
+    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES):
         for name, cls in registry.items():
             if type(value) is cls:
                 return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(cls)}
@@ -235,6 +266,15 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    return value
+
+
+def _section(name: str, value: object) -> Mapping[str, Any]:
+    """A section's mapping; an empty or absent section takes every default."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"must be a mapping of keys; got {value!r}")
     return value
 
 
@@ -246,8 +286,11 @@ class DataSpec:
     """The training data.
 
     Args:
-        kind: `"synthetic"`, the built-in language (exact likelihoods), or
+        kind: `"synthetic"`, a language with exact likelihoods (`language`), or
             `"text"`, a UTF-8 file tokenised by characters.
+        language: The exact language for `kind: synthetic`: a name from
+            `LANGUAGES` and its arguments (`synthetic`, the built-in unifilar
+            HMM, by default; `hmm`, `pcfg`).
         length: Sequence length $L$ (the model's length).
         seed: Seed of the synthetic language's training stream.
         path: The text file (for `kind: text`).
@@ -255,6 +298,7 @@ class DataSpec:
     """
 
     kind: Literal["synthetic", "text"] = "synthetic"
+    language: ExactLanguage = field(default_factory=SyntheticLanguage)
     length: int = 64
     seed: int = 1
     path: str | None = None
@@ -300,6 +344,8 @@ class SamplerSpec:
         temperature: Softmax temperature of $x_\theta$.
         top_k: Keep the $k$ most likely tokens (`null`: all).
         top_p: Nucleus mass $p \in (0, 1]$ (`null`: no nucleus).
+        nucleus: The nucleus rule: `standard` (textbook) or `remdm` (ReMDM's
+            code and the paper's numbers); see `discdiff.shape_probs`.
         float64: Draw categories in float64 (MDLM's fix for low-entropy samples).
         noise_removal: Decode every remaining mask at the last step.
         cache: Reuse $x_\theta$ when nothing changed (time-unconditioned models).
@@ -314,6 +360,7 @@ class SamplerSpec:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    nucleus: Nucleus = "standard"
     float64: bool = True
     noise_removal: bool = True
     cache: bool = True
@@ -324,6 +371,8 @@ class SamplerSpec:
         for name in ("samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
+        if not 1 <= self.steps <= MAX_STEPS:  # the time grid alone would fill the memory
+            raise ValueError(f"`steps` must lie in [1, {MAX_STEPS}]; got {self.steps}")
         self.build(MaskingProcess(vocab_size=2))  # the sampler checks the rest
 
     def build(self, process: MaskingProcess, *, progress: bool = False) -> AncestralSampler:
@@ -335,6 +384,7 @@ class SamplerSpec:
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
+            nucleus=self.nucleus,
             float64=self.float64,
             noise_removal=self.noise_removal,
             cache=self.cache,
@@ -344,10 +394,32 @@ class SamplerSpec:
 
     @property
     def label(self) -> str:
-        """A short name for output folders, e.g. `cap-T64-s0`."""
-        name = _plain(self.posterior)["name"]
+        """The output folder name of these settings, e.g. `cap-eta0.02-T64-s0-1b2c3d4e`.
+
+        The strategy and its arguments, $T$, the nucleus and the seed, then
+        the first 8 hex digits of the SHA-256 of every setting (`to_dict()`
+        form), so two specs that can draw different samples never share a
+        label.
+        """
         nucleus = "" if self.top_p is None else f"-p{self.top_p:g}"
-        return f"{name}-T{self.steps}{nucleus}-s{self.seed}"
+        return f"{_tag(_plain(self.posterior))}-T{self.steps}{nucleus}-s{self.seed}-{self.digest}"
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (first 8 hex digits) of every setting, in their config form."""
+        text = json.dumps(_plain(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _tag(form: Mapping[str, Any]) -> str:
+    """`{name: cap, eta: 0.02}` as `cap-eta0.02`; nested choices by their own tag."""
+    parts = [str(form["name"])]
+    for key, value in form.items():
+        if isinstance(value, Mapping):
+            parts.append(_tag(value))
+        elif key != "name" and value is not None:
+            parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
+    return "-".join(parts)
 
 
 _MODEL_FIXED = {
@@ -378,7 +450,7 @@ class RunConfig:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: Mapping[Any, Any]) -> "RunConfig":
         """Parse and check a config mapping (missing keys take their defaults).
 
         Raises:
@@ -390,8 +462,9 @@ class RunConfig:
         for name in values:
             if name not in sections:
                 raise ConfigError(str(name), _allowed(sections, name))
-        data = _construct("data", DataSpec, values.get("data") or {})
-        model = dict(values.get("model") or {})
+        given = {name: _section(name, values.get(name)) for name in sections}
+        data = _construct("data", DataSpec, given["data"])
+        model = dict(given["model"])
         for name, reason in _MODEL_FIXED.items():
             if name in model:
                 raise ConfigError(f"model.{name}", reason)
@@ -400,26 +473,53 @@ class RunConfig:
         return cls(
             data=data,
             model=model,
-            process=_construct("process", ProcessSpec, values.get("process") or {}),
-            train=_construct("train", TrainConfig, values.get("train") or {}),
-            sampler=_construct("sampler", SamplerSpec, values.get("sampler") or {}),
+            process=_construct("process", ProcessSpec, given["process"]),
+            train=_construct("train", TrainConfig, given["train"]),
+            sampler=_construct("sampler", SamplerSpec, given["sampler"]),
         )
 
     @classmethod
-    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "RunConfig":
+    def load(
+        cls, path: str | Path, overrides: Sequence[str] = (), *, complete: bool = False
+    ) -> "RunConfig":
         """Read a YAML (or JSON) file and apply `key.path=value` overrides.
+
+        Args:
+            path: The file.
+            overrides: `key.path=value` overrides, applied in order.
+            complete: Require every section (a run's saved `run.yaml` has all
+                five, so a missing one means the file was cut short).
 
         Raises:
             FileNotFoundError: If `path` does not exist.
-            ConfigError: For unknown keys or bad values (see `from_dict`).
+            ConfigError: For a file that is not YAML, a missing section (with
+                `complete`), unknown keys or bad values (see `from_dict`); the
+                message names the key and the file.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} not found")
-        values = yaml.safe_load(path.read_text()) or {}
-        for override in overrides:
-            parse_override(values, override)
-        return cls.from_dict(values)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ConfigError(str(path), f"not a readable YAML file ({reason})") from None
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                "<config>", f"must be a mapping of sections; got {values!r} (in {path})"
+            )
+        if complete:
+            missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+            if missing:
+                raise ConfigError(
+                    missing[0], f"section missing from {path} (the file is incomplete)"
+                )
+        try:
+            for override in overrides:
+                parse_override(values, override)
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(error.key, f"{error.message} (in {path})") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain mapping form (every default filled in); `from_dict` inverts it."""
@@ -449,11 +549,16 @@ def parse_override(values: dict[str, Any], override: str) -> None:
     `sampler.posterior=loop`, `sampler.posterior={name: cap, eta: 0.01}`.
 
     Raises:
-        ConfigError: If the override is not of the form `key=value`.
+        ConfigError: If the override is not of the form `key=value`, its value
+            is not YAML, or it descends into a value.
     """
+    if not isinstance(values, dict):
+        raise ConfigError("<config>", f"must be a mapping of sections; got {values!r}")
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(override, "an override must look like section.key=value")
+        raise ConfigError(
+            override or "<empty override>", "an override must look like section.key=value"
+        )
     *parents, leaf = key.split(".")
     node = values
     for depth, part in enumerate(parents):
@@ -466,7 +571,11 @@ def parse_override(values: dict[str, Any], override: str) -> None:
             raise ConfigError(".".join(parents[: depth + 1]), "is a value, not a section")
         node[part] = child
         node = child
-    node[leaf] = yaml.safe_load(text)
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(key, f"the value {text!r} is not YAML ({reason})") from None
 
 
 def describe_config() -> str:

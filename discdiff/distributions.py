@@ -328,6 +328,35 @@ class MaskedCategorical(TorchDistribution):
         """
         return self.position_log_prob(value).sum(-1)
 
+    def position_kl(self, other: "MaskedCategorical") -> Tensor:
+        r"""$\mathrm{KL}(\text{self} \,\|\, \text{other})$ per position (summed by `kl_divergence`).
+
+        $\mathrm{KL}(\mathrm{Ber}(\mu_q) \| \mathrm{Ber}(\mu_p))
+        + (1 - \mu_q)\, \mathrm{KL}(y_q \| y_p)$, where the token part is left
+        out at positions that are surely masked under `self`.
+
+        Args:
+            other: A `MaskedCategorical` over the same vocabulary and mask id.
+
+        Returns:
+            `(*batch, L)` KLs in nats.
+
+        Raises:
+            ValueError: If the vocabularies or mask ids differ.
+        """
+        if (self.vocab_size, self.mask_id) != (other.vocab_size, other.mask_id):
+            raise ValueError("KL needs both distributions over the same vocabulary and mask id")
+        mu_q, mu_p = self.mask_prob, other.mask_prob
+        binary = (
+            torch.xlogy(mu_q, mu_q)
+            - torch.xlogy(mu_q, mu_p)
+            + torch.xlogy(1 - mu_q, 1 - mu_q)
+            - torch.xlogy(1 - mu_q, 1 - mu_p)
+        )
+        y_q, y_p = self.token_probs(), other.token_probs()
+        token_kl = (torch.xlogy(y_q, y_q) - torch.xlogy(y_q, y_p)).sum(-1)
+        return binary + torch.where(mu_q < 1, (1 - mu_q) * token_kl, 0.0)
+
     def entropy(self) -> Tensor:
         r"""$H = \sum_\ell h(\mu^\ell) + (1 - \mu^\ell) H(y^\ell)$, in nats.
 
@@ -346,23 +375,5 @@ class MaskedCategorical(TorchDistribution):
 
 @register_kl(MaskedCategorical, MaskedCategorical)
 def _kl_masked_categorical(q, p):
-    r"""Closed-form KL, summed over positions.
-
-    Per position:
-    $\mathrm{KL}(\mathrm{Ber}(\mu_q) \| \mathrm{Ber}(\mu_p))
-    + (1 - \mu_q)\, \mathrm{KL}(y_q \| y_p)$.
-    """
-    if (q.vocab_size, q.mask_id) != (p.vocab_size, p.mask_id):
-        raise ValueError("KL needs both distributions over the same vocabulary and mask id")
-    mu_q, mu_p = q.mask_prob, p.mask_prob
-    binary = (
-        torch.xlogy(mu_q, mu_q)
-        - torch.xlogy(mu_q, mu_p)
-        + torch.xlogy(1 - mu_q, 1 - mu_q)
-        - torch.xlogy(1 - mu_q, 1 - mu_p)
-    )
-    y_q, y_p = q.token_probs(), p.token_probs()
-    token_kl = (torch.xlogy(y_q, y_q) - torch.xlogy(y_q, y_p)).sum(-1)
-    # A position that is surely masked under q has no token part to compare.
-    token_kl = torch.where(mu_q < 1, (1 - mu_q) * token_kl, 0.0)
-    return (binary + token_kl).sum(-1)
+    """Closed-form KL, summed over positions (`MaskedCategorical.position_kl`)."""
+    return q.position_kl(p).sum(-1)

@@ -54,10 +54,16 @@ with $z_t$ one-hot encoded over the $V + 1$ ids.
 Unmasked positions are carried over exactly (one-hot, as SUBS makes them);
 every guided output is a normalised log-probability `(B, L, V)`.
 
+This module holds the guidance wrappers only. What they wrap lives with the
+other denoisers: the label-conditioned model `ConditionalSUBS` in
+`discdiff.models.subs`, and the exact conditional oracle and noisy classifier
+of an enumerable $p(c, x)$ (`EnumerableConditionalOracle`,
+`EnumerableClassifier`) in `discdiff.models.oracle`.
+
 Example:
     >>> import discdiff as dd
     >>> joint = torch.rand(2, 3, 3, 3)  # p(c, x) over 2 classes and 3^3 sequences
-    >>> oracle = EnumerableConditionalOracle(joint)
+    >>> oracle = dd.EnumerableConditionalOracle(joint)
     >>> guided = ClassifierFreeGuidance(2.0)(oracle, label=1)
     >>> sampler = dd.AncestralSampler(dd.MaskingProcess(vocab_size=3), dd.MaskingPosterior(), 8)
     >>> sampler.sample(guided, batch_size=4, length=3).tokens.shape
@@ -69,189 +75,23 @@ from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
-from torch import Tensor, nn
+from jaxtyping import Float
+from torch import Tensor
 
-from discdiff.models.oracle import EnumerableOracle, _all_sequences, _consistent
 from discdiff.models.protocol import (
     ConditionalDenoiser,
     Denoiser,
     NoisyClassifier,
     is_time_conditioned,
 )
-from discdiff.models.subs import SUBS
-from discdiff.processes import MaskingProcess
 from discdiff.typing import Times, Tokens
 
 __all__ = [
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
-    "ConditionalSUBS",
-    "EnumerableClassifier",
-    "EnumerableConditionalOracle",
     "Guidance",
     "GuidedDenoiser",
 ]
-
-
-# -- conditional denoisers ---------------------------------------------------------
-
-
-class ConditionalSUBS(SUBS):
-    r"""SUBS over a label-conditioned backbone: a `ConditionalDenoiser`.
-
-    $\log x_\theta(z_t \mid y)$ with SUBS's guarantees (no mass on the mask,
-    normalised, unmasked tokens carried over) for labels $y \in \{0..C\}$,
-    $C$ being the null label. Called without a label it is the unconditional
-    $x_\theta(z_t \mid \varnothing)$, so the trainer's validation NELBO and
-    plain samplers work on it as they are.
-
-    Args:
-        backbone: A `DiT` whose config has `num_classes > 0` (any module
-            called as `backbone(z_t, sigma, padding_mask=..., label=...)`
-            with `backbone.config.num_classes`).
-        process: Supplies $V$, the mask id and $\alpha_t$.
-        time_conditioning: As for `SUBS`.
-
-    Raises:
-        ValueError: If the backbone is not label-conditioned.
-
-    Example:
-        >>> from discdiff import DiT, DiTConfig, MaskingProcess
-        >>> net = DiT(DiTConfig.micro(vocab_size=5, num_classes=3))
-        >>> denoiser = ConditionalSUBS(net, MaskingProcess(vocab_size=4))
-        >>> denoiser(torch.full((2, 6), 4), torch.ones(2), torch.tensor([0, 3])).shape
-        torch.Size([2, 6, 4])
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        process: MaskingProcess,
-        *,
-        time_conditioning: bool | None = None,
-    ) -> None:
-        super().__init__(backbone, process, time_conditioning=time_conditioning)
-        classes = int(getattr(getattr(backbone, "config", None), "num_classes", 0))
-        if classes < 1:
-            raise ValueError(
-                "`backbone` is not label-conditioned: its `config.num_classes` must be "
-                f"at least 1; got {classes}"
-            )
-        self.num_classes = classes
-
-    def forward(
-        self,
-        z_t: Tokens,
-        t: Times,
-        label: Int[Tensor, "batch"] | None = None,
-        padding_mask: Tensor | None = None,
-    ) -> Float[Tensor, "batch length vocab"]:
-        r"""$\log x_\theta(z_t \mid y)$, `(B, L, V)`; `label=None` is the null label."""
-        return self._log_probs(z_t, t, padding_mask=padding_mask, label=label)
-
-
-class EnumerableConditionalOracle:
-    r"""Exact conditional denoisers of an enumerable joint $p(c, x)$.
-
-    For label $c$ it is the exact $x^\star(z_t \mid c)_\ell = p(x_\ell \mid
-    \text{unmasked tokens of } z_t, c)$; for the null label $C$ it is the
-    exact unconditional $p(x_\ell \mid \text{unmasked tokens of } z_t)$.
-
-    Args:
-        joint: $p(c, x)$ as a tensor of shape `(C,) + (V,) * L`
-            (unnormalised is fine).
-        mask_id: The mask id; defaults to $V$.
-    """
-
-    time_conditioned = False
-
-    def __init__(self, joint: Tensor, *, mask_id: int | None = None) -> None:
-        _check_joint(joint)
-        self.joint = joint.double() / joint.double().sum()
-        self.num_classes = joint.shape[0]
-        self.oracles = [EnumerableOracle(p, mask_id=mask_id) for p in self.joint]
-        self.oracles.append(EnumerableOracle(self.joint.sum(0), mask_id=mask_id))
-        self.vocab_size, self.length = self.oracles[0].vocab_size, self.oracles[0].length
-        self.mask_id = self.oracles[0].mask_id
-
-    def __call__(
-        self, z_t: Tokens, t: Times, label: Int[Tensor, "batch"]
-    ) -> Float[Tensor, "batch length vocab"]:
-        r"""$\log p(x_\ell \mid \text{unmasked tokens of } z_t, y)$, `(B, L, V)`."""
-        out = torch.empty(*z_t.shape, self.vocab_size, device=z_t.device)
-        for y in label.unique().tolist():
-            rows = label == y
-            out[rows] = self.oracles[y](z_t[rows], t[rows])
-        return out
-
-    def classifier(self) -> "EnumerableClassifier":
-        r"""The exact noisy classifier $p(c \mid z_t)$ of the same joint."""
-        return EnumerableClassifier(self.joint, mask_id=self.mask_id)
-
-
-class EnumerableClassifier:
-    r"""The exact noisy-sequence classifier $p(c \mid z_t)$ of an enumerable $p(c, x)$.
-
-    $$
-    p(c \mid z_t) \propto \sum_x p(c, x) \prod_\ell
-    \big([z_t^\ell = x^\ell] + [z_t^\ell = m]\big).
-    $$
-
-    For a float input (one-hot rows $h^\ell$) the indicator product becomes
-    the multilinear $\prod_\ell (h^\ell_{x^\ell} + h^\ell_m)$, which equals it on
-    one-hot inputs and is differentiable, so first-order guidance can use it.
-    Sequences whose revealed tokens have zero probability get the prior $p(c)$.
-
-    Args:
-        joint: $p(c, x)$, shape `(C,) + (V,) * L`.
-        mask_id: The mask id; defaults to $V$.
-        chunk_size: Sequences scored per batch (bounds memory).
-    """
-
-    time_conditioned = False
-
-    def __init__(self, joint: Tensor, *, mask_id: int | None = None, chunk_size: int = 4096):
-        _check_joint(joint)
-        self.num_classes, self.vocab_size = joint.shape[0], joint.shape[1]
-        self.length = joint.dim() - 1
-        self.mask_id = self.vocab_size if mask_id is None else mask_id
-        self.chunk_size = chunk_size
-        joint = joint.double() / joint.double().sum()
-        self.table = joint.reshape(self.num_classes, -1).T.contiguous()  # (K, C)
-        self.sequences = _all_sequences(self.vocab_size, self.length)
-
-    def __call__(self, z_t: Tensor, t: Times) -> Float[Tensor, "batch classes"]:
-        r"""$\log p(c \mid z_t)$ `(B, C)`, from ids `(B, L)` or one-hot `(B, L, V+1)`."""
-        score = self._score_one_hot if z_t.is_floating_point() else self._score_ids
-        size = self.chunk_size
-        parts = [score(z_t[i : i + size]) for i in range(0, z_t.shape[0], size)]
-        return torch.cat(parts).float()
-
-    def _score_ids(self, z: Tensor) -> Tensor:
-        return self._normalise(_consistent(z, self.sequences, self.mask_id).double())
-
-    def _score_one_hot(self, h: Tensor) -> Tensor:
-        h = h.double()
-        seq = self.sequences.to(h.device)
-        positions = torch.arange(self.length, device=h.device)
-        agrees = h[:, positions, seq] + h[:, :, self.mask_id].unsqueeze(1)  # (B, K, L)
-        return self._normalise(agrees.prod(-1))
-
-    def _normalise(self, weights: Tensor) -> Tensor:
-        r"""$\log p(c \mid z)$ from the consistency weights `(B, K)` of the sequences."""
-        table = self.table.to(weights.device)
-        mass = weights @ table  # (B, C)
-        empty = mass.detach().sum(-1, keepdim=True) <= 0
-        mass = torch.where(empty, table.sum(0).expand_as(mass), mass)
-        return (mass / mass.sum(-1, keepdim=True)).log()
-
-
-def _check_joint(joint: Tensor) -> None:
-    if joint.dim() < 2 or len(set(joint.shape[1:])) != 1:
-        raise ValueError(f"`joint` must have shape (C,) + (V,) * L; got {tuple(joint.shape)}")
-    if joint.shape[0] < 1 or bool((joint < 0).any()) or not bool(joint.sum() > 0):
-        raise ValueError("`joint` must be non-negative with positive total mass")
 
 
 # -- guidance ----------------------------------------------------------------------
@@ -337,6 +177,7 @@ class ClassifierFreeGuidance(Guidance):
         gamma: Guidance strength $\gamma \ge 0$.
 
     Example:
+        >>> from discdiff.models.oracle import EnumerableConditionalOracle
         >>> joint = torch.rand(2, 3, 3)
         >>> oracle = EnumerableConditionalOracle(joint)
         >>> guided = ClassifierFreeGuidance(1.0)(oracle, label=0)

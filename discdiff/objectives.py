@@ -11,6 +11,14 @@ $$
 estimated with one time per sequence, drawn antithetically across the batch
 ($u_i = (u + i)/n \bmod 1$), on $[\delta, 1]$ with $\delta = 10^{-3}$.
 With the exact conditional denoiser its expectation is $-\log p(x)$.
+Padded positions (a `padding_mask`, `True` at real tokens) count neither in
+the sum nor, in the trainer and `held_out_bound`, in the number of tokens,
+as in MDLM.
+
+The estimate integrates over $[\delta, 1]$: each draw is weighted by the
+interval's length $1 - \delta$. MDLM's code averages over $U[\delta, 1]$
+instead (no such factor), which reads $\delta = 0.1\,\%$ higher; pass
+`convention="mdlm"` for its number.
 
 **Discrete time** with $T$ steps $t_i = i/T$: $\sum_i \mathbb{E}_q\,
 \mathrm{KL}\big(q_\sigma(z_s \mid z_t, x) \,\|\, p_\theta(z_s \mid z_t)\big)$,
@@ -27,10 +35,10 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from discdiff.models.protocol import Denoiser, with_label
@@ -75,14 +83,33 @@ def _data_log_likelihood(log_probs: Tensor, x: Tensor) -> Tensor:
     return log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1).float()
 
 
+def _denoise(denoiser: Denoiser, z_t: Tensor, t: Tensor, padding_mask: Tensor | None) -> Tensor:
+    """`denoiser(z_t, t)`, with the padding mask when there is one."""
+    if padding_mask is None:
+        return denoiser(z_t, t)
+    return denoiser(z_t, t, padding_mask=padding_mask)
+
+
+def _check_padding(x: Tensor, padding_mask: Tensor | None) -> None:
+    if padding_mask is not None and (
+        padding_mask.shape != x.shape or padding_mask.dtype != torch.bool
+    ):
+        raise ValueError(
+            f"`padding_mask` must be a bool tensor of the shape of `x` {tuple(x.shape)}; "
+            f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
+        )
+
+
 def nelbo(
     process: MaskingProcess,
     denoiser: Denoiser,
     x: Int[Tensor, "batch length"],
     *,
+    padding_mask: Bool[Tensor, "batch length"] | None = None,
     generator: torch.Generator | None = None,
     t: Float[Tensor, "batch"] | None = None,
     z_t: Int[Tensor, "batch length"] | None = None,
+    convention: Literal["integral", "mdlm"] = "integral",
 ) -> Float[Tensor, "batch"]:
     r"""Continuous-time NELBO of each sequence, in nats (one Monte-Carlo time each).
 
@@ -91,21 +118,38 @@ def nelbo(
         denoiser: Any `(z_t, t) -> logits` callable (normalised here with
             log-softmax, so raw logits and SUBS log-probabilities both work).
         x: Clean tokens `(B, L)`.
+        padding_mask: `(B, L)`, `True` at real tokens: padded positions do not
+            count, and the denoiser is called with `padding_mask=` (a `DiT`
+            then attends to real tokens only). `None`: every position is real.
         generator: Random generator for the times and the masks.
         t: Times to use instead of antithetic draws, `(B,)` in $(0, 1]$.
         z_t: A draw of $q(z_t \mid x)$ at `t` to use (with `t`), e.g. a slice of a
             global batch's draw in distributed training.
+        convention: `"integral"` (default): the integral over $[\delta, 1]$;
+            `"mdlm"`: MDLM's average over $U[\delta, 1]$, larger by $1/(1 - \delta)$.
 
     Returns:
-        `(B,)` unbiased estimates of the NELBO on $[\delta, 1]$.
+        `(B,)` unbiased estimates of the NELBO on $[\delta, 1]$, summed over the
+        real tokens.
+
+    Raises:
+        ValueError: If `padding_mask` does not match `x`, or `convention` is unknown.
     """
+    _check_padding(x, padding_mask)
+    if convention not in ("integral", "mdlm"):
+        raise ValueError(f"`convention` must be 'integral' or 'mdlm'; got {convention!r}")
     if t is None:
         t = antithetic_times(x.shape[0], generator=generator, device=x.device)
     if z_t is None:
         z_t = process.sample(x, t, generator=generator)
-    log_probs = denoiser(z_t, t).float().log_softmax(-1)
-    nll = -_data_log_likelihood(log_probs, x) * process.is_masked(z_t)
-    weight = process.schedule.weight(t) * (1.0 - T_MIN)  # density of t on [δ, 1]
+    log_probs = _denoise(denoiser, z_t, t, padding_mask).float().log_softmax(-1)
+    counted = process.is_masked(z_t)
+    if padding_mask is not None:
+        counted = counted & padding_mask
+    nll = -_data_log_likelihood(log_probs, x) * counted
+    weight = process.schedule.weight(t)
+    if convention == "integral":
+        weight = weight * (1.0 - T_MIN)  # the length of [δ, 1]
     return weight * nll.sum(-1)
 
 
@@ -120,6 +164,7 @@ def discrete_nelbo(
     step: Int[Tensor, "batch"] | None = None,
     z_t: Int[Tensor, "batch length"] | None = None,
     exact_kl: bool = False,
+    padding_mask: Bool[Tensor, "batch length"] | None = None,
 ) -> Float[Tensor, "batch"]:
     r"""$T$-step NELBO of each sequence, in nats (one Monte-Carlo step each).
 
@@ -137,24 +182,29 @@ def discrete_nelbo(
         exact_kl: Compute the KL with `torch.distributions.kl_divergence` on
             the posterior objects (materialises `(B, L, V)` token tables)
             instead of the closed form.
+        padding_mask: `(B, L)`, `True` at real tokens; padded positions do not
+            count (see `nelbo`).
 
     Returns:
         `(B,)` unbiased estimates $T \cdot \mathrm{KL}_i$.
     """
+    _check_padding(x, padding_mask)
     batch = x.shape[0]
     if step is None:
         step = torch.randint(1, steps + 1, (batch,), generator=generator, device=x.device)
     t, s = step / steps, (step - 1) / steps
     if z_t is None:
         z_t = process.sample(x, t, generator=generator)
-    x_theta = denoiser(z_t, t).float().softmax(-1)
+    x_theta = _denoise(denoiser, z_t, t, padding_mask).float().softmax(-1)
     x_data = torch.nn.functional.one_hot(x, process.vocab_size).to(x_theta.dtype)
     q = posterior(process, z_t, x_data, t, s)
+    real = torch.ones_like(x, dtype=torch.bool) if padding_mask is None else padding_mask
     if exact_kl:
+        # per-position KLs: the pyro distributions' event is the whole sequence
         p = posterior(process, z_t, x_theta, t, s)
-        kl = torch.distributions.kl_divergence(q, p)
+        kl = (q.position_kl(p) * real).sum(-1)
     else:
-        unmask = (1.0 - q.mask_prob) * process.is_masked(z_t)
+        unmask = (1.0 - q.mask_prob) * (process.is_masked(z_t) & real)
         log_x = x_theta.gather(-1, x.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30).log()
         kl = (-unmask * log_x).sum(-1)
     return steps * kl
@@ -201,6 +251,7 @@ def held_out_bound(
     denoiser: Denoiser,
     data: Int[Tensor, "n length"],
     *,
+    padding_mask: Bool[Tensor, "n length"] | None = None,
     batch_size: int = 64,
     seed: int = 12345,
     device: torch.device | str | None = None,
@@ -219,23 +270,30 @@ def held_out_bound(
         process: The forward process.
         denoiser: The model, $x_\theta$.
         data: The sequences, `(N, L)`.
+        padding_mask: `(N, L)`, `True` at real tokens; padding counts neither
+            in the nats nor in the tokens.
         batch_size: Sequences per forward pass.
         seed: Seed of the noise.
         device: Where the model runs (the data and noise are moved there).
         autocast: A context manager factory wrapped around each forward (e.g. bf16).
 
     Returns:
-        The `Bound` over all $N L$ tokens.
+        The `Bound` over all $N L$ tokens (the real ones with a `padding_mask`).
     """
+    _check_padding(data, padding_mask)
     objective, generator = ContinuousNELBO(), torch.Generator().manual_seed(seed)
     nats = 0.0
     with torch.no_grad():
         for first in range(0, data.shape[0], batch_size):
-            x = data[first : first + batch_size]
+            rows = slice(first, first + batch_size)
+            x = data[rows]
             noise = [n.to(device) for n in objective.noise(process, x, generator)]
+            mask = None if padding_mask is None else padding_mask[rows].to(device)
             with autocast():
-                nats += float(objective.loss(process, denoiser, x.to(device), *noise).sum())
-    return Bound(nats=nats, tokens=data.numel())
+                losses = objective.loss(process, denoiser, x.to(device), *noise, padding_mask=mask)
+            nats += float(losses.sum())
+    tokens = data.numel() if padding_mask is None else int(padding_mask.sum())
+    return Bound(nats=nats, tokens=tokens)
 
 
 @runtime_checkable
@@ -254,9 +312,14 @@ class Objective(Protocol):
         ...
 
     def loss(
-        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+        self,
+        process: MaskingProcess,
+        denoiser: Denoiser,
+        x: Tensor,
+        *noise: Tensor,
+        padding_mask: Tensor | None = None,
     ) -> Tensor:
-        """`(B,)` losses in nats."""
+        """`(B,)` losses in nats; padded positions (`padding_mask` False) do not count."""
         ...
 
 
@@ -271,11 +334,16 @@ class ContinuousNELBO:
         return t, process.sample(x, t, generator=generator)
 
     def loss(
-        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+        self,
+        process: MaskingProcess,
+        denoiser: Denoiser,
+        x: Tensor,
+        *noise: Tensor,
+        padding_mask: Tensor | None = None,
     ) -> Tensor:
         """The continuous-time NELBO per sequence."""
         t, z_t = noise
-        return nelbo(process, denoiser, x, t=t, z_t=z_t)
+        return nelbo(process, denoiser, x, t=t, z_t=z_t, padding_mask=padding_mask)
 
 
 class DiscreteNELBO:
@@ -298,7 +366,12 @@ class DiscreteNELBO:
         return step, process.sample(x, step / self.steps, generator=generator)
 
     def loss(
-        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+        self,
+        process: MaskingProcess,
+        denoiser: Denoiser,
+        x: Tensor,
+        *noise: Tensor,
+        padding_mask: Tensor | None = None,
     ) -> Tensor:
         """The $T$-step NELBO per sequence."""
         step, z_t = noise
@@ -311,6 +384,7 @@ class DiscreteNELBO:
             step=step,
             z_t=z_t,
             exact_kl=self.exact_kl,
+            padding_mask=padding_mask,
         )
 
 
@@ -337,11 +411,19 @@ class ConditionalNELBO:
         return self.inner.noise(process, x, generator)
 
     def loss(
-        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+        self,
+        process: MaskingProcess,
+        denoiser: Denoiser,
+        x: Tensor,
+        *noise: Tensor,
+        padding_mask: Tensor | None = None,
     ) -> Tensor:
         """The inner loss of `denoiser(·, ·, label)`; `noise` is `(label, *inner noise)`."""
         label, *rest = noise
-        return self.inner.loss(process, with_label(denoiser, label), x, *rest)
+        bound = with_label(denoiser, label)
+        if padding_mask is None:
+            return self.inner.loss(process, bound, x, *rest)
+        return self.inner.loss(process, bound, x, *rest, padding_mask=padding_mask)
 
 
 class NoisyClassification:
@@ -368,9 +450,16 @@ class NoisyClassification:
         return ContinuousNELBO().noise(process, x, generator)
 
     def loss(
-        self, process: MaskingProcess, denoiser: Denoiser, x: Tensor, *noise: Tensor
+        self,
+        process: MaskingProcess,
+        denoiser: Denoiser,
+        x: Tensor,
+        *noise: Tensor,
+        padding_mask: Tensor | None = None,
     ) -> Tensor:
         """`(B,)` cross-entropies times $L$; `noise` is `(label, t, z_t)`."""
+        if padding_mask is not None:
+            raise ValueError("NoisyClassification takes no `padding_mask`: classify whole rows")
         label, t, z_t = noise
         logits = denoiser(z_t, t).float()
         return torch.nn.functional.cross_entropy(logits, label, reduction="none") * x.shape[1]

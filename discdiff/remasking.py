@@ -19,13 +19,14 @@ be per position (`ConfidenceSchedule`).
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from discdiff._checks import validation_enabled
+from discdiff.presets import PAPER
 from discdiff.schedules import NoiseSchedule
 from discdiff.typing import Confidence, Times
 
@@ -101,6 +102,15 @@ class RemaskingSchedule(ABC):
     needs_confidence: ClassVar[bool] = False
     """Whether `sigma` needs the decode confidences `confidence=`."""
 
+    @property
+    def bounded(self) -> bool:
+        r"""Whether $\sigma_t \le \sigma_t^{\max}$ is checked.
+
+        True for every built-in schedule but `ForwardBackward(cap=False)`, which
+        reproduces a reference that clips.
+        """
+        return True
+
     @abstractmethod
     def _sigma(
         self, t: Tensor, s: Tensor, alpha_t: Tensor, alpha_s: Tensor, confidence: Tensor | None
@@ -159,7 +169,8 @@ class RemaskingSchedule(ABC):
 
         Raises:
             ValueError: If the schedule needs `confidence` and it is missing, or
-                if $\sigma_t$ falls outside $[0, \sigma_t^{\max}]$.
+                if $\sigma_t$ falls outside $[0, \sigma_t^{\max}]$ (outside
+                $[0, \infty)$ for a schedule that is not `bounded`).
         """
         if self.needs_confidence and confidence is None:
             raise ValueError(f"{type(self).__name__} needs `confidence=` (decode confidences ψ)")
@@ -168,7 +179,9 @@ class RemaskingSchedule(ABC):
             bound = sigma_max(alpha_t, alpha_s)
             if sigma.dim() == 2:
                 bound = bound.unsqueeze(-1)
-            bad = torch.isnan(sigma) | (sigma < 0) | (sigma > bound * (1 + _BOUND_RTOL))
+            bad = torch.isnan(sigma) | (sigma < 0)
+            if self.bounded:
+                bad |= sigma > bound * (1 + _BOUND_RTOL)
             if bool(bad.any()):
                 raise ValueError(
                     f"{type(self).__name__} gave `sigma` = {sigma[bad][:3].tolist()} "
@@ -191,10 +204,11 @@ class CapSchedule(RemaskingSchedule):
     r"""ReMDM-cap: $\sigma_t = \min\{\eta, \sigma_t^{\max}\}$.
 
     Args:
-        eta: $\eta \in [0, 1]$ (paper: 0.008 for $T = L$, 0.04 for $T < L$).
+        eta: $\eta \in [0, 1]$ (default `PAPER.cap_eta`, the paper's 0.008 for
+            $T = L$; it uses 0.04 for $T < L$, see `discdiff.presets`).
     """
 
-    eta: float = 0.008
+    eta: float = PAPER.cap_eta
 
     def __post_init__(self) -> None:
         _check_eta(self.eta)
@@ -208,10 +222,10 @@ class RescaleSchedule(RemaskingSchedule):
     r"""ReMDM-rescale: $\sigma_t = \eta\, \sigma_t^{\max}$.
 
     Args:
-        eta: $\eta \in [0, 1]$ (paper: 0.015).
+        eta: $\eta \in [0, 1]$ (default `PAPER.rescale_eta`, the paper's 0.015).
     """
 
-    eta: float = 0.015
+    eta: float = PAPER.rescale_eta
 
     def __post_init__(self) -> None:
         _check_eta(self.eta)
@@ -230,12 +244,32 @@ class ForwardBackward(RemaskingSchedule):
     last steps of a coarse grid; a step to $s = 0$ always): there it would give
     a negative mask probability, so it is capped at $\sigma_t^{\max}$. For
     fine grids the cap is inactive except near $t = 0$.
+
+    ReMDM's code uses the raw ratio and lets its categorical draw ignore the
+    negative entry: a masked token then unmasks for sure, and an unmasked one
+    is remasked with probability $\min\{1, (\alpha_s - \alpha_t)/\alpha_t\}$
+    (about $1/k$ on the last of $k$ uniform steps), to be filled by the final
+    noise-removal step. `cap=False` reproduces that; the posterior clips the
+    mask probabilities to $[0, 1]$, which is the same distribution.
+
+    Args:
+        cap: Cap $\sigma_t$ at $\sigma_t^{\max}$ (a valid posterior; default) or
+            use the raw ratio as ReMDM's code does.
     """
+
+    cap: bool = True
+
+    @property
+    def bounded(self) -> bool:
+        r"""Whether $\sigma_t$ is capped (and so checked) at $\sigma_t^{\max}$."""
+        return self.cap
 
     def _sigma(self, t, s, alpha_t, alpha_s, confidence):
         bound = sigma_max(alpha_t, alpha_s)
         ratio = (alpha_s - alpha_t) / alpha_t.clamp_min(1e-30)
-        return torch.where(alpha_t > 0, torch.minimum(ratio, bound), bound)
+        if self.cap:
+            ratio = torch.minimum(ratio, bound)
+        return torch.where(alpha_t > 0, ratio, bound)
 
 
 @dataclass(frozen=True)
@@ -256,17 +290,26 @@ class ConfidenceSchedule(RemaskingSchedule):
     Marginals are preserved for every fixed $\psi$; a sampler that ties $\psi$
     to which positions are masked (as ReMDM's does) makes this a heuristic.
 
+    ReMDM's code keeps $\psi$ and the weights in bfloat16 (its confidence
+    buffer is bfloat16), which moves $\sigma$ by up to $2^{-8}$ relative;
+    `precision="bfloat16"` rounds both the same way to reproduce it.
+
     Args:
         base: The per-sequence schedule scaled by the weights; `None` uses
             $\sigma_t^{\max}$ (ReMDM's code). Its re-timing, if any, is kept.
+        precision: `"float64"` (default) or `"bfloat16"`: the precision of
+            $\psi$ and of the softmax weights.
     """
 
     base: RemaskingSchedule | None = None
+    precision: Literal["float64", "bfloat16"] = "float64"
     needs_confidence: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if isinstance(self.base, ConfidenceSchedule):
             raise ValueError("`base` must be a per-sequence schedule, not a ConfidenceSchedule")
+        if self.precision not in ("float64", "bfloat16"):
+            raise ValueError(f"`precision` must be 'float64' or 'bfloat16'; got {self.precision!r}")
 
     def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
         r"""The base schedule's $(\alpha_t, \alpha_s)$ (re-timed if it re-times).
@@ -288,10 +331,11 @@ class ConfidenceSchedule(RemaskingSchedule):
             scale = sigma_max(alpha_t, alpha_s)
         else:
             scale = self.base.sigma(t, s, alpha_t, alpha_s)
-        logits = -confidence.to(alpha_t.dtype)
+        dtype = torch.bfloat16 if self.precision == "bfloat16" else alpha_t.dtype
+        logits = -confidence.to(dtype)
         empty = torch.isneginf(logits).all(-1, keepdim=True)
         weights = torch.softmax(logits.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
-        return weights * scale.unsqueeze(-1)
+        return weights.to(alpha_t.dtype) * scale.unsqueeze(-1)
 
 
 @dataclass(frozen=True)
@@ -315,18 +359,30 @@ class LoopSchedule(RemaskingSchedule):
     $\eta\,\alpha_{\mathrm{on}} / (1 - \alpha_{\mathrm{on}})$, and the masked
     fraction stays $1 - \alpha_{\mathrm{on}}$.
 
+    A step $t \to s$ belongs to the phase of $t$. With `phase_from="t"`
+    (ReMDM's code, the default) both $\alpha_t$ and $\alpha_s$ come from that
+    phase's formula, also when $s$ lies in the next phase: the step that
+    crosses $t_{\mathrm{on}}$ decodes to $(1 - s)\,\alpha_{\mathrm{on}}/(1 - t_{\mathrm{on}})
+    > \alpha_{\mathrm{on}}$, and the first step after $t_{\mathrm{off}}$ starts
+    from $\alpha(t) > \alpha_{\mathrm{on}}$. With `phase_from="s"`, $\alpha_s$ is
+    the re-timed $\alpha(s)$ above, so consecutive steps agree on $\alpha$ and
+    every step's $z_s$ has exactly the marginals the next step assumes.
+
     Args:
         t_on: Start of the loop, in $(t_{\mathrm{off}}, 1)$ (paper: 0.55).
         t_off: End of the loop, in $(0, t_{\mathrm{on}})$ (paper: 0.05).
         alpha_on: $\alpha$ during the loop, in $(0, 1)$ (paper: 0.9).
         eta: Remasking probability in the loop, in
             $[0, \min\{1, (1 - \alpha_{\mathrm{on}})/\alpha_{\mathrm{on}}\}]$ (paper: 0.02).
+        phase_from: Which end of a step picks the formula for $\alpha_s$: `"t"`
+            (ReMDM's code) or `"s"` (the re-timed $\alpha(s)$).
     """
 
-    t_on: float = 0.55
-    t_off: float = 0.05
-    alpha_on: float = 0.9
-    eta: float = 0.02
+    t_on: float = PAPER.loop_t_on
+    t_off: float = PAPER.loop_t_off
+    alpha_on: float = PAPER.loop_alpha_on
+    eta: float = PAPER.loop_eta
+    phase_from: Literal["t", "s"] = "t"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.t_off < self.t_on < 1.0:
@@ -336,6 +392,8 @@ class LoopSchedule(RemaskingSchedule):
         if not 0.0 < self.alpha_on < 1.0:
             raise ValueError(f"`alpha_on` must lie in (0, 1); got {self.alpha_on}")
         _check_eta(self.eta, min(1.0, (1.0 - self.alpha_on) / self.alpha_on))
+        if self.phase_from not in ("t", "s"):
+            raise ValueError(f"`phase_from` must be 't' or 's'; got {self.phase_from!r}")
 
     def alpha(self, tau: Tensor) -> Tensor:
         r"""The re-timed $\alpha(\tau)$ above.
@@ -348,13 +406,19 @@ class LoopSchedule(RemaskingSchedule):
             $\alpha_{\mathrm{on}}$ on $[t_{\mathrm{on}}, 1]$, flat on the loop, linear
             to 1 on $[0, t_{\mathrm{off}}]$.
         """
+        return self._phase_alpha(tau, tau)
+
+    def _phase_alpha(self, tau: Tensor, phase: Tensor) -> Tensor:
+        """The formula of the phase that `phase` lies in, evaluated at `tau`."""
         decode = (1.0 - tau) * self.alpha_on / (1.0 - self.t_on)
         finish = 1.0 - tau * (1.0 - self.alpha_on) / self.t_off
         flat = torch.full_like(tau, self.alpha_on)
-        return torch.where(tau > self.t_on, decode, torch.where(tau < self.t_off, finish, flat))
+        later = torch.where(phase <= self.t_off, finish, flat)
+        # a long step that crosses t_on would decode past α = 1: every token unmasks
+        return torch.where(phase > self.t_on, decode, later).clamp_max(1.0)
 
     def alphas(self, noise: NoiseSchedule, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""The re-timed $(\alpha(t), \alpha(s))$; `noise` is not used.
+        r"""The re-timed $(\alpha_t, \alpha_s)$; `noise` is not used.
 
         Args:
             noise: The process's noise schedule (ignored, as in ReMDM).
@@ -362,9 +426,10 @@ class LoopSchedule(RemaskingSchedule):
             s: Next times, `(B,)`.
 
         Returns:
-            $(\alpha(t), \alpha(s))$, each `(B,)`.
+            $(\alpha(t), \alpha_s)$, each `(B,)`, with $\alpha_s$ from the phase of
+            `phase_from` (see the class).
         """
-        return self.alpha(t), self.alpha(s)
+        return self.alpha(t), self._phase_alpha(s, t if self.phase_from == "t" else s)
 
     def _sigma(self, t, s, alpha_t, alpha_s, confidence):
         in_loop = (t <= self.t_on) & (t > self.t_off)
@@ -386,7 +451,8 @@ class DFMCorrector(RemaskingSchedule):
     (the unmasking probability follows from $\sigma_t$; the cap only acts on
     coarse steps). Its time grid takes steps
     $dt = \min\{1/T,\ 1/(a/t + b/(1 - t))\}$, so it makes more network calls
-    than $T$.
+    than $T$, and stops, as ReMDM's code does, at the first time
+    $t \le (1 - t_{\min})/T$: the final noise-removal step decodes the rest.
 
     Args:
         A: Corrector strength (paper: 10).
@@ -414,18 +480,18 @@ class DFMCorrector(RemaskingSchedule):
 
         Args:
             steps: $T$; no step is longer than $1/T$.
-            t_min: The last time.
+            t_min: Sets the stopping time $(1 - t_{\min})/T$, ReMDM's rule.
 
         Returns:
-            The decreasing grid of times, float64; it has more than $T + 1$
-            points wherever the corrector's rates are high.
+            The decreasing grid of times, float64, from 1 to the first time at or
+            below $(1 - t_{\min})/T$ (still positive: $dt < t$ on every step).
         """
         super().time_grid(steps, t_min)  # validates the arguments
         times, t = [1.0], 1.0
-        while t > t_min:
+        while t > (1.0 - t_min) / steps:
             b = self.A * (t * (1.0 - t)) ** 0.25
             rate = (1.0 + b) / t + (b / (1.0 - t) if t < 1.0 else 0.0)
-            t = max(t - min(1.0 / steps, 1.0 / rate), t_min)
+            t -= min(1.0 / steps, 1.0 / rate)
             times.append(t)
         return torch.tensor(times, dtype=torch.float64)
 

@@ -25,7 +25,8 @@ from fixed seeds shared by every run. The same config on the same machine,
 thread count and versions therefore gives bit-identical weights, history,
 samples and tables in any process. Each result records its `provenance`
 (settings, seed, versions, threads; see `discdiff.provenance`); wall-clock
-times (`seconds`, `timing` in `history.json`) are the only values that change.
+figures (`seconds`, `tokens_per_second`, `timing` in `history.json`) are the
+only values that change.
 
 The built-in run `"synthetic"` (the checkpoint shipped for the quickstart and
 its recipe) can be named wherever a run directory is expected.
@@ -41,10 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff._io import atomic_write
+from discdiff._io import CorruptFileError, atomic_write, locked
 from discdiff.config import ConfigError, RunConfig
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
-from discdiff.data.synthetic import SyntheticLanguage
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
 from discdiff.evaluation.synthetic import ASSET, language_metrics
@@ -135,7 +135,7 @@ class RunData:
         """Build the data of `config` (reusing a run's saved `alphabet` for text)."""
         spec = config.data
         if spec.kind == "synthetic":
-            language = SyntheticLanguage()
+            language = spec.language
             return cls(
                 vocab_size=language.vocab_size,
                 source=LanguageSource(language, spec.length, seed=spec.seed),
@@ -161,6 +161,14 @@ class RunData:
         )
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file this library wrote; a damaged one is a `CorruptFileError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptFileError(path, "JSON file", error) from None
+
+
 def _write_json(path: Path, value: Any) -> Path:
     text = json.dumps(value, indent=1, allow_nan=True)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -170,7 +178,7 @@ def _check_same_run(out: Path, config: RunConfig) -> None:
     previous = out / "run.yaml"
     if not previous.is_file():
         return
-    old, new = RunConfig.load(previous).to_dict(), config.to_dict()
+    old, new = RunConfig.load(previous, complete=True).to_dict(), config.to_dict()
     changed = [name for name in _FIXED_SECTIONS if old[name] != new[name]]
     if changed:
         raise FileExistsError(
@@ -211,11 +219,8 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
         )
     out.mkdir(parents=True, exist_ok=True)
     _check_same_run(out, config)
-    config.dump(out / "run.yaml")
     saved = out / "alphabet.json"
-    data = RunData.from_config(config, json.loads(saved.read_text()) if saved.is_file() else None)
-    if data.alphabet is not None:
-        _write_json(saved, data.alphabet)
+    data = RunData.from_config(config, _read_json(saved) if saved.is_file() else None)
     process = config.process.build(data.vocab_size)
     if data.alphabet is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
@@ -225,7 +230,11 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     trainer = Trainer(
         process, SUBS(dit, process), data.source, settings, validation=data.validation, run_dir=out
     )
-    history = trainer.fit()
+    trainer.resume()  # reads (and checks) the last checkpoint before anything is written
+    config.dump(out / "run.yaml")
+    if data.alphabet is not None and not saved.is_file():
+        _write_json(saved, data.alphabet)
+    history = trainer.fit(resume=False)
     made_by = provenance(config.to_dict(), config.train.seed)
     record = {
         "losses": history.losses,
@@ -277,9 +286,9 @@ def load_run(run: str | Path) -> Run:
         FileNotFoundError: If it is not a run, or has no model yet.
     """
     directory = resolve_run(run)
-    config = RunConfig.load(directory / "run.yaml")
+    config = RunConfig.load(directory / "run.yaml", complete=True)
     saved = directory / "alphabet.json"
-    alphabet = json.loads(saved.read_text()) if saved.is_file() else None
+    alphabet = _read_json(saved) if saved.is_file() else None
     model_dir = directory / "model" if (directory / "model").is_dir() else directory
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"run {str(directory)!r} has no trained model yet")
@@ -305,15 +314,20 @@ def sample_run(
     Args:
         run: A run directory or a built-in run name.
         overrides: `sampler.key=value` overrides of the run's config.
-        out: Output folder; default `RUN/samples/LABEL` (e.g. `cap-T64-s0`).
+        out: Output folder; default `RUN/samples/LABEL` (`SamplerSpec.label`, e.g.
+            `cap-eta0.02-T64-s0-1b2c3d4e`); a folder holding other settings is refused.
         progress: Show the sampler's progress bar.
 
     Returns:
         The folder holding `samples.json` (config, tokens, texts, metrics),
         `samples.txt` (one sample per line) and `metrics.json`.
 
+    The three files are written under a lock on the folder, so two processes
+    with the same settings leave one consistent set, never a mix.
+
     Raises:
         ConfigError: For an override outside the `sampler` section, or a bad value.
+        FileExistsError: If the folder holds samples drawn with other settings.
     """
     for override in overrides:
         if not override.startswith("sampler."):
@@ -321,6 +335,9 @@ def sample_run(
     loaded = load_run(run)
     config, data = loaded.config.replace(overrides), loaded.data
     spec = config.sampler
+    settings = config.to_dict()["sampler"]
+    folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
+    _check_same_samples(folder, settings)  # before the work, and again under the lock
     sampler = spec.build(loaded.process, progress=progress)
     start = time.perf_counter()
     with torch.no_grad():
@@ -333,25 +350,48 @@ def sample_run(
         )
     seconds = time.perf_counter() - start
     tokens = result.tokens
-    nfe = int(result.sequence_nfe.max())
-    metrics = {"nfe": nfe, "seconds": seconds, **data.metrics(tokens)}
-    folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
-    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "nfe": int(result.sequence_nfe.max()),
+        "seconds": seconds,
+        "tokens_per_second": tokens.numel() / seconds,
+        **data.metrics(tokens),
+    }
     texts = [data.decode(row) for row in tokens.tolist()]
-    _write_json(
-        folder / "samples.json",
-        {
-            "sampler": config.to_dict()["sampler"],
-            "metrics": metrics,
-            "tokens": tokens.tolist(),
-            "texts": texts,
-            "provenance": provenance(config.to_dict(), spec.seed),
-        },
-    )
+    record = {
+        "sampler": settings,
+        "metrics": metrics,
+        "tokens": tokens.tolist(),
+        "texts": texts,
+        "provenance": provenance(config.to_dict(), spec.seed),
+    }
     lines = "\n".join(t.replace("\n", "\\n") for t in texts) + "\n"
-    atomic_write(folder / "samples.txt", lambda tmp: Path(tmp).write_text(lines))
-    _write_json(folder / "metrics.json", metrics)
+    with locked(folder):  # the three files come from one process, whoever else writes here
+        _check_same_samples(folder, settings)
+        _write_json(folder / "samples.json", record)
+        atomic_write(folder / "samples.txt", lambda tmp: Path(tmp).write_text(lines))
+        _write_json(folder / "metrics.json", metrics)
     return folder
+
+
+def _check_same_samples(folder: Path, settings: dict[str, Any]) -> None:
+    """Refuse a folder that holds samples drawn with other sampler settings.
+
+    `batch_size` is not compared: the samples do not depend on it.
+    """
+    saved = folder / "samples.json"
+    if not saved.is_file():
+        return
+    previous = _read_json(saved).get("sampler") or {}
+    changed = sorted(
+        k
+        for k in set(settings) | set(previous)
+        if k != "batch_size" and previous.get(k) != json.loads(json.dumps(settings.get(k)))
+    )
+    if changed:
+        raise FileExistsError(
+            f"{folder} holds samples drawn with other sampler settings "
+            f"({', '.join(changed) or 'unknown'} differ); use another --out (nothing was changed)"
+        )
 
 
 def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | None = None) -> Path:
@@ -373,7 +413,7 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
         "provenance": provenance({"run": str(loaded.directory), "sequences": sequences}, None),
     }
     for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
-        record = json.loads(folder.read_text())
+        record = _read_json(folder)
         tokens = torch.tensor(record["tokens"])
         table["samples"][folder.parent.name] = {
             "steps": record["sampler"]["steps"],

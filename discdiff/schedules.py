@@ -121,8 +121,8 @@ def _check_eps(eps: float) -> None:
 class LogLinear(NoiseSchedule):
     r"""MDLM's default: $\alpha_t = 1 - (1 - \varepsilon) t$.
 
-    Its ELBO weight is $w(t) = 1 / (t - \varepsilon t)$, i.e. $1/t$ up to
-    $\varepsilon$.
+    Its ELBO weight is $w(t) = -\alpha'_t / (1 - \alpha_t) = 1/t$ exactly:
+    $\varepsilon$ cancels.
 
     Args:
         eps: $\alpha_1 = \varepsilon$, in $[0, 1)$.

@@ -65,6 +65,7 @@ from discdiff.remasking import (
     RescaleSchedule,
     sigma_max,
 )
+from discdiff.sampling.ancestral import AncestralSampler, _decode_confidence
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -86,6 +87,7 @@ __all__ = [
     "noise_schedules",
     "posterior_table",
     "remasking_schedules",
+    "sample_distribution",
     "times",
 ]
 
@@ -217,6 +219,84 @@ def posterior_table(
         # value (K_s, 1, L) against batch (K_t,): log_prob[j, i] = log q(states_j | states_i)
         table = q.log_prob(states.unsqueeze(1)).exp().T.to(F64)
     return states, table
+
+
+def sample_distribution(
+    sampler: AncestralSampler, denoiser: Any, length: int
+) -> tuple[Int[Tensor, "sequences length"], Float[Tensor, " sequences"]]:
+    r"""The exact distribution of `sampler.sample(denoiser, 1, length).tokens`.
+
+    Runs the sampler's own pieces (its time grid, `shape_probs` with its
+    temperature / top-k / nucleus, the posterior's distribution objects, the
+    decode confidences $\psi$ and the noise-removal step) over every state
+    instead of one draw: each step maps a distribution over
+    $(z_t, \psi)$ to one over $(z_s, \psi')$ through the posterior's
+    `log_prob`. $\psi$ is tracked only for schedules that read it. Keep
+    $(V + 1)^L$ small (a few hundred states).
+
+    Args:
+        sampler: An `AncestralSampler` whose strategy is a `RemaskPosterior`.
+        denoiser: Any `(z_t, t) -> logits` callable.
+        length: $L$.
+
+    Returns:
+        `(sequences, probs)`: every data sequence `(V^L, L)` in lexicographic
+        order and its probability `(V^L,)`, float64. Without noise removal the
+        mass of sequences that end with masks is missing from `probs`.
+
+    Raises:
+        TypeError: If the strategy is not a `RemaskPosterior` (a decoder's
+            top-k choice has no `log_prob`).
+
+    Example:
+        >>> from discdiff import MaskingPosterior
+        >>> process = MaskingProcess(vocab_size=2)
+        >>> sampler = AncestralSampler(process, MaskingPosterior(), steps=4)
+        >>> flat = lambda z, t: torch.zeros(*z.shape, 2)
+        >>> sequences, probs = sample_distribution(sampler, flat, 2)
+        >>> [round(p, 4) for p in probs.tolist()]  # the argmax fills what is left at t_min
+        [0.25, 0.25, 0.25, 0.25]
+    """
+    posterior, process = sampler.posterior, sampler.process
+    if not isinstance(posterior, RemaskPosterior):
+        raise TypeError(
+            f"`sampler` must use a RemaskPosterior; got {type(posterior).__name__}, "
+            "whose draw has no log_prob"
+        )
+    track = posterior.schedule.needs_confidence
+    states = enumerate_states(process, length)
+    z = torch.full((1, length), process.mask_id, dtype=torch.long)
+    psi = torch.full((1, length), torch.inf, dtype=F64)
+    prob = torch.ones(1, dtype=F64)
+    grid = sampler.grid
+    for t, s in itertools.pairwise(grid):
+        n = len(z)
+        x = sampler._x_theta(denoiser, z, t.expand(n).float())
+        q = posterior(process, z, x, t.expand(n), s.expand(n), confidence=psi)
+        table = q.log_prob(states.unsqueeze(1)).exp().T.to(F64)  # (n, K)
+        i, j = (table > 0).nonzero(as_tuple=True)
+        z_s = states[j]
+        if track:
+            psi_s = _decode_confidence(
+                psi[i], x[i], z_s, process.is_masked(z[i]), process.is_masked(z_s)
+            )
+        else:
+            psi_s = torch.full(z_s.shape, torch.inf, dtype=F64)
+        # merge the paths that reach the same (z_s, ψ')
+        keys, inverse = torch.cat((z_s.to(F64), psi_s), -1).unique(dim=0, return_inverse=True)
+        prob = torch.zeros(len(keys), dtype=F64).index_add_(0, inverse, prob[i] * table[i, j])
+        z, psi = keys[:, :length].long(), keys[:, length:]
+    if sampler.noise_removal:
+        x = sampler._x_theta(denoiser, z, grid[-1].expand(len(z)).float())
+        z = torch.where(process.is_masked(z), x.argmax(-1), z)
+    sequences = states[~process.is_masked(states).any(-1)]
+    vocab = process.vocab_size
+    done = ~process.is_masked(z).any(-1)
+    powers = vocab ** torch.arange(length - 1, -1, -1)
+    probs = torch.zeros(len(sequences), dtype=F64).index_add_(
+        0, (z[done] * powers).sum(-1), prob[done]
+    )
+    return sequences, probs
 
 
 def _marginal_probs(

@@ -20,7 +20,10 @@ STRATEGIES = [
     dd.RescaleSchedule(0.5),
     dd.ConfidenceSchedule(),
     dd.ConfidenceSchedule(dd.CapSchedule(0.2)),
+    # α_s from s's phase: consecutive steps agree on α (the reference's "t" does not at
+    # t_on / t_off unless the grid lands on them, as 0.55 and 0.05 do here)
     dd.LoopSchedule(t_on=0.55, t_off=0.05, alpha_on=0.9, eta=0.02),
+    dd.LoopSchedule(t_on=0.53, t_off=0.06, alpha_on=0.9, eta=0.02, phase_from="s"),
     dd.ForwardBackward(),
     dd.DFMCorrector(),
 ]

@@ -134,7 +134,7 @@ def test_every_posterior_name_round_trips(name):
 def test_posteriors_built_in_python_have_a_config_form():
     spec = SamplerSpec(posterior=RemaskPosterior(ConfidenceSchedule(base=NoRemasking())))
     form = RunConfig(sampler=spec).to_dict()["sampler"]["posterior"]
-    assert form == {"name": "conf", "base": {"name": "none"}}
+    assert form == {"name": "conf", "base": {"name": "none"}, "precision": "float64"}
     spec = SamplerSpec(posterior=RemaskPosterior(NoRemasking()))
     assert RunConfig(sampler=spec).to_dict()["sampler"]["posterior"] == {"name": "mdlm"}
 
@@ -150,6 +150,15 @@ def test_overrides_edit_nested_choices():
         parse_override({"sampler": {"posterior": {"eta": 1}}}, "sampler.posterior.eta.x=1")
 
 
+def test_the_nucleus_rule_is_a_checked_sampler_setting():
+    values = {"sampler": {"top_p": 0.9, "nucleus": "remdm"}}
+    sampler = RunConfig.from_dict(values).sampler.build(load_config("synthetic").process.build(4))
+    assert (sampler.top_p, sampler.nucleus) == (0.9, "remdm")
+    assert RunConfig().sampler.nucleus == "standard"
+    with pytest.raises(ConfigError, match=r"sampler\.nucleus: .*remdm"):
+        RunConfig.from_dict({"sampler": {"nucleus": "hf"}})
+
+
 def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", "synthetic", "--out", str(run), *TINY]) == 0
@@ -162,7 +171,12 @@ def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):
     for posterior in ("cap", "mdlm"):
         argv = ["sample", "--run", str(run), "--quiet", f"sampler.posterior={posterior}"]
         assert main(argv) == 0
-    folder = run / "samples" / "cap-T8-s0"
+    labels = {
+        p: load_config(run / "run.yaml", [f"sampler.posterior={p}"]).sampler.label
+        for p in ("cap", "mdlm")
+    }
+    assert labels["cap"].startswith(f"cap-eta{CapSchedule().eta:g}-T8-s0-")
+    folder = run / "samples" / labels["cap"]
     record = json.loads((folder / "samples.json").read_text())
     assert record["sampler"]["posterior"] == {"name": "cap", "eta": CapSchedule().eta}
     tokens = record["tokens"]
@@ -173,7 +187,7 @@ def test_train_sample_eval_fill_a_run_directory(tmp_path, capsys):
 
     assert main(["eval", "--run", str(run), "--sequences", "16"]) == 0
     table = json.loads((run / "eval.json").read_text())
-    assert set(table["samples"]) == {"cap-T8-s0", "mdlm-T8-s0"}
+    assert set(table["samples"]) == set(labels.values())
     assert table["validation"]["nats_per_token"] > 0
 
     # Only the sampler may change when sampling; a different model never reuses the run.
@@ -197,7 +211,8 @@ def test_text_runs_keep_their_alphabet(tmp_path):
     # The path is stored absolute, so later commands work from anywhere.
     assert load_config(run / "run.yaml").data.path == str(corpus)
     assert main(["sample", "--run", str(run), "--quiet"]) == 0
-    texts = json.loads((run / "samples" / "mdlm-T8-s0" / "samples.json").read_text())["texts"]
+    (folder,) = (run / "samples").glob("mdlm-T8-s0-*")
+    texts = json.loads((folder / "samples.json").read_text())["texts"]
     alphabet = set(json.loads((run / "alphabet.json").read_text()))
     assert len(texts) == 6 and set("".join(texts)) <= alphabet
 
@@ -206,4 +221,109 @@ def test_builtin_run_samples_outside_the_package(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["sample", "--run", "synthetic", "--quiet", "sampler.samples=2", "sampler.steps=4"]
     assert main(argv) == 0
-    assert (tmp_path / "runs" / "synthetic" / "samples" / "cap-T4-s0" / "samples.txt").is_file()
+    (folder,) = (tmp_path / "runs" / "synthetic" / "samples").glob("cap-eta0.02-T4-s0-*")
+    assert (folder / "samples.txt").is_file()
+
+
+def test_sample_folders_never_mix_settings(tmp_path, monkeypatch, capsys):
+    """Issue 19: cap at eta 0.01 and 0.02 (T=4, seed 0) once wrote the same folder."""
+    monkeypatch.chdir(tmp_path)
+    base = ["sample", "--run", "synthetic", "--quiet", "sampler.samples=2", "sampler.steps=4"]
+    folders = set()
+    for eta in (0.01, 0.02):
+        assert main([*base, f"sampler.posterior={{name: cap, eta: {eta}}}"]) == 0
+        folders.add(capsys.readouterr().out.split("samples written to ")[-1].strip())
+    assert len(folders) == 2
+    for folder in folders:
+        record = json.loads((tmp_path / folder / "samples.json").read_text())
+        assert f"eta{record['sampler']['posterior']['eta']:g}" in folder
+    # Every setting that changes the samples changes the label; the same settings keep it.
+    spec = SamplerSpec()
+    variants = [
+        SamplerSpec(temperature=0.9),
+        SamplerSpec(top_k=3),
+        SamplerSpec(float64=False),
+        SamplerSpec(noise_removal=False),
+        SamplerSpec(samples=8),
+        SamplerSpec(batch_size=4),
+        SamplerSpec(t_min=1e-3),
+        SamplerSpec(posterior=RemaskPosterior(CapSchedule(0.01))),
+    ]
+    assert len({spec.label, *(v.label for v in variants)}) == len(variants) + 1
+    assert SamplerSpec().label == spec.label
+    # An explicit --out that holds other settings is refused, and left as it was.
+    out = tmp_path / "mine"
+    assert main([*base, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    err = _fail(capsys, [*base, "--out", str(out), "sampler.temperature=0.5"])
+    assert "other sampler settings" in err and "temperature" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_scale_samples_with_the_runs_noise_schedule(tmp_path):
+    """`discdiff scale` once built its own log-linear process, whatever the run said."""
+    import shutil
+
+    from discdiff.evaluation.synthetic import run_synthetic_study
+    from discdiff.runs import BUILTIN_RUNS, load_run
+
+    run = tmp_path / "cosine-run"
+    shutil.copytree(BUILTIN_RUNS["synthetic"], run)
+    values = yaml.safe_load((run / "run.yaml").read_text())
+    values["process"] = {"schedule": {"name": "cosine"}}
+    (run / "run.yaml").write_text(yaml.safe_dump(values))
+    argv = ["scale", "--run", str(run), "--out", str(tmp_path / "study")]
+    assert main([*argv, "--samples", "3", "--seeds", "1", "--steps", "3"]) == 0
+    rows = json.loads((tmp_path / "study" / "study.json").read_text())
+
+    loaded = load_run(run)
+    assert loaded.process.schedule == Cosine()
+
+    def study(process, out):
+        found, _ = run_synthetic_study(
+            loaded.denoiser, out, process=process, length=64, samples=3, steps=(3,),
+            full=True, perfect=(), progress=False,
+        )  # fmt: skip
+        return {r["sampler"]: r["exact_nll"] for r in found}
+
+    scaled = {r["sampler"]: r["exact_nll"] for r in rows if r["denoiser"] == "model"}
+    assert scaled == study(loaded.process, tmp_path / "a")
+    assert scaled != study(None, tmp_path / "b")  # the log-linear default differs
+
+
+def test_threads_option_and_its_default(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from discdiff import cli
+
+    seen, table = [], tmp_path / "eval.json"
+    bound = {"nats_per_token": 1.0, "bits_per_token": 1.4, "perplexity_bound": 2.7}
+    table.write_text(json.dumps({"validation": bound, "samples": {}}))
+
+    def evaluate(*args, **kwargs):  # records the threads the command runs with
+        seen.append(torch.get_num_threads())
+        return table
+
+    monkeypatch.setattr(cli, "evaluate_run", evaluate)
+    before = torch.get_num_threads()
+    assert main(["eval", "--run", "synthetic", "--threads", "3"]) == 0
+    assert seen == [3] and torch.get_num_threads() == before
+    assert "--threads" in _fail(capsys, ["sample", "--run", "synthetic", "--threads", "0"])
+    # Default: OMP_NUM_THREADS when set, else the free CPUs (at least one).
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cli.default_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1e3, 0.0, 0.0))
+    assert cli.default_threads() == 1
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert 1 <= cli.default_threads() <= torch.get_num_threads()
+
+
+def test_sampling_shows_its_throughput(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", "--run", "synthetic", "sampler.samples=2", "sampler.steps=4"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "tok/s" in captured.err and "step" in captured.err  # the progress bar
+    metrics = json.loads(captured.out.splitlines()[0])
+    assert metrics["tokens_per_second"] == pytest.approx(2 * 64 / metrics["seconds"])

@@ -190,7 +190,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("discdiff.models.dit.save_file", crash)
+    monkeypatch.setattr("discdiff.models.checkpoints.save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         randomised(model, seed=1).save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
@@ -303,6 +303,34 @@ def test_lightning_checkpoint_and_ema_load_without_running_code(tmp_path):
     for p, s in zip(ema.parameters(), shadow, strict=True):
         assert torch.equal(p, s)
     assert not Trap.triggered
+
+
+def test_a_time_conditioned_lightning_checkpoint_keeps_its_conditioning(tmp_path):
+    """MDLM's Lightning checkpoints record time_conditioning and model.length in an OmegaConf
+    config; the loader reads them (without running OmegaConf) and refuses a contradiction."""
+    omegaconf = pytest.importorskip("omegaconf")
+    generator = torch.Generator().manual_seed(6)
+    state = mdlm_state_dict(32, 16, 2, 4, 21, generator)
+    config = omegaconf.OmegaConf.create(
+        {"time_conditioning": True, "model": {"length": 48, "hidden_size": 32}}
+    )
+    checkpoint = {"state_dict": state, "hyper_parameters": {"config": config}}
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+
+    model = DiT.from_pretrained(tmp_path / "last.ckpt").eval()
+    expected = DiTConfig(**{**MDLM_CONFIG, "time_conditioning": True, "model_length": 48})
+    assert model.config == expected
+    original = DiT(expected).eval()
+    original.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items()})
+    tokens = torch.randint(21, (2, 48), generator=generator)
+    sigma = torch.tensor([0.1, 2.0])
+    with torch.no_grad():
+        out = model(tokens, sigma)
+        assert torch.equal(out, original(tokens, sigma))
+        assert not torch.allclose(out, model(tokens, sigma.flip(0)))  # t matters
+    with pytest.raises(ValueError, match="time_conditioning"):
+        DiT.from_pretrained(tmp_path / "last.ckpt", time_conditioning=False)
+    assert DiT.from_pretrained(tmp_path / "last.ckpt", model_length=48).config == expected
 
 
 def test_missing_sources_give_clear_errors(tmp_path, monkeypatch):

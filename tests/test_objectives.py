@@ -147,3 +147,16 @@ def test_bound_units():
     assert bound.nats_per_token == 2.0
     assert abs(bound.bits_per_token - 2.0 / 0.6931471805599453) < 1e-12
     assert abs(bound.perplexity - torch.e**2) < 1e-4
+
+
+def test_mdlm_convention_averages_over_the_time_interval():
+    """MDLM's estimate averages over U[δ, 1]: the integral's draws divided by 1 − δ."""
+    process = dd.MaskingProcess(vocab_size=5)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(5, (6, 7), generator=generator)
+    t = dd.objectives.antithetic_times(6, generator=generator)
+    z_t = process.sample(x, t, generator=generator)
+    flat = lambda z, t: torch.zeros(*z.shape, 5)  # noqa: E731
+    ours = dd.nelbo(process, flat, x, t=t, z_t=z_t)
+    mdlm = dd.nelbo(process, flat, x, t=t, z_t=z_t, convention="mdlm")
+    torch.testing.assert_close(mdlm * (1 - dd.objectives.T_MIN), ours)

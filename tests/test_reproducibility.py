@@ -103,8 +103,10 @@ def test_the_cli_samples_do_not_depend_on_the_batch_size(tmp_path, monkeypatch):
         )
         records.append(json.loads((folder / "samples.json").read_text()))
     assert records[0]["tokens"] == records[1]["tokens"]
-    seconds = [r["metrics"].pop("seconds") for r in records]
-    assert records[0]["metrics"] == records[1]["metrics"] and min(seconds) > 0
+    for record in records:  # wall-clock figures are the only ones that differ
+        assert record["metrics"].pop("seconds") > 0
+        assert record["metrics"].pop("tokens_per_second") > 0
+    assert records[0]["metrics"] == records[1]["metrics"]
     made_by = records[0]["provenance"]
     assert made_by["seed"] == 0 and made_by["settings"]["sampler"]["batch_size"] == 16
     assert {"discdiff", "torch", "threads", "cpu_capability"} <= made_by.keys()

@@ -1,9 +1,12 @@
 """The ancestral sampler against exact ground truth, and its mechanics."""
 
+import threading
+
 import pytest
 import torch
 
 import discdiff as dd
+from discdiff._checks import validation_enabled
 from discdiff.distributions import draw_categorical
 from discdiff.models import SUBS, DiT, DiTConfig
 from discdiff.sampling import shape_probs
@@ -315,3 +318,36 @@ def test_bad_sampler_settings_are_rejected(kwargs, match):
         dd.AncestralSampler(
             dd.MaskingProcess(vocab_size=4), dd.MaskingPosterior(), **{"steps": 4, **kwargs}
         )
+
+
+def test_a_sampler_switches_checks_off_in_its_own_thread_only():
+    """The sampler's unchecked steps never switch off another thread's checks (or torch's flag).
+
+    Thread A pauses inside its second denoiser call, where its checks are off;
+    meanwhile this thread must still reject a bad time and a NaN denoiser.
+    """
+    process = dd.MaskingProcess(vocab_size=4)
+    sampler = dd.AncestralSampler(process, dd.MaskingPosterior(), steps=4, cache=False)
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def pausing(z, t):
+        seen.append(validation_enabled())
+        if len(seen) == 2:
+            inside.set()
+            assert release.wait(30)
+        return torch.zeros(*z.shape, 4)
+
+    worker = threading.Thread(target=sampler.sample, args=(pausing, 2, 3))
+    worker.start()
+    try:
+        assert inside.wait(30)
+        assert torch.distributions.Distribution._validate_args
+        assert validation_enabled()
+        with pytest.raises(ValueError, match="`t`"):
+            dd.LogLinear().alpha(torch.tensor([2.0]))
+        with pytest.raises(ValueError, match="probs"):
+            sampler.sample(lambda z, t: torch.full((*z.shape, 4), float("nan")), 2, 3)
+    finally:
+        release.set()
+        worker.join(30)
+    assert seen[:2] == [True, False]  # A itself checked its first call only

@@ -1,7 +1,21 @@
 """Data: the synthetic language, tokenisers, packing and batch sources."""
 
-from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
-from discdiff.data.synthetic import LanguageDenoiser, SyntheticLanguage
+from discdiff.data.pcfg import PCFGLanguage
+from discdiff.data.sources import (
+    BatchSource,
+    BlockSource,
+    LanguageSource,
+    Padded,
+    PaddedSource,
+)
+from discdiff.data.synthetic import (
+    EntropyEstimate,
+    ExactLanguage,
+    HMMLanguage,
+    LanguageDenoiser,
+    SyntheticLanguage,
+    monte_carlo_entropy,
+)
 from discdiff.data.text import (
     BPETokenizer,
     CharTokenizer,
@@ -20,14 +34,21 @@ __all__ = [
     "BatchSource",
     "BlockSource",
     "CharTokenizer",
+    "EntropyEstimate",
+    "ExactLanguage",
     "HFTokenizer",
+    "HMMLanguage",
     "LanguageDenoiser",
     "LanguageSource",
+    "PCFGLanguage",
+    "Padded",
+    "PaddedSource",
     "SyntheticLanguage",
     "Tokenizer",
     "char_blocks",
     "check_mask_id",
     "hf_documents",
+    "monte_carlo_entropy",
     "pack",
     "pad",
     "read_text",

@@ -5,15 +5,27 @@ run and every rank, so the data position of a checkpoint is just its step,
 and a resumed run sees exactly the batches an uninterrupted one would.
 """
 
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
-from discdiff.data.synthetic import SyntheticLanguage
+from discdiff.data.synthetic import ExactLanguage
 
-__all__ = ["BatchSource", "BlockSource", "LanguageSource", "epoch_rows"]
+__all__ = ["BatchSource", "BlockSource", "LanguageSource", "Padded", "PaddedSource", "epoch_rows"]
+
+
+class Padded(NamedTuple):
+    """A batch of padded sequences: the trainer leaves the padding out of the loss.
+
+    Attributes:
+        tokens: Token ids `(B, L)`, padding included.
+        padding_mask: `True` at real tokens `(B, L)` (the DiT's convention).
+    """
+
+    tokens: Int[Tensor, "batch length"]
+    padding_mask: Bool[Tensor, "batch length"]
 
 
 @runtime_checkable
@@ -37,7 +49,7 @@ class BatchSource(Protocol):
 
 
 class LanguageSource:
-    """Fresh samples of a `SyntheticLanguage` (an endless corpus).
+    """Fresh samples of an exact language, e.g. `SyntheticLanguage` (an endless corpus).
 
     Args:
         language: The language.
@@ -45,7 +57,7 @@ class LanguageSource:
         seed: Seed of the stream; batch `i` uses seed `(seed, i)`.
     """
 
-    def __init__(self, language: SyntheticLanguage, length: int, seed: int = 0) -> None:
+    def __init__(self, language: ExactLanguage, length: int, seed: int = 0) -> None:
         self.language, self.length, self.seed = language, length, seed
         self.vocab_size = language.vocab_size
 
@@ -100,6 +112,46 @@ class BlockSource:
             Blocks `(size, L)`.
         """
         return self.blocks[epoch_rows(self.blocks.shape[0], index, size, self.seed)]
+
+
+class PaddedSource:
+    """Shuffled epochs over padded rows, e.g. one document per row from `data.pad`.
+
+    Args:
+        rows: `(N, L)` token ids, padding included.
+        padding_mask: `(N, L)`, `True` at real tokens.
+        vocab_size: Number of data tokens; ids must lie below it.
+        seed: Seed of the per-epoch permutations.
+
+    Raises:
+        ValueError: If the shapes differ, a row has no real token, or `rows`
+            holds ids outside `0..vocab_size-1`.
+    """
+
+    def __init__(self, rows: Tensor, padding_mask: Tensor, vocab_size: int, seed: int = 0) -> None:
+        if padding_mask.shape != rows.shape or padding_mask.dtype != torch.bool:
+            raise ValueError(
+                f"`padding_mask` must be a bool tensor of the shape of `rows` "
+                f"{tuple(rows.shape)}; got {padding_mask.dtype} {tuple(padding_mask.shape)}"
+            )
+        if padding_mask.shape[0] and not bool(padding_mask.any(-1).all()):
+            raise ValueError("every row of `padding_mask` needs at least one real token")
+        self.rows = BlockSource(rows, vocab_size, seed)
+        self.padding_mask = padding_mask
+        self.vocab_size, self.length = vocab_size, self.rows.length
+
+    def batch(self, index: int, size: int) -> Padded:
+        """Rows `index * size ...` of the shuffled epochs, with their padding masks.
+
+        Args:
+            index: The batch number.
+            size: Sequences per batch.
+
+        Returns:
+            `Padded(tokens (size, L), padding_mask (size, L))`.
+        """
+        rows = epoch_rows(self.rows.blocks.shape[0], index, size, self.rows.seed)
+        return Padded(self.rows.blocks[rows], self.padding_mask[rows])
 
 
 def epoch_rows(count: int, index: int, size: int, seed: int) -> Int[Tensor, "size"]:

@@ -325,7 +325,7 @@ def run_digits_study(
     dropout on the training split (80 %), fits the judge on the same split
     and reports its accuracy on the held-out 20 %, then sweeps
     `ClassifierFreeGuidance(γ)` over `gammas`, `steps` and `strategies`
-    (default: MDLM and ReMDM-cap η = 0.02).
+    (default: MDLM and ReMDM-cap at `STUDY.cap_eta`, 0.02).
 
     Args:
         out: Directory for `digits_frontier.png`, `.json`, `digits_table.md`,
@@ -347,10 +347,12 @@ def run_digits_study(
         `{"rows": [...], "judge_accuracy": ..., "train": {...}, "seconds": ...}`.
     """
     from discdiff.data.digits import DIGITS_CLASSES, DIGITS_VOCAB, LabelledSource, split_digits
-    from discdiff.guidance import ClassifierFreeGuidance, ConditionalSUBS
+    from discdiff.guidance import ClassifierFreeGuidance
     from discdiff.models.dit import DiT, DiTConfig
+    from discdiff.models.subs import ConditionalSUBS
     from discdiff.objectives import ConditionalNELBO
     from discdiff.posteriors import MaskingPosterior, RemaskPosterior
+    from discdiff.presets import STUDY
     from discdiff.remasking import CapSchedule
     from discdiff.training.trainer import TrainConfig, Trainer
 
@@ -400,7 +402,7 @@ def run_digits_study(
         model.eval()
         strategies = strategies or {
             "MDLM": MaskingPosterior(),
-            "ReMDM-cap(0.02)": RemaskPosterior(CapSchedule(0.02)),
+            f"ReMDM-cap({STUDY.cap_eta:g})": RemaskPosterior(CapSchedule(STUDY.cap_eta)),
         }
         rows = guidance_study(
             process,

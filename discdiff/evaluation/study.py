@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
+from discdiff.presets import PAPER
 from discdiff.processes import MaskingProcess
-from discdiff.sampling.ancestral import AncestralSampler, Strategy
+from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
 
 __all__ = ["plot_study", "scaling_study", "write_rows"]
 
@@ -39,6 +40,7 @@ def scaling_study(
     samples: int,
     length: int,
     top_p: Sequence[float | None] = (None,),
+    nucleus: Nucleus = PAPER.nucleus,
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,
@@ -54,17 +56,18 @@ def scaling_study(
         samples: Samples per cell.
         length: Tokens per sample.
         top_p: Nucleus settings (`None` = off).
+        nucleus: The nucleus rule; ReMDM's (the paper's numbers) by default.
         seeds: Sampling seeds.
         batch_size: Samples per sampler call (all at once by default); the
             results do not depend on it.
         progress: Show a progress bar.
 
     Returns:
-        One dict per cell: denoiser, sampler, steps, top_p, seed, nfe (the
-        most denoiser calls any sample needed), seconds_per_sample and the
-        metrics. Sample $i$ of a cell uses the random stream $(seed, i)$, so
-        every column but the wall-clock `seconds_per_sample` is the same for
-        any `batch_size`.
+        One dict per cell: denoiser, sampler, steps, top_p, nucleus, seed, nfe
+        (the most denoiser calls any sample needed), seconds_per_sample and
+        the metrics. Sample $i$ of a cell uses the random stream $(seed, i)$,
+        so every column but the wall-clock `seconds_per_sample` is the same
+        for any `batch_size`.
     """
     cells = [
         (d, s, T, p, seed)
@@ -76,7 +79,7 @@ def scaling_study(
     ]
     rows = []
     for d, s, T, p, seed in tqdm(cells, desc="scaling study", disable=not progress):
-        sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p)
+        sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p, nucleus=nucleus)
         start = time.perf_counter()
         result = sampler.sample_batches(
             denoisers[d], samples, length, seed=seed, batch_size=batch_size
@@ -88,6 +91,7 @@ def scaling_study(
                 "sampler": s,
                 "steps": T,
                 "top_p": p or 1.0,
+                "nucleus": nucleus if p else "off",
                 "seed": seed,
                 "nfe": int(result.sequence_nfe.max()),
                 "seconds_per_sample": seconds / samples,

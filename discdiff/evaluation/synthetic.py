@@ -16,22 +16,15 @@ from typing import Any
 import torch
 
 from discdiff._io import atomic_write
-from discdiff.data.synthetic import SyntheticLanguage
+from discdiff.config import build_strategy
+from discdiff.data.synthetic import ExactLanguage, SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.evaluation.study import plot_study, scaling_study, write_rows
 from discdiff.models.protocol import Denoiser
-from discdiff.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.presets import PAPER, STUDY
 from discdiff.processes import MaskingProcess
 from discdiff.provenance import provenance
-from discdiff.remasking import (
-    CapSchedule,
-    ConfidenceSchedule,
-    DFMCorrector,
-    ForwardBackward,
-    LoopSchedule,
-    RescaleSchedule,
-)
-from discdiff.sampling.decoders import EntropyDecoder, MaskGITDecoder
+from discdiff.sampling.ancestral import Nucleus, Strategy
 
 __all__ = ["ASSET", "language_metrics", "run_synthetic_study", "strategies"]
 
@@ -39,8 +32,8 @@ ASSET = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 """The shipped checkpoint trained on the built-in language (see its README.md)."""
 
 
-def strategies(full: bool = False) -> dict[str, Any]:
-    """The samplers of the study (paper settings; `full` adds conf and decoders).
+def strategies(full: bool = False) -> dict[str, Strategy]:
+    """The samplers of the study, built from `discdiff.presets.STUDY`.
 
     Args:
         full: Add ReMDM-rescale, ReMDM-conf and entropy ordering.
@@ -48,25 +41,14 @@ def strategies(full: bool = False) -> dict[str, Any]:
     Returns:
         Named strategies (posteriors and decoders).
     """
-    chosen: dict[str, Any] = {
-        "MDLM": MaskingPosterior(),
-        "ReMDM-cap": RemaskPosterior(CapSchedule(0.02)),
-        "ReMDM-loop": RemaskPosterior(LoopSchedule(t_on=0.55, t_off=0.05, alpha_on=0.9, eta=0.02)),
-        "forward-backward": RemaskPosterior(ForwardBackward()),
-        "DFM": RemaskPosterior(DFMCorrector()),
-        "MaskGIT": MaskGITDecoder(),
+    return {
+        name: build_strategy(form, key=f"strategies[{name!r}]")
+        for name, form in STUDY.strategies(full).items()
     }
-    if full:
-        chosen |= {
-            "ReMDM-rescale": RemaskPosterior(RescaleSchedule(0.015)),
-            "ReMDM-conf": RemaskPosterior(ConfidenceSchedule()),
-            "entropy order": EntropyDecoder(),
-        }
-    return chosen
 
 
 def language_metrics(
-    language: SyntheticLanguage, length: int
+    language: ExactLanguage, length: int
 ) -> Callable[[torch.Tensor], dict[str, float]]:
     """Exact NLL per token, its gap to the entropy, and the token-histogram entropy.
 
@@ -94,14 +76,16 @@ def run_synthetic_study(
     model: Denoiser,
     out: str | os.PathLike,
     *,
-    language: SyntheticLanguage | None = None,
+    language: ExactLanguage | None = None,
+    process: MaskingProcess | None = None,
     length: int = 64,
     steps: tuple[int, ...] = (16, 64, 256),
     samples: int = 128,
     top_p: tuple[float | None, ...] = (None,),
+    nucleus: Nucleus = PAPER.nucleus,
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
-    perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop"),
+    perfect: tuple[str, ...] = STUDY.quickstart_perfect,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -111,10 +95,14 @@ def run_synthetic_study(
         model: The trained denoiser.
         out: Output directory.
         language: The language (the built-in one by default).
+        process: The forward process the model was trained with (its noise
+            schedule times the samplers); default `MaskingProcess(V)` with the
+            log-linear schedule.
         length: Sequence length $L$.
         steps: Step counts $T$.
         samples: Samples per cell.
         top_p: Nucleus settings.
+        nucleus: The nucleus rule (ReMDM's by default, as in the paper).
         seeds: Sampling seeds.
         full: Include every sampler.
         perfect: Samplers also run with the exact denoiser.
@@ -124,9 +112,17 @@ def run_synthetic_study(
 
     Returns:
         The rows and the reference values (data's gap and token entropy).
+
+    Raises:
+        ValueError: If `process` and `language` disagree on the vocabulary.
     """
     language = language or SyntheticLanguage()
-    process = MaskingProcess(vocab_size=language.vocab_size)
+    process = process or MaskingProcess(vocab_size=language.vocab_size)
+    if process.vocab_size != language.vocab_size:
+        raise ValueError(
+            f"`process` has vocab_size={process.vocab_size}; the language has "
+            f"{language.vocab_size} tokens"
+        )
     metrics = language_metrics(language, length)
     chosen = strategies(full)
     rows = scaling_study(
@@ -138,6 +134,7 @@ def run_synthetic_study(
         samples=samples,
         length=length,
         top_p=top_p,
+        nucleus=nucleus,
         seeds=seeds,
         batch_size=batch_size,
         progress=progress,
@@ -165,6 +162,8 @@ def run_synthetic_study(
         "steps": list(steps),
         "samples": samples,
         "top_p": list(top_p),
+        "nucleus": nucleus,
+        "language": repr(language),
         "seeds": list(seeds),
         "strategies": {name: repr(strategy) for name, strategy in chosen.items()},
         "perfect": list(perfect),

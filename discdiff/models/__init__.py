@@ -1,10 +1,14 @@
-"""Denoisers: the protocol, SUBS, MDLM's DiT, attention backends, Hugging Face adapters."""
+"""Denoisers: protocol, SUBS, DiT and its checkpoints, attention, HF adapters, exact oracles."""
 
 from discdiff.models.attention import AttentionBackend, attention, resolve_backend
 from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
 from discdiff.models.dit import DiT, DiTClassifier, DiTConfig
 from discdiff.models.hf import HuggingFaceDenoiser
-from discdiff.models.oracle import EnumerableOracle
+from discdiff.models.oracle import (
+    EnumerableClassifier,
+    EnumerableConditionalOracle,
+    EnumerableOracle,
+)
 from discdiff.models.protocol import (
     ConditionalDenoiser,
     Denoiser,
@@ -13,16 +17,19 @@ from discdiff.models.protocol import (
     is_time_conditioned,
     with_label,
 )
-from discdiff.models.subs import SUBS, subs_log_probs
+from discdiff.models.subs import SUBS, ConditionalSUBS, subs_log_probs
 
 __all__ = [
     "SUBS",
     "AttentionBackend",
     "ConditionalDenoiser",
+    "ConditionalSUBS",
     "Denoiser",
     "DiT",
     "DiTClassifier",
     "DiTConfig",
+    "EnumerableClassifier",
+    "EnumerableConditionalOracle",
     "EnumerableOracle",
     "HuggingFaceDenoiser",
     "LabelledDenoiser",

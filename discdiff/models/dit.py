@@ -30,7 +30,6 @@ ingredients of classifier-free guidance. An unconditional config
 earlier ones of this library load unchanged.
 """
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,20 +39,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from discdiff._checks import validation_enabled
-from discdiff._io import atomic_write
+from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
-from discdiff.models.checkpoints import load_torch_checkpoint
+from discdiff.models.checkpoints import (
+    CONFIG_NAME,
+    PREFIX,
+    download_pretrained,
+    looks_like_repo_id,
+    read_lightning,
+    read_pretrained,
+    write_pretrained,
+)
 from discdiff.typing import Tokens
 
 __all__ = ["DiT", "DiTClassifier", "DiTConfig"]
-
-PREFIX = "backbone."
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -385,19 +387,14 @@ class DiT(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `config.json` and `model.safetensors` (`backbone.*` keys), atomically.
 
-        Each file is written to a temporary name in `directory` and renamed into
-        place, so an interrupted save never leaves a half-written file.
+        See `discdiff.models.checkpoints.write_pretrained`: an interrupted save
+        never leaves a half-written file.
 
         Returns:
             The directory.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        weights = {PREFIX + k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(weights, path))
-        text = json.dumps(asdict(self.config), indent=2)
-        atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
-        return directory
+        weights = {PREFIX + k: v for k, v in self.state_dict().items()}
+        return write_pretrained(directory, asdict(self.config), weights)
 
     @classmethod
     def from_pretrained(
@@ -413,8 +410,10 @@ class DiT(nn.Module):
           (`backbone.*` keys), or its EMA weights with `ema=True`. It is read
           with `torch.load(weights_only=True)`; foreign objects in it (e.g.
           the saved OmegaConf config) become inert placeholders and no code
-          from the file runs. The config is inferred from the weights' shapes;
-          pass `model_length`, `time_conditioning`, … as `overrides`;
+          from the file runs. The config is inferred from the weights' shapes,
+          and `time_conditioning` and `model_length` are read from the saved
+          hyper-parameters when they are there (an override that contradicts
+          them is an error); pass anything else as `overrides`;
         - a Hugging Face Hub repo id (e.g. `kuleshov-group/mdlm-owt`), when
           `huggingface_hub` is installed and the network is there. Only
           `config.json` and safetensors weights are fetched; no remote code.
@@ -428,51 +427,51 @@ class DiT(nn.Module):
 
         Raises:
             FileNotFoundError: If `source` is neither a path nor a reachable repo.
-            ValueError: If the weights do not match the architecture.
+            ValueError: If the weights do not match the architecture, or an
+                override contradicts a checkpoint's hyper-parameters.
         """
         path = Path(source)
         if path.is_dir():
             return cls._from_directory(path, ema=ema, **overrides)
         if path.is_file():
             return cls._from_lightning(path, ema=ema, **overrides)
-        if _looks_like_repo_id(str(source)):
-            return cls._from_directory(_download(str(source)), ema=ema, **overrides)
+        if looks_like_repo_id(str(source)):
+            return cls._from_directory(download_pretrained(str(source)), ema=ema, **overrides)
         raise FileNotFoundError(f"`source` {str(source)!r} is not a file or directory")
 
     @classmethod
     def _from_directory(cls, directory: Path, *, ema: bool, **overrides: Any) -> "DiT":
         if ema:
             raise ValueError("`ema=True` needs a Lightning checkpoint; a directory holds one set")
+        values, state, weights_path = read_pretrained(directory)
         config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found")
-        config = replace(DiTConfig.from_dict(json.loads(config_path.read_text())), **overrides)
-        weights_path = directory / WEIGHTS_NAME
-        if weights_path.is_file():
-            state = load_file(weights_path)
-        elif (directory / "pytorch_model.bin").is_file():
-            state = load_torch_checkpoint(directory / "pytorch_model.bin")
-        else:
-            raise FileNotFoundError(f"no {WEIGHTS_NAME} (or pytorch_model.bin) in {directory}")
-        model = cls(config)
-        model._load_backbone(state)
+        try:
+            config = DiTConfig.from_dict(values)
+        except (ValueError, TypeError) as error:  # missing keys or bad values
+            raise CorruptFileError(config_path, "DiT config", error) from None
+        model = cls(replace(config, **overrides))
+        try:
+            model._load_backbone(state)
+        except ValueError as error:
+            raise CorruptFileError(weights_path, f"weight set for {config_path}", error) from None
         return model
 
     @classmethod
     def _from_lightning(cls, path: Path, *, ema: bool, **overrides: Any) -> "DiT":
-        checkpoint = load_torch_checkpoint(path)
-        state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-        if not isinstance(state, dict):
-            raise ValueError(f"{path} holds no state dict")
-        state = {k: v for k, v in state.items() if k.startswith(PREFIX)}
-        config = replace(_infer_config(state), **overrides)
+        checkpoint = read_lightning(path)
+        for name, value in checkpoint.settings.items():
+            if name in overrides and overrides[name] != value:
+                raise ValueError(
+                    f"`{name}`={overrides[name]!r} contradicts {path.name}, whose "
+                    f"hyper-parameters say {name}={value!r}; leave `{name}` out"
+                )
+        config = replace(_infer_config(checkpoint.state), **{**checkpoint.settings, **overrides})
         model = cls(config)
-        model._load_backbone(state)
+        model._load_backbone(checkpoint.state)
         if ema:
-            shadow = (checkpoint.get("ema") or {}).get("shadow_params")
-            if shadow is None:
+            if checkpoint.ema is None:
                 raise ValueError(f"{path} holds no EMA weights (`ema.shadow_params`)")
-            model._load_ema(list(shadow))
+            model._load_ema(checkpoint.ema)
         return model
 
     def _load_backbone(self, state: dict[str, Tensor]) -> None:
@@ -573,25 +572,3 @@ def _infer_config(state: dict[str, Tensor]) -> DiTConfig:
         n_heads=hidden_dim // head_dim,
         vocab_size=vocab_size,
     )
-
-
-def _looks_like_repo_id(source: str) -> bool:
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
-
-
-def _download(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local path, and loading from the Hugging Face Hub needs "
-            "the huggingface_hub package"
-        ) from None
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_NAME, "*.safetensors"]))
-    except Exception as error:  # the hub client raises many kinds; all mean "not reachable"
-        raise FileNotFoundError(
-            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: "
-            f"{error}); pass a local directory instead"
-        ) from None

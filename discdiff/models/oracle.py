@@ -3,7 +3,10 @@ r"""The exact denoiser of a distribution small enough to enumerate.
 For a joint $p(x)$ over $V^L$ sequences, the optimal $x_\theta$ is the exact
 conditional $x^\star(z_t)_\ell = p(x_\ell \mid \text{unmasked tokens of } z_t)$.
 With it, losses and samplers can be checked against the truth rather than
-against themselves.
+against themselves. For a labelled joint $p(c, x)$ the same enumeration gives
+the exact conditional denoisers $x^\star(z_t \mid c)$
+(`EnumerableConditionalOracle`) and the exact noisy classifier
+$p(c \mid z_t)$ (`EnumerableClassifier`), against which guidance is checked.
 """
 
 import itertools
@@ -14,7 +17,7 @@ from torch import Tensor
 
 from discdiff.typing import Times, Tokens
 
-__all__ = ["EnumerableOracle"]
+__all__ = ["EnumerableClassifier", "EnumerableConditionalOracle", "EnumerableOracle"]
 
 
 class EnumerableOracle:
@@ -77,3 +80,106 @@ def _consistent(
     """Whether each data sequence agrees with the revealed (unmasked) tokens of each $z_t$."""
     seq = sequences.to(z_t.device)
     return ((z_t.unsqueeze(1) == seq) | (z_t.unsqueeze(1) == mask_id)).all(-1)
+
+
+class EnumerableConditionalOracle:
+    r"""Exact conditional denoisers of an enumerable joint $p(c, x)$.
+
+    For label $c$ it is the exact $x^\star(z_t \mid c)_\ell = p(x_\ell \mid
+    \text{unmasked tokens of } z_t, c)$; for the null label $C$ it is the
+    exact unconditional $p(x_\ell \mid \text{unmasked tokens of } z_t)$.
+
+    Args:
+        joint: $p(c, x)$ as a tensor of shape `(C,) + (V,) * L`
+            (unnormalised is fine).
+        mask_id: The mask id; defaults to $V$.
+    """
+
+    time_conditioned = False
+
+    def __init__(self, joint: Tensor, *, mask_id: int | None = None) -> None:
+        _check_joint(joint)
+        self.joint = joint.double() / joint.double().sum()
+        self.num_classes = joint.shape[0]
+        self.oracles = [EnumerableOracle(p, mask_id=mask_id) for p in self.joint]
+        self.oracles.append(EnumerableOracle(self.joint.sum(0), mask_id=mask_id))
+        self.vocab_size, self.length = self.oracles[0].vocab_size, self.oracles[0].length
+        self.mask_id = self.oracles[0].mask_id
+
+    def __call__(
+        self, z_t: Tokens, t: Times, label: Int[Tensor, "batch"]
+    ) -> Float[Tensor, "batch length vocab"]:
+        r"""$\log p(x_\ell \mid \text{unmasked tokens of } z_t, y)$, `(B, L, V)`."""
+        out = torch.empty(*z_t.shape, self.vocab_size, device=z_t.device)
+        for y in label.unique().tolist():
+            rows = label == y
+            out[rows] = self.oracles[y](z_t[rows], t[rows])
+        return out
+
+    def classifier(self) -> "EnumerableClassifier":
+        r"""The exact noisy classifier $p(c \mid z_t)$ of the same joint."""
+        return EnumerableClassifier(self.joint, mask_id=self.mask_id)
+
+
+class EnumerableClassifier:
+    r"""The exact noisy-sequence classifier $p(c \mid z_t)$ of an enumerable $p(c, x)$.
+
+    $$
+    p(c \mid z_t) \propto \sum_x p(c, x) \prod_\ell
+    \big([z_t^\ell = x^\ell] + [z_t^\ell = m]\big).
+    $$
+
+    For a float input (one-hot rows $h^\ell$) the indicator product becomes
+    the multilinear $\prod_\ell (h^\ell_{x^\ell} + h^\ell_m)$, which equals it on
+    one-hot inputs and is differentiable, so first-order guidance can use it.
+    Sequences whose revealed tokens have zero probability get the prior $p(c)$.
+
+    Args:
+        joint: $p(c, x)$, shape `(C,) + (V,) * L`.
+        mask_id: The mask id; defaults to $V$.
+        chunk_size: Sequences scored per batch (bounds memory).
+    """
+
+    time_conditioned = False
+
+    def __init__(self, joint: Tensor, *, mask_id: int | None = None, chunk_size: int = 4096):
+        _check_joint(joint)
+        self.num_classes, self.vocab_size = joint.shape[0], joint.shape[1]
+        self.length = joint.dim() - 1
+        self.mask_id = self.vocab_size if mask_id is None else mask_id
+        self.chunk_size = chunk_size
+        joint = joint.double() / joint.double().sum()
+        self.table = joint.reshape(self.num_classes, -1).T.contiguous()  # (K, C)
+        self.sequences = _all_sequences(self.vocab_size, self.length)
+
+    def __call__(self, z_t: Tensor, t: Times) -> Float[Tensor, "batch classes"]:
+        r"""$\log p(c \mid z_t)$ `(B, C)`, from ids `(B, L)` or one-hot `(B, L, V+1)`."""
+        score = self._score_one_hot if z_t.is_floating_point() else self._score_ids
+        size = self.chunk_size
+        parts = [score(z_t[i : i + size]) for i in range(0, z_t.shape[0], size)]
+        return torch.cat(parts).float()
+
+    def _score_ids(self, z: Tensor) -> Tensor:
+        return self._normalise(_consistent(z, self.sequences, self.mask_id).double())
+
+    def _score_one_hot(self, h: Tensor) -> Tensor:
+        h = h.double()
+        seq = self.sequences.to(h.device)
+        positions = torch.arange(self.length, device=h.device)
+        agrees = h[:, positions, seq] + h[:, :, self.mask_id].unsqueeze(1)  # (B, K, L)
+        return self._normalise(agrees.prod(-1))
+
+    def _normalise(self, weights: Tensor) -> Tensor:
+        r"""$\log p(c \mid z)$ from the consistency weights `(B, K)` of the sequences."""
+        table = self.table.to(weights.device)
+        mass = weights @ table  # (B, C)
+        empty = mass.detach().sum(-1, keepdim=True) <= 0
+        mass = torch.where(empty, table.sum(0).expand_as(mass), mass)
+        return (mass / mass.sum(-1, keepdim=True)).log()
+
+
+def _check_joint(joint: Tensor) -> None:
+    if joint.dim() < 2 or len(set(joint.shape[1:])) != 1:
+        raise ValueError(f"`joint` must have shape (C,) + (V,) * L; got {tuple(joint.shape)}")
+    if joint.shape[0] < 1 or bool((joint < 0).any()) or not bool(joint.sum() > 0):
+        raise ValueError("`joint` must be non-negative with positive total mass")

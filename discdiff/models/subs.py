@@ -8,20 +8,23 @@ From a backbone's logits, SUBS makes a distribution over data tokens that
    autocast),
 3. carries over unmasked tokens: at a position with $z_t^\ell \ne m$ it is the
    one-hot of $z_t^\ell$, so those positions add nothing to the loss.
+
+`ConditionalSUBS` is the same over a label-conditioned backbone,
+$x_\theta(z_t \mid y)$, the model that classifier-free guidance wraps.
 """
 
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from discdiff._checks import validation_enabled
 from discdiff.processes import MaskingProcess
 from discdiff.typing import Times, Tokens
 
-__all__ = ["SUBS", "subs_log_probs"]
+__all__ = ["SUBS", "ConditionalSUBS", "subs_log_probs"]
 
 NEG = -1e6
 """Log-probability of the tokens a carried-over position cannot take (finite in float32)."""
@@ -120,3 +123,57 @@ class SUBS(nn.Module):
         return subs_log_probs(
             logits, z_t, vocab_size=self.process.vocab_size, mask_id=self.process.mask_id
         )
+
+
+class ConditionalSUBS(SUBS):
+    r"""SUBS over a label-conditioned backbone: a `ConditionalDenoiser`.
+
+    $\log x_\theta(z_t \mid y)$ with SUBS's guarantees (no mass on the mask,
+    normalised, unmasked tokens carried over) for labels $y \in \{0..C\}$,
+    $C$ being the null label. Called without a label it is the unconditional
+    $x_\theta(z_t \mid \varnothing)$, so the trainer's validation NELBO and
+    plain samplers work on it as they are.
+
+    Args:
+        backbone: A `DiT` whose config has `num_classes > 0` (any module
+            called as `backbone(z_t, sigma, padding_mask=..., label=...)`
+            with `backbone.config.num_classes`).
+        process: Supplies $V$, the mask id and $\alpha_t$.
+        time_conditioning: As for `SUBS`.
+
+    Raises:
+        ValueError: If the backbone is not label-conditioned.
+
+    Example:
+        >>> from discdiff import DiT, DiTConfig, MaskingProcess
+        >>> net = DiT(DiTConfig.micro(vocab_size=5, num_classes=3))
+        >>> denoiser = ConditionalSUBS(net, MaskingProcess(vocab_size=4))
+        >>> denoiser(torch.full((2, 6), 4), torch.ones(2), torch.tensor([0, 3])).shape
+        torch.Size([2, 6, 4])
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        process: MaskingProcess,
+        *,
+        time_conditioning: bool | None = None,
+    ) -> None:
+        super().__init__(backbone, process, time_conditioning=time_conditioning)
+        classes = int(getattr(getattr(backbone, "config", None), "num_classes", 0))
+        if classes < 1:
+            raise ValueError(
+                "`backbone` is not label-conditioned: its `config.num_classes` must be "
+                f"at least 1; got {classes}"
+            )
+        self.num_classes = classes
+
+    def forward(
+        self,
+        z_t: Tokens,
+        t: Times,
+        label: Int[Tensor, "batch"] | None = None,
+        padding_mask: Tensor | None = None,
+    ) -> Float[Tensor, "batch length vocab"]:
+        r"""$\log x_\theta(z_t \mid y)$, `(B, L, V)`; `label=None` is the null label."""
+        return self._log_probs(z_t, t, padding_mask=padding_mask, label=label)

@@ -1,6 +1,12 @@
 """Sampling: the ancestral sampler and confidence-ordered decoders."""
 
-from discdiff.sampling.ancestral import AncestralSampler, SampleResult, Strategy, shape_probs
+from discdiff.sampling.ancestral import (
+    AncestralSampler,
+    Nucleus,
+    SampleResult,
+    Strategy,
+    shape_probs,
+)
 from discdiff.sampling.decoders import (
     ConfidenceDecoder,
     EntropyDecoder,
@@ -14,6 +20,7 @@ __all__ = [
     "EntropyDecoder",
     "MarginDecoder",
     "MaskGITDecoder",
+    "Nucleus",
     "SampleResult",
     "Strategy",
     "shape_probs",

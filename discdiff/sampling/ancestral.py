@@ -10,7 +10,7 @@ DFM) or a `ConfidenceDecoder`. The sampler never looks at which one it has.
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -23,7 +23,10 @@ from discdiff.processes import MaskingProcess
 from discdiff.rng import RandomSource, SequenceGenerator
 from discdiff.typing import Confidence, Probs, Times, Tokens
 
-__all__ = ["AncestralSampler", "SampleResult", "Strategy", "shape_probs"]
+__all__ = ["AncestralSampler", "Nucleus", "SampleResult", "Strategy", "shape_probs"]
+
+Nucleus = Literal["standard", "remdm"]
+"""The nucleus rules: `"standard"` (textbook / Hugging Face) and `"remdm"` (ReMDM's code)."""
 
 
 @runtime_checkable
@@ -123,21 +126,38 @@ def shape_probs(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    nucleus: Nucleus = "standard",
 ) -> Float[Tensor, "batch length vocab"]:
     r"""Turn denoiser logits into the $x_\theta$ a step samples from.
 
     Temperature divides the logits; top-k keeps the $k$ most likely tokens;
-    nucleus (top-p) keeps the smallest set whose probability reaches $p$ (the
-    token that crosses $p$ included). The result is renormalised.
+    nucleus (top-p) keeps a prefix of the tokens sorted by probability,
+    $p_{(1)} \ge p_{(2)} \ge \dots$, with cumulative masses
+    $c_j = \sum_{i \le j} p_{(i)}$, and renormalises:
+
+    - `"standard"` (textbook, Hugging Face): the smallest prefix whose mass
+      reaches $p$, i.e. token $j$ is kept iff $c_{j-1} < p$ (the token that
+      crosses $p$ is kept);
+    - `"remdm"` (ReMDM's code, used for the paper's numbers): token $j$ is kept
+      iff $c_j \le p$, and the top token always.
+
+    For $(0.85, 0.10, 0.05)$ at $p = 0.9$ the first gives $(0.895, 0.105, 0)$,
+    the second $(1, 0, 0)$.
 
     Args:
         logits: `(B, L, V)` unnormalised log-probabilities.
         temperature: Positive temperature.
         top_k: Keep this many tokens, or all when `None`.
         top_p: Nucleus mass in $(0, 1]$, or no nucleus when `None`.
+        nucleus: Which nucleus rule `top_p` applies.
 
     Returns:
         Probabilities `(B, L, V)` in float32.
+
+    Example:
+        >>> logits = torch.tensor([[[0.85, 0.10, 0.05]]]).log()
+        >>> shape_probs(logits, top_p=0.9, nucleus="remdm")
+        tensor([[[1., 0., 0.]]])
     """
     logits = logits.float()
     if temperature != 1.0:
@@ -147,19 +167,26 @@ def shape_probs(
         logits = logits.masked_fill(logits < kth, -torch.inf)
     probs = logits.softmax(-1)
     if top_p is not None and top_p < 1.0:
-        _nucleus_(probs.view(-1, probs.shape[-1]), top_p)
+        _nucleus_(probs.view(-1, probs.shape[-1]), top_p, nucleus)
     return probs
 
 
-def _nucleus_(rows: Tensor, top_p: float, chunks: int = 8) -> None:
+def _nucleus_(rows: Tensor, top_p: float, nucleus: Nucleus, chunks: int = 8) -> None:
     """Nucleus in place on `(N, V)` rows, a chunk of rows at a time (bounded memory)."""
+    if nucleus not in ("standard", "remdm"):
+        raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {nucleus!r}")
     step = max(1, -(-rows.shape[0] // chunks))
     for start in range(0, rows.shape[0], step):
         chunk = rows[start : start + step]
         sorted_probs, order = chunk.sort(-1, descending=True)
-        before = sorted_probs.cumsum(-1).sub_(sorted_probs)  # mass of the more likely tokens
-        sorted_probs.masked_fill_(before >= top_p, 0.0)
-        del before
+        mass = sorted_probs.cumsum(-1)
+        if nucleus == "standard":
+            drop = mass.sub_(sorted_probs) >= top_p  # mass of the more likely tokens reaches p
+        else:
+            drop = mass > top_p
+            drop[:, 0] = False  # the top token is always kept
+        sorted_probs.masked_fill_(drop, 0.0)
+        del mass, drop
         chunk.scatter_(-1, order, sorted_probs)
         chunk.div_(chunk.sum(-1, keepdim=True))
 
@@ -175,6 +202,8 @@ class AncestralSampler:
         temperature: Temperature applied to the denoiser's logits.
         top_k: Keep the `top_k` most likely tokens of $x_\theta$; off by default.
         top_p: Nucleus sampling mass; off by default (ReMDM's papers use 0.9).
+        nucleus: The nucleus rule (see `shape_probs`): `"standard"` (default) or
+            `"remdm"`, the rule of ReMDM's code and the paper's numbers.
         float64: Draw categoricals in float64 (default). float32 silently
             drops the tail of large vocabularies and lowers sample entropy.
         noise_removal: Finish with one step that fills every remaining mask
@@ -183,7 +212,8 @@ class AncestralSampler:
             time-conditioned (the loop's only host synchronisation, and only
             then).
         t_min: Last time of the grid before noise removal.
-        progress: Show a progress bar (off by default; the CLI turns it on).
+        progress: Show a progress bar with the throughput in generated tokens
+            per second (off by default; the CLI turns it on).
 
     Example:
         >>> from discdiff import MaskingPosterior, MaskingProcess
@@ -203,6 +233,7 @@ class AncestralSampler:
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
+        nucleus: Nucleus = "standard",
         float64: bool = True,
         noise_removal: bool = True,
         cache: bool = True,
@@ -217,10 +248,13 @@ class AncestralSampler:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}")
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
+        if nucleus not in ("standard", "remdm"):
+            raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {nucleus!r}")
         self.process = process
         self.posterior = posterior
         self.steps = steps
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.nucleus = nucleus
         self.dtype = torch.float64 if float64 else torch.float32
         self.noise_removal = noise_removal
         self.cache = cache
@@ -230,7 +264,11 @@ class AncestralSampler:
 
     def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
         return shape_probs(
-            denoiser(z, t), temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+            denoiser(z, t),
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            nucleus=self.nucleus,
         )
 
     def _given(
@@ -434,6 +472,30 @@ class AncestralSampler:
         )
 
 
+def _decode_confidence(
+    psi: Confidence, x: Probs, z_s: Tokens, was_masked: Tensor, is_masked: Tensor
+) -> Confidence:
+    r"""The decode confidences $\psi$ after a step $z_t \to z_s$.
+
+    A token decoded in this step gets the probability $x_\theta$ gave it; a
+    masked position gets $+\infty$ (weight 0 in confidence-based remasking);
+    every other position keeps its $\psi$.
+
+    Args:
+        psi: Confidences before the step `(B, L)`.
+        x: $x_\theta(z_t)$ the step drew from `(B, L, V)`.
+        z_s: Tokens after the step `(B, L)`.
+        was_masked: Where $z_t$ was masked `(B, L)`.
+        is_masked: Where $z_s$ is masked `(B, L)`.
+
+    Returns:
+        The new confidences `(B, L)`, float64.
+    """
+    picked = x.gather(-1, z_s.clamp_max(x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+    psi = torch.where(was_masked & ~is_masked, picked.double(), psi)
+    return torch.where(is_masked, torch.inf, psi)
+
+
 class _Run:
     """The state of one `sample` call: counters, cache and optional records."""
 
@@ -489,7 +551,10 @@ class _Run:
         batch = z.shape[0]
         self.record(z, active, None)
         x = None
-        for i in tqdm(range(len(grid) - 1), disable=not sampler.progress, desc="sampling"):
+        bar = tqdm(range(len(grid) - 1), disable=not sampler.progress, desc="sampling", unit="step")
+        # Throughput: the tokens this grid generates, spread over its steps (one sync, if shown).
+        per_step = int(active.sum()) / max(1, len(grid) - 1) if sampler.progress else 0.0
+        for i in bar:
             t, s = grid[i].expand(batch), grid[i + 1].expand(batch)
             if x is None:
                 x = self.x_theta(z, grid[i])
@@ -507,12 +572,12 @@ class _Run:
             self.checked = True
             z_s = torch.where(active, z_s, frozen)
             was_masked, is_masked = process.is_masked(z), process.is_masked(z_s)
-            decoded = was_masked & ~is_masked
-            picked = x.gather(-1, z_s.clamp_max(x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
-            psi = torch.where(decoded, picked.double(), psi)
-            psi = torch.where(is_masked, torch.inf, psi)
+            psi = _decode_confidence(psi, x, z_s, was_masked, is_masked)
             self.steps += 1
             self.record(z_s, active, ~was_masked & is_masked)
+            if sampler.progress:
+                rate = (i + 1) * per_step / max(bar.format_dict["elapsed"], 1e-9)
+                bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
             changed = (z_s != z).any(-1)
             self.stale |= changed
             keep = self.use_cache and not bool(changed.any())

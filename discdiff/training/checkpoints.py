@@ -14,6 +14,7 @@ checkpoint that a restart could read.
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from discdiff._io import atomic_write
+from discdiff._io import CorruptFileError, atomic_write
 
 __all__ = ["CheckpointStore"]
 
@@ -91,14 +92,35 @@ class CheckpointStore:
         return numbered[-1] if numbered else None
 
     def load_latest(self) -> tuple[dict[str, Tensor], dict[str, Tensor] | None, dict] | None:
-        """Weights, EMA weights (or `None`) and state of the newest checkpoint."""
+        """Weights, EMA weights (or `None`) and state of the newest checkpoint.
+
+        Raises:
+            CorruptFileError: If a file of it is damaged, naming the file (the
+                checkpoint is left as it is).
+        """
         path = self.latest()
         if path is None:
             return None
-        weights = load_file(path / "model.safetensors")
-        ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        weights = _read(path / "model.safetensors", "safetensors file", load_file)
+        ema = None
+        if (path / "ema.safetensors").is_file():
+            ema = _read(path / "ema.safetensors", "safetensors file", load_file)
+        state = _read(
+            path / "state.pt",
+            "training state (torch.save)",
+            lambda file: torch.load(file, map_location="cpu", weights_only=True),
+        )
         return weights, ema, state
+
+
+def _read(path: Path, what: str, read: Callable[[Path], Any]) -> Any:
+    """`read(path)`, with any failure to parse it reported as a `CorruptFileError`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} is missing")
+    try:
+        return read(path)
+    except Exception as error:  # readers raise many kinds; all mean "damaged file"
+        raise CorruptFileError(path, what, error) from None
 
 
 def _plain(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from discdiff.data.sources import BatchSource
+from discdiff.data.sources import BatchSource, Padded
 from discdiff.objectives import Bound, ContinuousNELBO, Objective, held_out_bound
 from discdiff.processes import MaskingProcess
 from discdiff.provenance import environment
@@ -133,11 +133,13 @@ class Trainer:
         process: The forward process.
         model: The denoiser, an `nn.Module` called as `model(z_t, t)`.
         data: Training batches (`BatchSource`); batches may be `(x, *side)`
-            tuples, e.g. `(tokens, labels)`, whose side tensors go to the objective.
+            tuples, e.g. `(tokens, labels)`, whose side tensors go to the objective,
+            or `Padded(tokens, padding_mask)`: the loss is then averaged over the
+            real tokens only.
         config: The settings.
         objective: Per-sequence loss; the continuous-time NELBO by default.
-        validation: Fixed validation sequences `(N, L)`, evaluated with the
-            continuous NELBO (EMA weights when enabled).
+        validation: Fixed validation sequences `(N, L)`, or `Padded` ones,
+            evaluated with the continuous NELBO (EMA weights when enabled).
         run_dir: Where checkpoints go (`run_dir/checkpoints`); none if `None`.
         on_eval: Called with each validation record (step, nats/token…) and
             the wall-clock `minutes` since `fit` started.
@@ -151,7 +153,7 @@ class Trainer:
         config: TrainConfig,
         *,
         objective: Objective | None = None,
-        validation: Tensor | None = None,
+        validation: Tensor | Padded | None = None,
         run_dir: str | os.PathLike | None = None,
         on_eval: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
@@ -235,12 +237,17 @@ class Trainer:
         """One optimiser step on global batch `self.step`; returns its loss in nats/token."""
         config, dist = self.config, self.dist
         batch = self.data.batch(self.step, config.batch_size)
+        padding_mask = None
+        if isinstance(batch, Padded):
+            batch, padding_mask = batch
         x, *side = (batch,) if isinstance(batch, Tensor) else batch
         noise = self.objective.noise(self.process, x, self._step_generator(self.step))
         noise = (*side, *noise)
+        # the global batch's real tokens: padding counts neither in the loss nor here
+        tokens = x.numel() if padding_mask is None else int(padding_mask.sum())
         rank_slice = dist.shard(config.batch_size)
         x, noise = x[rank_slice], [n[rank_slice] for n in noise]
-        tokens = config.batch_size * x.shape[1]
+        masks = {} if padding_mask is None else {"padding_mask": padding_mask[rank_slice]}
         micro = x.shape[0] // config.accumulate
         total = torch.zeros((), device=self.device)
         for m in range(config.accumulate):
@@ -252,6 +259,7 @@ class Trainer:
                     self.wrapped,
                     x[part].to(self.device),
                     *(n[part].to(self.device) for n in noise),
+                    **{k: v[part].to(self.device) for k, v in masks.items()},
                 )
                 loss = losses.sum() / tokens * dist.world_size
             loss.backward()
@@ -279,11 +287,16 @@ class Trainer:
         if self.validation is None:
             raise ValueError("no `validation` data was given")
         self.model.eval()
+        data, padding_mask = (
+            self.validation if isinstance(self.validation, Padded) else (self.validation, None)
+        )
+        rows = slice(self.config.eval_sequences)
         with self.ema_weights():
             bound = held_out_bound(
                 self.process,
                 self.model,
-                self.validation[: self.config.eval_sequences],
+                data[rows],
+                padding_mask=None if padding_mask is None else padding_mask[rows],
                 batch_size=batch_size,
                 device=self.device,
                 autocast=self._autocast,

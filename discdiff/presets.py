@@ -1,0 +1,139 @@
+r"""Presets: the ReMDM paper's sampler settings and this library's study settings, in one place.
+
+The paper (Wang et al. 2025, OpenWebText, $L = 1024$) samples with nucleus
+$p = 0.9$ under the rule of its code (keep the tokens whose cumulative mass is
+at most $p$, and always the top one: `nucleus="remdm"`) and tunes each
+remasking schedule $\sigma_t$ separately:
+
+- ReMDM-cap, $\sigma_t = \min\{\eta, \sigma_t^{\max}\}$: $\eta = 0.008$ at
+  $T = L$ (the $T = 1024$ scripts), $\eta = 0.04$ for $T < L$;
+- ReMDM-rescale, $\sigma_t = \eta\,\sigma_t^{\max}$: $\eta = 0.015$;
+- ReMDM-loop: $t_{\mathrm{on}} = 0.55$, $t_{\mathrm{off}} = 0.05$,
+  $\alpha_{\mathrm{on}} = 0.9$, $\eta = 0.02$.
+
+`PAPER` holds those numbers; the remasking schedules take their defaults
+from it. `STUDY` holds what the library's own studies run (`discdiff
+quickstart`, `discdiff scale`, the digits guidance study): its strategies in
+the config form of `run.yaml` (`{name: cap, eta: 0.02}`), which
+`discdiff.config.build_strategy` turns into objects, the strategies also run
+with the exact ("perfect") denoiser, and the step counts. The studies sweep
+$T$ from $L/4$ to $4L$ with one cap $\eta = 0.02$, between the paper's
+values for $T < L$ and $T = L$.
+
+This module holds numbers and names only (it imports nothing from
+discdiff), so every layer can read it.
+
+Example:
+    >>> PAPER.cap_eta_for(steps=256, length=1024), PAPER.cap_eta_for(steps=1024, length=1024)
+    (0.04, 0.008)
+    >>> STUDY.strategies()["ReMDM-cap"]
+    {'name': 'cap', 'eta': 0.02}
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PAPER", "STUDY", "PaperSettings", "StudySettings"]
+
+
+@dataclass(frozen=True)
+class PaperSettings:
+    r"""The ReMDM paper's sampler settings (OpenWebText, $L = 1024$).
+
+    Attributes:
+        top_p: Nucleus mass $p$ of every sample in the paper's tables.
+        nucleus: The nucleus rule of its code (`discdiff.shape_probs`).
+        cap_eta: ReMDM-cap's $\eta$ at $T \ge L$ (the $T = 1024$ scripts).
+        cap_eta_few_steps: ReMDM-cap's $\eta$ for $T < L$.
+        rescale_eta: ReMDM-rescale's $\eta$.
+        loop_t_on: ReMDM-loop's $t_{\mathrm{on}}$, where the loop starts.
+        loop_t_off: ReMDM-loop's $t_{\mathrm{off}}$, where it ends.
+        loop_alpha_on: ReMDM-loop's $\alpha_{\mathrm{on}}$, held during the loop.
+        loop_eta: ReMDM-loop's remasking probability $\eta$ in the loop.
+    """
+
+    top_p: float = 0.9
+    nucleus: str = "remdm"
+    cap_eta: float = 0.008
+    cap_eta_few_steps: float = 0.04
+    rescale_eta: float = 0.015
+    loop_t_on: float = 0.55
+    loop_t_off: float = 0.05
+    loop_alpha_on: float = 0.9
+    loop_eta: float = 0.02
+
+    def cap_eta_for(self, steps: int, length: int) -> float:
+        r"""ReMDM-cap's $\eta$ for $T$ = `steps` at $L$ = `length`: 0.04 if $T < L$, else 0.008."""
+        return self.cap_eta_few_steps if steps < length else self.cap_eta
+
+    def loop(self) -> dict[str, Any]:
+        """ReMDM-loop's settings in config form, `{name: loop, t_on: ..., ...}`."""
+        return {
+            "name": "loop",
+            "t_on": self.loop_t_on,
+            "t_off": self.loop_t_off,
+            "alpha_on": self.loop_alpha_on,
+            "eta": self.loop_eta,
+        }
+
+
+PAPER = PaperSettings()
+"""The paper's settings."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    r"""What the library's studies run.
+
+    Attributes:
+        cap_eta: The cap $\eta$ of the studies (one value for every $T$).
+        scale_steps: `discdiff scale`'s step counts $T$.
+        quickstart_perfect: Strategies `discdiff quickstart` also runs with
+            the exact denoiser.
+        scale_perfect: Strategies `discdiff scale` also runs with the exact
+            denoiser.
+    """
+
+    cap_eta: float = 0.02
+    scale_steps: tuple[int, ...] = (8, 16, 64, 256, 512)
+    quickstart_perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop")
+    scale_perfect: tuple[str, ...] = (
+        "MDLM",
+        "ReMDM-cap",
+        "ReMDM-loop",
+        "forward-backward",
+        "DFM",
+    )
+
+    def strategies(self, full: bool = False) -> dict[str, dict[str, Any]]:
+        """The studies' samplers, named, in config form (a fresh dict on every call).
+
+        Args:
+            full: Add ReMDM-rescale, ReMDM-conf and entropy ordering.
+
+        Returns:
+            `{display name: {name: ..., **arguments}}`.
+        """
+        chosen: dict[str, dict[str, Any]] = {
+            "MDLM": {"name": "mdlm"},
+            "ReMDM-cap": {"name": "cap", "eta": self.cap_eta},
+            "ReMDM-loop": PAPER.loop(),
+            "forward-backward": {"name": "forward-backward"},
+            "DFM": {"name": "dfm"},
+            "MaskGIT": {"name": "maskgit"},
+        }
+        if full:
+            chosen |= {
+                "ReMDM-rescale": {"name": "rescale", "eta": PAPER.rescale_eta},
+                "ReMDM-conf": {"name": "conf"},
+                "entropy order": {"name": "entropy"},
+            }
+        return chosen
+
+    def quickstart_steps(self, length: int) -> tuple[int, ...]:
+        """`discdiff quickstart`'s step counts: $T = L/4$, $L$ and $4L$."""
+        return (max(1, length // 4), length, 4 * length)
+
+
+STUDY = StudySettings()
+"""The studies' settings."""
