@@ -59,6 +59,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         out,
+        language=run.config.data.language,
         process=run.process,
         length=length,
         samples=args.samples,
@@ -141,6 +142,7 @@ def _scale(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
+        language=run.config.data.language,
         process=run.process,
         length=length,
         samples=args.samples,
