@@ -62,6 +62,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         out,
+        language=run.config.data.language,
         process=run.process,
         length=length,
         samples=args.samples,
@@ -145,6 +146,7 @@ def _scale(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
+        language=run.config.data.language,
         process=run.process,
         length=length,
         samples=args.samples,

@@ -327,3 +327,17 @@ def test_sampling_shows_its_throughput(tmp_path, monkeypatch, capsys):
     assert "tok/s" in captured.err and "step" in captured.err  # the progress bar
     metrics = json.loads(captured.out.splitlines()[0])
     assert metrics["tokens_per_second"] == pytest.approx(2 * 64 / metrics["seconds"])
+
+
+def test_a_run_on_another_language_is_scored_with_that_language(tmp_path):
+    from discdiff.data import HMMLanguage
+
+    run = tmp_path / "hmm-run"
+    language = ["data.language={name: hmm, states: 4, vocab_size: 8, support: 3}"]
+    assert main(["train", "--config", "synthetic", "--out", str(run), *TINY_RUN, *language]) == 0
+    argv = ["scale", "--run", str(run), "--out", str(tmp_path / "study"), "--samples", "4"]
+    assert main([*argv, "--seeds", "1", "--steps", "2"]) == 0
+    rows = json.loads((tmp_path / "study" / "study.json").read_text())
+    hmm = HMMLanguage(states=4, vocab_size=8, support=3)
+    entropy = float(hmm.entropy(16))
+    assert all(r["nll_gap"] == pytest.approx(r["exact_nll"] - entropy) for r in rows)
