@@ -1,8 +1,9 @@
 r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval` and `scale`.
 
 `discdiff quickstart` is the main job: a reduced inference-time scaling study
-on the built-in synthetic language, with the small checkpoint shipped in the
-package (or one trained on the spot with `--from-scratch`). It samples with
+on the default benchmark language (a hidden Markov model with exact
+likelihoods), with the small checkpoint shipped in the package (or one trained
+on the spot with `--from-scratch`). It samples with
 MDLM, ReMDM (cap, loop), forward-backward, DFM and MaskGIT at
 T = L/4, L and 4L, scores every sample by its exact likelihood, prints the
 table and writes `study.csv`, `study.json` and `study.png`.
@@ -54,9 +55,9 @@ OVERRIDES_HELP = (
 def _quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.from_scratch:
-        recipe = load_config("synthetic", ["train.steps=null", f"train.max_minutes={args.minutes}"])
-        train_run(recipe, out / "train")
-    run = load_run(out / "train" if args.from_scratch else "synthetic")
+        overrides = ["train.steps=null", f"train.max_minutes={args.minutes}"]
+        train_run(load_config(STUDY.quickstart_run, overrides), out / "train")
+    run = load_run(out / "train" if args.from_scratch else STUDY.quickstart_run)
     length = run.config.data.length
     start = time.perf_counter()
     rows, reference = run_synthetic_study(

@@ -92,9 +92,12 @@ class StudySettings:
             the exact denoiser.
         scale_perfect: Strategies `discdiff scale` also runs with the exact
             denoiser.
+        quickstart_run: The built-in run `discdiff quickstart` samples from
+            (`hmm`: the default benchmark language, see `discdiff.data.HMMLanguage`).
     """
 
     cap_eta: float = 0.02
+    quickstart_run: str = "hmm"
     scale_steps: tuple[int, ...] = (8, 16, 64, 256, 512)
     quickstart_perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop")
     scale_perfect: tuple[str, ...] = (

@@ -68,7 +68,7 @@ __all__ = [
     "train_run",
 ]
 
-BUILTIN_RUNS: dict[str, Path] = {"synthetic": ASSET}
+BUILTIN_RUNS: dict[str, Path] = {"synthetic": ASSET, "hmm": ASSET.parent / "hmm"}
 """Runs shipped with the package: their `run.yaml` and EMA weights."""
 
 _FIXED_SECTIONS = ("data", "model", "process")

@@ -33,10 +33,9 @@ from torch import Tensor
 from discdiff.data.synthetic import (
     EntropyEstimate,
     ExactLanguage,
-    LanguageDenoiser,
     _check_ids,
     _dirichlet,
-    _entropy_of,
+    _sparse_row,
     _structured,
     monte_carlo_entropy,
 )
@@ -98,16 +97,14 @@ class PCFGLanguage(ExactLanguage):
             raise ValueError(f"`support` must lie in [1, vocab_size={vocab_size}]; got {support}")
         if not 0.0 <= floor < 1.0:
             raise ValueError(f"`floor` must lie in [0, 1); got {floor}")
-        rule = torch.zeros(nonterminals, symbols * symbols, dtype=torch.float64)
-        emission = torch.zeros(preterminals, vocab_size, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
             torch.manual_seed(seed)
-            for a in range(nonterminals):
-                children = torch.randperm(symbols * symbols)[:rules]
-                rule[a, children] = _dirichlet(concentration, rules)
-            for p in range(preterminals):
-                tokens = torch.randperm(vocab_size)[:support]
-                emission[p, tokens] = _dirichlet(concentration, support)
+            rule = torch.stack(
+                [_sparse_row(symbols * symbols, rules, concentration) for _ in range(nonterminals)]
+            )
+            emission = torch.stack(
+                [_sparse_row(vocab_size, support, concentration) for _ in range(preterminals)]
+            )
             root = _dirichlet(1.0, nonterminals)
         self.rule = rule.view(nonterminals, symbols, symbols)
         self.emission = (1.0 - floor) * emission + floor / vocab_size
@@ -222,17 +219,6 @@ class PCFGLanguage(ExactLanguage):
         scores = preterminal @ self.emission
         return scores / scores.sum(-1, keepdim=True)
 
-    def denoiser(self, mask_id: int | None = None) -> LanguageDenoiser:
-        """The exact conditional denoiser of this language (a `Denoiser`).
-
-        Args:
-            mask_id: The mask id it reads; defaults to $V$.
-
-        Returns:
-            A `LanguageDenoiser`.
-        """
-        return LanguageDenoiser(self, self.vocab_size if mask_id is None else mask_id)
-
     # -- summaries --------------------------------------------------------------------------
 
     def unigram(self, length: int) -> Float[Tensor, "vocab"]:
@@ -247,17 +233,6 @@ class PCFGLanguage(ExactLanguage):
         masked = torch.full((1, length), self.vocab_size, dtype=torch.long)
         return self.conditionals(masked, self.vocab_size)[0].mean(0)
 
-    def unigram_cross_entropy(self, length: int) -> float:
-        r"""$H(\bar u)$: the per-token loss of the best position-free unigram model.
-
-        Args:
-            length: $L$.
-
-        Returns:
-            Nats per token.
-        """
-        return _entropy_of(self.unigram(length))
-
     def entropy(self, length: int, *, samples: int = 4096, seed: int = 0) -> EntropyEstimate:
         r"""$H(X \mid L) / L$ in nats per token, by Monte Carlo with exact log-probabilities.
 
@@ -270,23 +245,6 @@ class PCFGLanguage(ExactLanguage):
             An `EntropyEstimate` (a float with `.stderr`).
         """
         return monte_carlo_entropy(self, length, samples=samples, seed=seed)
-
-    def summary(self, length: int) -> dict[str, float]:
-        """Entropy (with its standard error), unigram cross-entropy and their gap, per token.
-
-        Args:
-            length: $L$.
-
-        Returns:
-            `{"entropy", "entropy_stderr", "unigram", "gap"}`.
-        """
-        entropy, unigram = self.entropy(length), self.unigram_cross_entropy(length)
-        return {
-            "entropy": float(entropy),
-            "entropy_stderr": entropy.stderr,
-            "unigram": unigram,
-            "gap": unigram - entropy,
-        }
 
     # -- sampling ---------------------------------------------------------------------------
 

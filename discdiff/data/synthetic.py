@@ -60,6 +60,18 @@ def _dirichlet(concentration: float, size: int) -> Tensor:
     return gamma / gamma.sum()
 
 
+def _sparse_row(width: int, support: int, concentration: float) -> Tensor:
+    """A distribution over `width` outcomes on `support` random ones, Dirichlet weights.
+
+    Draws the support, then the weights, from the global RNG (the caller forks
+    and seeds it).
+    """
+    row = torch.zeros(width, dtype=torch.float64)
+    chosen = torch.randperm(width)[:support]
+    row[chosen] = _dirichlet(concentration, support)
+    return row
+
+
 class EntropyEstimate(float):
     """An entropy in nats per token; `stderr` is 0 when it is exact.
 
@@ -87,6 +99,50 @@ class ExactLanguage:
     equal (and hash alike), and its arguments are its attributes, so run
     configs can name one as `{name: hmm, states: 16, ...}`.
     """
+
+    def unigram_cross_entropy(self, length: int) -> float:
+        r"""$H(\bar u)$: the per-token loss of the best position-free unigram model.
+
+        $\bar u$ is the language's `unigram(length)`, the token distribution
+        pooled over positions $1..L$.
+
+        Args:
+            length: $L$.
+
+        Returns:
+            Nats per token.
+        """
+        u = self.unigram(length)
+        return float(-(u * u.clamp_min(_LOG_ZERO).log()).sum())
+
+    def summary(self, length: int) -> dict[str, float]:
+        """Entropy (with its standard error), unigram cross-entropy and their gap, per token.
+
+        Args:
+            length: $L$.
+
+        Returns:
+            `{"entropy", "entropy_stderr", "unigram", "gap", "entropy_bits"}`.
+        """
+        entropy, unigram = self.entropy(length), self.unigram_cross_entropy(length)
+        return {
+            "entropy": float(entropy),
+            "entropy_stderr": entropy.stderr,
+            "unigram": unigram,
+            "gap": unigram - entropy,
+            "entropy_bits": entropy / math.log(2),
+        }
+
+    def denoiser(self, mask_id: int | None = None) -> "LanguageDenoiser":
+        """The exact conditional denoiser of this language (a `Denoiser`).
+
+        Args:
+            mask_id: The mask id it reads; defaults to $V$.
+
+        Returns:
+            A `LanguageDenoiser`.
+        """
+        return LanguageDenoiser(self, self.vocab_size if mask_id is None else mask_id)
 
     def _arguments(self) -> tuple:
         names = inspect.signature(type(self)).parameters
@@ -148,16 +204,14 @@ class HMMLanguage(ExactLanguage):
         self.support, self.successors, self.seed = support, successors, seed
         self.concentration, self.transition_concentration = concentration, transition_concentration
         self.floor = floor
-        emission = torch.zeros(states, vocab_size, dtype=torch.float64)
-        transition = torch.zeros(states, states, dtype=torch.float64)
+        rows = []
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
             torch.manual_seed(seed)
-            for s in range(states):
-                tokens = torch.randperm(vocab_size)[:support]
-                emission[s, tokens] = _dirichlet(concentration, support)
-                targets = torch.randperm(states)[:successors]
-                transition[s, targets] = _dirichlet(transition_concentration, successors)
+            for _ in range(states):
+                rows.append(_sparse_row(vocab_size, support, concentration))
+                rows.append(_sparse_row(states, successors, transition_concentration))
             initial = _dirichlet(1.0, states)
+        emission, transition = torch.stack(rows[::2]), torch.stack(rows[1::2])
         emission = (1.0 - floor) * emission + floor / vocab_size
         self._set_tables(emission[:, :, None] * transition[:, None, :], initial)
 
@@ -234,17 +288,6 @@ class HMMLanguage(ExactLanguage):
         """
         return (self.state_marginals(length) @ self.emission).mean(0)
 
-    def unigram_cross_entropy(self, length: int) -> float:
-        r"""$H(\bar u)$: the per-token loss of the best position-free unigram model.
-
-        Args:
-            length: $L$.
-
-        Returns:
-            Nats per token.
-        """
-        return _entropy_of(self.unigram(length))
-
     def entropy(self, length: int, *, samples: int = 4096, seed: int = 0) -> EntropyEstimate:
         r"""$H(X_{1:L}) / L$ in nats per token: exact when unifilar, else Monte Carlo.
 
@@ -264,24 +307,6 @@ class HMMLanguage(ExactLanguage):
             per_state = -torch.xlogy(self.emission, self.emission).sum(-1)
             return EntropyEstimate(float((self.state_marginals(length) @ per_state).mean()))
         return monte_carlo_entropy(self, length, samples=samples, seed=seed)
-
-    def summary(self, length: int) -> dict[str, float]:
-        """Entropy (with its standard error), unigram cross-entropy and their gap, per token.
-
-        Args:
-            length: $L$.
-
-        Returns:
-            `{"entropy", "entropy_stderr", "unigram", "gap", "entropy_bits"}`.
-        """
-        entropy, unigram = self.entropy(length), self.unigram_cross_entropy(length)
-        return {
-            "entropy": float(entropy),
-            "entropy_stderr": entropy.stderr,
-            "unigram": unigram,
-            "gap": unigram - entropy,
-            "entropy_bits": entropy / math.log(2),
-        }
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -407,17 +432,6 @@ class HMMLanguage(ExactLanguage):
         scores = torch.einsum("bls,svt,blt->blv", forward[:, :-1], self.joint, after[:, 1:])
         return scores / scores.sum(-1, keepdim=True).clamp_min(_LOG_ZERO)
 
-    def denoiser(self, mask_id: int | None = None) -> "LanguageDenoiser":
-        """The exact conditional denoiser of this language (a `Denoiser`).
-
-        Args:
-            mask_id: The mask id it reads; defaults to $V$.
-
-        Returns:
-            A `LanguageDenoiser`.
-        """
-        return LanguageDenoiser(self, self.vocab_size if mask_id is None else mask_id)
-
 
 class SyntheticLanguage(HMMLanguage):
     r"""The built-in language: a seeded *unifilar* HMM (a probabilistic finite automaton).
@@ -457,12 +471,11 @@ class SyntheticLanguage(HMMLanguage):
         _check_sizes(vocab_size, states, support, floor)
         self.support, self.concentration = support, concentration
         self.floor, self.seed = floor, seed
-        emission = torch.zeros(states, vocab_size, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
             torch.manual_seed(seed)
-            for s in range(states):
-                tokens = torch.randperm(vocab_size)[:support]
-                emission[s, tokens] = _dirichlet(concentration, support)
+            emission = torch.stack(
+                [_sparse_row(vocab_size, support, concentration) for _ in range(states)]
+            )
             next_state = torch.randint(states, (states, vocab_size))
         emission = (1.0 - floor) * emission + floor / vocab_size
         joint = torch.zeros(states, vocab_size, states, dtype=torch.float64)
@@ -496,10 +509,6 @@ def monte_carlo_entropy(
     nll = -torch.cat([language.log_prob(x) for x in draws]) / length
     stderr = float(nll.std() / math.sqrt(samples)) if samples > 1 else math.inf
     return EntropyEstimate(float(nll.mean()), stderr)
-
-
-def _entropy_of(p: Tensor) -> float:
-    return float(-(p * p.clamp_min(_LOG_ZERO).log()).sum())
 
 
 def _check_sizes(vocab_size: int, states: int, support: int, floor: float) -> None:
