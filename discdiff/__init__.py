@@ -6,9 +6,12 @@ The objects a user composes are re-exported here::
 
     process = MaskingProcess(schedule=LogLinear(), vocab_size=V)
     posterior = RemaskPosterior(CapSchedule(eta))
+
+or, for uniform-state noise, `UniformProcess(schedule=LogLinear(), vocab_size=V)`
+with `UniformPosterior()`; both are `ForwardProcess`es.
 """
 
-from discdiff.distributions import MaskedCategorical
+from discdiff.distributions import FactorizedCategorical, MaskedCategorical
 from discdiff.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance
 from discdiff.models import (
     SUBS,
@@ -27,7 +30,7 @@ from discdiff.models import (
 )
 from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.remasking import (
     CapSchedule,
     ConfidenceSchedule,
@@ -56,6 +59,7 @@ from discdiff.schedules import (
     NoiseSchedule,
     Polynomial,
 )
+from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "SUBS",
@@ -78,7 +82,9 @@ __all__ = [
     "EnumerableClassifier",
     "EnumerableConditionalOracle",
     "EnumerableOracle",
+    "FactorizedCategorical",
     "ForwardBackward",
+    "ForwardProcess",
     "Geometric",
     "Guidance",
     "HuggingFaceDenoiser",
@@ -100,6 +106,8 @@ __all__ = [
     "RescaleSchedule",
     "SampleResult",
     "SequenceGenerator",
+    "UniformPosterior",
+    "UniformProcess",
     "discrete_nelbo",
     "nelbo",
     "sigma_max",

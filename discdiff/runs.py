@@ -51,7 +51,7 @@ from discdiff.evaluation.synthetic import ASSET, language_metrics
 from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
 from discdiff.objectives import held_out_bound
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.training.trainer import Trainer
@@ -222,7 +222,7 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     saved = out / "alphabet.json"
     data = RunData.from_config(config, _read_json(saved) if saved.is_file() else None)
     process = config.process.build(data.vocab_size)
-    if data.alphabet is not None:
+    if data.alphabet is not None and process.mask_id is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
     with seeded(derive_seed(config.train.seed, "init")):
         dit = DiT(config.model_config(data.vocab_size))
@@ -269,7 +269,7 @@ class Run:
     data: RunData
 
     @property
-    def process(self) -> MaskingProcess:
+    def process(self) -> ForwardProcess:
         """The run's forward process."""
         return self.config.process.build(self.data.vocab_size)
 

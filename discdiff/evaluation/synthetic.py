@@ -140,7 +140,7 @@ def run_synthetic_study(
         progress=progress,
     )
     if perfect:
-        oracle = {"perfect": language.denoiser(process.mask_id)}
+        oracle = {"perfect": language.denoiser(process=process)}
         subset = {name: chosen[name] for name in perfect}
         rows += scaling_study(
             process,

@@ -38,8 +38,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from discdiff.data.sources import BatchSource, Padded
-from discdiff.objectives import Bound, ContinuousNELBO, Objective, held_out_bound
-from discdiff.processes import MaskingProcess
+from discdiff.objectives import (
+    Bound,
+    ConditionalNELBO,
+    ContinuousNELBO,
+    Objective,
+    held_out_bound,
+)
+from discdiff.processes import ForwardProcess
 from discdiff.provenance import environment
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed
@@ -147,7 +153,7 @@ class Trainer:
 
     def __init__(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         model: nn.Module,
         data: BatchSource,
         config: TrainConfig,
@@ -283,7 +289,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 64) -> Bound:
-        """Continuous NELBO of the validation set (fixed noise; EMA weights if any)."""
+        """The objective on the validation set (fixed noise; EMA weights if any).
+
+        The configured objective is evaluated (the continuous NELBO by default);
+        a `ConditionalNELBO` on unlabelled validation data gives its inner,
+        unconditional bound.
+        """
         if self.validation is None:
             raise ValueError("no `validation` data was given")
         self.model.eval()
@@ -291,6 +302,9 @@ class Trainer:
             self.validation if isinstance(self.validation, Padded) else (self.validation, None)
         )
         rows = slice(self.config.eval_sequences)
+        objective = self.objective
+        if isinstance(objective, ConditionalNELBO):  # validation rows carry no labels
+            objective = objective.inner
         with self.ema_weights():
             bound = held_out_bound(
                 self.process,
@@ -300,6 +314,7 @@ class Trainer:
                 batch_size=batch_size,
                 device=self.device,
                 autocast=self._autocast,
+                objective=objective,
             )
         self.model.train()
         return bound
