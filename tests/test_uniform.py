@@ -10,7 +10,7 @@ import torch
 import discdiff as dd
 from discdiff import testing
 from discdiff.config import ConfigError, RunConfig
-from discdiff.data import HMMLanguage, LanguageDenoiser, PCFGLanguage
+from discdiff.data import HMMLanguage, LanguageDenoiser, LanguageSource, PCFGLanguage
 from discdiff.objectives import DiscreteNELBO, held_out_bound, nelbo
 from discdiff.training import TrainConfig, Trainer
 
@@ -240,11 +240,11 @@ def test_the_uniform_sampler_converges_to_the_joint(tiny):
 
 def test_a_dit_samples_uniform_noise_batch_size_independently():
     process = dd.UniformProcess(vocab_size=7)
-    config = dd.DiTConfig.micro(vocab_size=process.num_states, model_length=6)
-    torch.manual_seed(0)
-    denoiser = dd.SUBS(
-        dd.DiT(config.__class__(**{**config.__dict__, "time_conditioning": True})), process
+    config = dd.DiTConfig.micro(
+        vocab_size=process.num_states, model_length=6, time_conditioning=True
     )
+    torch.manual_seed(0)
+    denoiser = dd.SUBS(dd.DiT(config), process)
     sampler = dd.AncestralSampler(process, dd.UniformPosterior(), steps=5)
     one = sampler.sample_batches(denoiser, 6, 6, seed=3, batch_size=6)
     two = sampler.sample_batches(denoiser, 6, 6, seed=3, batch_size=4)
@@ -302,15 +302,11 @@ def test_a_uniform_run_config():
 def test_the_trainer_trains_and_evaluates_uniform_noise_with_its_objective():
     language = HMMLanguage(vocab_size=6, states=3, support=3, successors=2, seed=0)
     process = dd.UniformProcess(vocab_size=6)
-    config = dd.DiTConfig.micro(vocab_size=6, model_length=8)
+    config = dd.DiTConfig.micro(vocab_size=6, model_length=8, time_conditioning=True)
     torch.manual_seed(0)
-    model = dd.SUBS(
-        dd.DiT(config.__class__(**{**config.__dict__, "time_conditioning": True})), process
-    )
+    model = dd.SUBS(dd.DiT(config), process)
     objective = DiscreteNELBO(dd.UniformPosterior(), steps=8)
     validation = language.sample(32, 8, generator=torch.Generator().manual_seed(0))
-    from discdiff.data import LanguageSource
-
     trainer = Trainer(
         process,
         model,
@@ -328,3 +324,10 @@ def test_the_trainer_trains_and_evaluates_uniform_noise_with_its_objective():
     continuous = held_out_bound(process, model, validation, batch_size=16)
     assert bound.nats == pytest.approx(same.nats, rel=1e-5)
     assert bound.nats != pytest.approx(continuous.nats, rel=1e-3)
+
+
+def test_a_time_conditioned_denoiser_is_finite_where_alpha_is_zero():
+    process = dd.UniformProcess(dd.LogLinear(eps=0.0), vocab_size=5)
+    config = dd.DiTConfig.micro(vocab_size=5, model_length=4, time_conditioning=True)
+    out = dd.SUBS(dd.DiT(config), process)(torch.zeros(2, 4, dtype=torch.long), torch.ones(2))
+    assert bool(torch.isfinite(out).all())

@@ -112,7 +112,8 @@ class SUBS(nn.Module):
     def _log_probs(self, z_t: Tokens, t: Times, **backbone_kwargs: Any) -> Tensor:
         r"""Feed $\sigma(t)$ (or zeros) and `backbone_kwargs` to the backbone, then SUBS."""
         if self.time_conditioned:
-            sigma = -torch.log(self.process.schedule.alpha(t)).float()
+            # α_1 = 0 (e.g. LogLinear(eps=0)) would feed σ = inf: cap σ at -log(1e-12)
+            sigma = -torch.log(self.process.schedule.alpha(t).clamp_min(1e-12)).float()
         else:
             sigma = torch.zeros(z_t.shape[0], device=z_t.device)
         return self.process.log_probs(self.backbone(z_t, sigma, **backbone_kwargs), z_t)
