@@ -49,6 +49,7 @@ from discdiff.sampling import (
     MarginDecoder,
     MaskGITDecoder,
     SampleResult,
+    ThresholdDecoder,
 )
 from discdiff.schedules import (
     Cosine,
@@ -106,6 +107,7 @@ __all__ = [
     "RescaleSchedule",
     "SampleResult",
     "SequenceGenerator",
+    "ThresholdDecoder",
     "UniformPosterior",
     "UniformProcess",
     "discrete_nelbo",

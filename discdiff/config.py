@@ -59,7 +59,13 @@ from discdiff.remasking import (
     RemaskingSchedule,
     RescaleSchedule,
 )
-from discdiff.sampling import AncestralSampler, EntropyDecoder, MarginDecoder, MaskGITDecoder
+from discdiff.sampling import (
+    AncestralSampler,
+    EntropyDecoder,
+    MarginDecoder,
+    MaskGITDecoder,
+    ThresholdDecoder,
+)
 from discdiff.sampling.ancestral import Nucleus, Strategy
 from discdiff.schedules import (
     Cosine,
@@ -123,6 +129,7 @@ POSTERIORS: dict[str, type] = {
     "maskgit": MaskGITDecoder,
     "entropy": EntropyDecoder,
     "margin": MarginDecoder,
+    "threshold": ThresholdDecoder,
     "uniform": UniformPosterior,
 }
 """Names of the sampler strategies: MDLM, the ReMDM posteriors

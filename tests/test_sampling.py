@@ -211,6 +211,8 @@ ALL_STRATEGIES = [
     dd.MaskGITDecoder(tokens_per_step=2),
     dd.EntropyDecoder(),
     dd.MarginDecoder(),
+    dd.ThresholdDecoder(0.5),
+    dd.ThresholdDecoder(0.5, remasking=dd.ConfidenceSchedule(), tokens_per_step=1),
 ]
 
 

@@ -12,6 +12,7 @@ from discdiff.sampling.decoders import (
     EntropyDecoder,
     MarginDecoder,
     MaskGITDecoder,
+    ThresholdDecoder,
 )
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "Nucleus",
     "SampleResult",
     "Strategy",
+    "ThresholdDecoder",
     "shape_probs",
 ]

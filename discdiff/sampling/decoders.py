@@ -21,16 +21,23 @@ posterior samplers, which compare a uniform number with a float64 CDF, did not.
 from abc import ABC, abstractmethod
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.distributions import draw_categorical
+from discdiff.posteriors import DecodeConfidence
 from discdiff.processes import MaskingProcess
-from discdiff.remasking import uniform_time_grid
+from discdiff.remasking import RemaskingSchedule, uniform_time_grid
 from discdiff.rng import RandomSource, uniform
-from discdiff.typing import PerPosition, Probs, Times, Tokens
+from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
-__all__ = ["ConfidenceDecoder", "EntropyDecoder", "MarginDecoder", "MaskGITDecoder"]
+__all__ = [
+    "ConfidenceDecoder",
+    "EntropyDecoder",
+    "MarginDecoder",
+    "MaskGITDecoder",
+    "ThresholdDecoder",
+]
 
 
 class ConfidenceDecoder(ABC):
@@ -101,6 +108,31 @@ class ConfidenceDecoder(ABC):
         r"""No per-run state: each step depends on $z_t$ and $x_\theta$ only."""
         return None
 
+    def count(
+        self, process: MaskingProcess, masked: MaskFlags, score: PerPosition, t: Times, s: Times
+    ) -> Int[Tensor, "batch"]:
+        r"""How many masked positions each sequence unmasks in the step.
+
+        `tokens_per_step` (at most the masked count), or MDLM's expected number
+        $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
+
+        Args:
+            process: The forward process.
+            masked: Where $z_t$ is masked `(B, L)`.
+            score: The candidates' scores `(B, L)` (float64).
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+
+        Returns:
+            Counts `(B,)`, int64.
+        """
+        n_masked = masked.sum(-1)
+        if self.tokens_per_step is not None:
+            return n_masked.clamp_max(self.tokens_per_step)
+        alpha_t, alpha_s = self.alphas(process, t, s)
+        fraction = ((alpha_s - alpha_t) / (1 - alpha_t)).clamp(0, 1)
+        return torch.round(n_masked * fraction).long()
+
     def draw(
         self,
         process: MaskingProcess,
@@ -115,7 +147,7 @@ class ConfidenceDecoder(ABC):
     ) -> Tokens:
         r"""One step: draw candidates, unmask the `k` most confident per sequence.
 
-        $k$ is `tokens_per_step`, or MDLM's expected number
+        $k$ comes from `count`: `tokens_per_step`, or MDLM's expected number
         $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
         Positions are ranked by $\lfloor \text{score} / \text{resolution} \rfloor$,
         ties in random order. Unmasked tokens are never changed.
@@ -138,13 +170,7 @@ class ConfidenceDecoder(ABC):
         score = self.score(x, candidates).double()
         ties = uniform(score.shape, generator=generator, dtype=torch.float64, device=score.device)
         key = (torch.floor(score / self.resolution) + ties).masked_fill(~masked, -torch.inf)
-        n_masked = masked.sum(-1)
-        if self.tokens_per_step is None:
-            alpha_t, alpha_s = self.alphas(process, t, s)
-            fraction = ((alpha_s - alpha_t) / (1 - alpha_t)).clamp(0, 1)
-            k = torch.round(n_masked * fraction).long()
-        else:
-            k = n_masked.clamp_max(self.tokens_per_step)
+        k = self.count(process, masked, score, t, s)
         order = torch.argsort(key, dim=-1, descending=True, stable=True)
         rank = torch.argsort(order, dim=-1)
         unmask = masked & (rank < k.unsqueeze(-1))
@@ -208,3 +234,166 @@ class MarginDecoder(ConfidenceDecoder):
             return x[..., 0]
         top = x.topk(2, dim=-1).values
         return top[..., 0] - top[..., 1]
+
+
+class ThresholdDecoder(MaskGITDecoder):
+    r"""Confidence-threshold parallel decoding (Fast-dLLM), optionally with ReMDM remasking.
+
+    Each step draws a candidate $\hat x^\ell \sim x_\theta^\ell$ at every masked
+    position and unmasks every one whose confidence
+    $c^\ell = x_\theta^\ell(\hat x^\ell)$ exceeds $\tau$, and at least the
+    `count` of the base decoder (the most confident first): `tokens_per_step=1`
+    is Fast-dLLM's "at least one"; the default, MDLM's expected count
+    $\mathrm{round}\big(n_{\mathrm{masked}}(\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$,
+    also guarantees that the last step of the grid leaves nothing masked. Steps
+    are then a budget: once every position is decoded nothing changes, and the
+    sampler's cache makes the remaining steps free, so the number of network
+    calls adapts to the model's confidence. $\tau = 1$ is `MaskGITDecoder`.
+
+    With a remasking schedule $\sigma_t$ (any `RemaskingSchedule`: ReMDM cap,
+    rescale, conf, loop, ...) every token decoded before the step is then
+    remasked with probability $\sigma_t$ (per position for ReMDM-conf, which reads
+    the decode confidences $\psi$ kept in the run's `DecodeConfidence`): decoded
+    tokens can be corrected, as in ReMDM. $\sigma_t$ and the step's
+    $(\alpha_t, \alpha_s)$ come from the schedule (a re-timing schedule such as
+    ReMDM-loop re-times the count too); with remasking the sequence keeps
+    changing, so every step of the grid calls the network.
+
+    Args:
+        threshold: The confidence $\tau \in (0, 1]$ above which a candidate is decoded.
+        remasking: A remasking schedule $\sigma_t$, or `None` for none.
+        tokens_per_step: The least number decoded per step (`None`: MDLM's count).
+        resolution: Score grid for the order among the forced decodes (see
+            `ConfidenceDecoder`).
+
+    Example:
+        >>> from discdiff import MaskingProcess
+        >>> from discdiff.sampling import AncestralSampler
+        >>> process = MaskingProcess(vocab_size=4)
+        >>> sure = lambda z, t: torch.tensor([9.0, 0, 0, 0]).expand(*z.shape, 4)
+        >>> sampler = AncestralSampler(process, ThresholdDecoder(0.9), steps=16)
+        >>> result = sampler.sample(sure, batch_size=2, length=8)
+        >>> result.nfe, result.tokens.unique().tolist()
+        (1, [0])
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.9,
+        remasking: RemaskingSchedule | None = None,
+        tokens_per_step: int | None = None,
+        resolution: float = 1e-5,
+    ) -> None:
+        super().__init__(tokens_per_step=tokens_per_step, resolution=resolution)
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"`threshold` must lie in (0, 1]; got {threshold}")
+        if remasking is not None and not isinstance(remasking, RemaskingSchedule):
+            raise TypeError(f"`remasking` must be a RemaskingSchedule or None; got {remasking!r}")
+        self.threshold = threshold
+        self.remasking = remasking
+
+    def __repr__(self) -> str:
+        return (
+            f"ThresholdDecoder(threshold={self.threshold}, remasking={self.remasking!r}, "
+            f"tokens_per_step={self.tokens_per_step}, resolution={self.resolution})"
+        )
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """The remasking schedule's grid (uniform without one).
+
+        Args:
+            steps: The number of steps $T$ (a budget: unused steps cost no call).
+            t_min: The last time.
+
+        Returns:
+            Decreasing float64 times `(points,)`.
+        """
+        if self.remasking is None:
+            return super().time_grid(steps, t_min)
+        return self.remasking.time_grid(steps, t_min)
+
+    def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
+        r"""$(\alpha_t, \alpha_s)$, re-timed by the remasking schedule if it does so.
+
+        Args:
+            process: The forward process.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)`.
+        """
+        if self.remasking is None:
+            return super().alphas(process, t, s)
+        return self.remasking.alphas(process.schedule, t, s)
+
+    def start(self, process: MaskingProcess, z: Tokens) -> DecodeConfidence | None:
+        r"""Decode confidences $\psi$ if the remasking schedule reads them, else `None`.
+
+        Args:
+            process: The forward process.
+            z: The starting tokens `(B, L)`.
+
+        Returns:
+            A `DecodeConfidence` (ReMDM-conf), or `None`.
+        """
+        needs = self.remasking is not None and self.remasking.needs_confidence
+        return DecodeConfidence(process, z) if needs else None
+
+    def count(
+        self, process: MaskingProcess, masked: MaskFlags, score: PerPosition, t: Times, s: Times
+    ) -> Int[Tensor, "batch"]:
+        r"""$\max\big(\#\{\ell \text{ masked}: c^\ell > \tau\},\ k_{\min}\big)$ per sequence.
+
+        Args:
+            process: The forward process.
+            masked: Where $z_t$ is masked `(B, L)`.
+            score: The candidates' confidences `(B, L)` (float64).
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+
+        Returns:
+            Counts `(B,)`, int64.
+        """
+        above = (masked & (score > self.threshold)).sum(-1)
+        least = super().count(process, masked, score, t, s)
+        return torch.maximum(above, least.clamp_min(1)).minimum(masked.sum(-1))
+
+    def draw(
+        self,
+        process: MaskingProcess,
+        z_t: Tokens,
+        x: Probs,
+        t: Times,
+        s: Times,
+        *,
+        state: DecodeConfidence | None = None,
+        generator: RandomSource = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tokens:
+        r"""Decode above the threshold, then remask earlier decodes with probability $\sigma_t$.
+
+        Args:
+            process: The forward process.
+            z_t: Current tokens `(B, L)`.
+            x: $x_\theta(z_t)$ `(B, L, V)`.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            state: The decode confidences $\psi$ for ReMDM-conf, else `None`.
+            generator: Random generator for candidates, ties and remasking.
+            dtype: Precision of the categorical draw.
+
+        Returns:
+            $z_s$ `(B, L)`.
+        """
+        z_s = super().draw(process, z_t, x, t, s, generator=generator, dtype=dtype)
+        if self.remasking is None:
+            return z_s
+        alpha_t, alpha_s = self.alphas(process, t, s)
+        confidence = None if state is None else state.psi
+        sigma = self.remasking.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
+        if sigma.dim() == 1:
+            sigma = sigma.unsqueeze(-1)
+        u = uniform(z_t.shape, generator=generator, dtype=torch.float64, device=z_t.device)
+        remask = ~process.is_masked(z_t) & (u < sigma)
+        return z_s.masked_fill(remask, process.mask_id)
