@@ -270,11 +270,14 @@ class ThresholdDecoder(MaskGITDecoder):
         >>> from discdiff import MaskingProcess
         >>> from discdiff.sampling import AncestralSampler
         >>> process = MaskingProcess(vocab_size=4)
-        >>> sure = lambda z, t: torch.tensor([9.0, 0, 0, 0]).expand(*z.shape, 4)
+        >>> class Sure:  # a time-unconditioned denoiser, 99.96 % sure of token 0
+        ...     time_conditioned = False
+        ...     def __call__(self, z, t):
+        ...         return torch.tensor([9.0, 0, 0, 0]).expand(*z.shape, 4)
         >>> sampler = AncestralSampler(process, ThresholdDecoder(0.9), steps=16)
-        >>> result = sampler.sample(sure, batch_size=2, length=8)
-        >>> result.nfe, result.tokens.unique().tolist()
-        (1, [0])
+        >>> result = sampler.sample(Sure(), batch_size=2, length=8)
+        >>> result.nfe, result.tokens.unique().tolist()  # decode, then see the finished sequence
+        (2, [0])
     """
 
     def __init__(
