@@ -240,6 +240,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         hint = concrete[0]
     if hint is Strategy:
         return _choice(key, value, POSTERIORS)
+    if inspect.isclass(hint) and issubclass(hint, RemaskPosterior):
+        built = _choice(key, value, POSTERIORS)
+        if not isinstance(built, hint):
+            raise ConfigError(key, f"must name a posterior ({hint.__name__}); got {value!r}")
+        return built
     for base, registry in (
         (NoiseSchedule, NOISE_SCHEDULES),
         (RemaskingSchedule, REMASKING_SCHEDULES),

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import discdiff as dd
-from discdiff.models import SUBS, DiT, DiTConfig
+from discdiff.config import ConfigError, build_strategy
 
 V = 6
 
@@ -27,23 +27,20 @@ class Scripted:
         return probs.log().float().expand(z.shape[0], length, V)
 
 
-def test_every_position_above_the_threshold_decodes_in_one_step():
-    """Positions with confidence above τ decode at the first step; the rest one by one."""
+def test_every_position_above_the_threshold_decodes_in_the_first_step():
     process = dd.MaskingProcess(vocab_size=V)
-    confident = [0.999] * 6 + [0.3, 0.3]
-    denoiser = Scripted(confident)
-    decoder = dd.ThresholdDecoder(0.9, tokens_per_step=1)
-    sampler = dd.AncestralSampler(process, decoder, steps=8)
+    denoiser = Scripted([0.95] * 6 + [0.3] * 26)
+    sampler = dd.AncestralSampler(process, dd.ThresholdDecoder(0.9), steps=32)
     result = sampler.sample(
-        denoiser, 2, 8, generator=torch.Generator().manual_seed(0), return_trajectory=True
+        denoiser, 64, 32, generator=torch.Generator().manual_seed(0), return_trajectory=True
     )
-    first = result.trajectory[1]
-    decoded = ~process.is_masked(first)
-    # the six confident positions (drawn their likely token), or at most one more of the rest
-    assert decoded[:, :6].all() and decoded[:, 6:].sum(-1).le(0).all()
-    # 1 call for the confident block, one per step for the two unsure ones, and one on the
-    # finished sequence (the loop cannot know that no strategy would remask it); then the cache
-    assert result.nfe == 4 and denoiser.calls == 4
+    decoded = ~process.is_masked(result.trajectory[1])
+    assert decoded[:, :6].all()
+    # the unsure positions follow MDLM's posterior: each unmasks with probability 1/32
+    assert 0.01 < decoded[:, 6:].double().mean() < 0.06
+    # ... and the confident ones were drawn from x_θ, not set to its argmax (5 % elsewhere)
+    drawn = result.trajectory[1][:, :6]
+    assert 0.02 < (drawn != torch.arange(6)).double().mean() < 0.09
     assert not process.is_masked(result.tokens).any()
 
 
@@ -53,40 +50,23 @@ def test_a_confident_model_needs_far_fewer_calls_than_the_step_budget():
     result = dd.AncestralSampler(process, dd.ThresholdDecoder(0.9), steps=32).sample(
         denoiser, 3, 32, generator=torch.Generator().manual_seed(0)
     )
+    # decode everything, then one call on the finished sequence (the loop cannot know that
+    # no strategy would remask it); the remaining steps change nothing and reuse the cache
     assert result.nfe == 2 and result.sequence_nfe.tolist() == [2, 2, 2]
-    # τ = 1 is never exceeded: the schedule's count (here one per step) decides
-    strict = dd.AncestralSampler(process, dd.ThresholdDecoder(1.0), steps=32).sample(
+    mdlm = dd.AncestralSampler(process, dd.MaskingPosterior(), steps=32).sample(
         denoiser, 3, 32, generator=torch.Generator().manual_seed(0)
     )
-    assert strict.nfe == 33
-
-
-def test_threshold_one_is_maskgit():
-    """With τ = 1 nothing passes the threshold: the same draws and order as MaskGIT."""
-    process = dd.MaskingProcess(vocab_size=20)
-    model = DiT(DiTConfig.micro(vocab_size=21))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
-    denoiser = SUBS(model.eval(), process)
-    runs = [
-        dd.AncestralSampler(process, decoder, steps=6, top_p=0.9).sample(
-            denoiser, 3, 12, generator=torch.Generator().manual_seed(1)
-        )
-        for decoder in (dd.ThresholdDecoder(1.0, tokens_per_step=2), dd.MaskGITDecoder(2))
-    ]
-    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    assert mdlm.nfe > 10
 
 
 @pytest.mark.parametrize(
     "schedule", [dd.CapSchedule(0.2), dd.ConfidenceSchedule(), dd.LoopSchedule(eta=0.1)], ids=repr
 )
 def test_threshold_decoding_composes_with_remasking(schedule):
-    """Decoded tokens are remasked at rate σ_t; prompts and pads never change; all ends decoded."""
+    """Decoded tokens are remasked; prompts and pads never change; everything ends decoded."""
     process = dd.MaskingProcess(vocab_size=V)
     denoiser = Scripted([0.95] * 10 + [0.4] * 10)
-    decoder = dd.ThresholdDecoder(0.9, remasking=schedule)
+    decoder = dd.ThresholdDecoder(0.9, dd.RemaskPosterior(schedule))
     sampler = dd.AncestralSampler(process, decoder, steps=24)
     # mixed lengths: row 0 has 20 tokens, row 1 has 14 then 6 fixed pad tokens (id 0)
     infill = torch.full((2, 20), -1)
@@ -106,17 +86,15 @@ def test_threshold_decoding_composes_with_remasking(schedule):
     assert (result.trajectory[:, :, :2] == prompt).all()
     assert (result.trajectory[:, 1, 14:] == 0).all()
     assert not process.is_masked(result.tokens).any()
-    # with remasking the sequence keeps changing: every step calls the network
-    assert result.nfe == 24 + 1  # and the final noise removal sees the last state
 
 
 def test_threshold_decoder_arguments_are_checked_and_configurable():
     with pytest.raises(ValueError, match="threshold"):
         dd.ThresholdDecoder(0.0)
-    with pytest.raises(TypeError, match="remasking"):
-        dd.ThresholdDecoder(0.9, remasking="cap")
-    from discdiff.config import build_strategy
-
-    built = build_strategy({"name": "threshold", "threshold": 0.8, "remasking": {"name": "cap"}})
+    with pytest.raises(TypeError, match="posterior"):
+        dd.ThresholdDecoder(0.9, posterior=dd.MaskGITDecoder())
+    built = build_strategy({"name": "threshold", "threshold": 0.8, "posterior": {"name": "cap"}})
     assert isinstance(built, dd.ThresholdDecoder) and built.threshold == 0.8
-    assert isinstance(built.remasking, dd.CapSchedule)
+    assert isinstance(built.posterior.schedule, dd.CapSchedule)
+    with pytest.raises(ConfigError, match="posterior"):
+        build_strategy({"name": "threshold", "posterior": {"name": "maskgit"}})

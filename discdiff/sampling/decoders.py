@@ -25,9 +25,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.distributions import draw_categorical
-from discdiff.posteriors import DecodeConfidence
+from discdiff.posteriors import DecodeConfidence, MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
-from discdiff.remasking import RemaskingSchedule, uniform_time_grid
+from discdiff.remasking import uniform_time_grid
 from discdiff.rng import RandomSource, uniform
 from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
@@ -236,35 +236,37 @@ class MarginDecoder(ConfidenceDecoder):
         return top[..., 0] - top[..., 1]
 
 
-class ThresholdDecoder(MaskGITDecoder):
-    r"""Confidence-threshold parallel decoding (Fast-dLLM), optionally with ReMDM remasking.
+class ThresholdDecoder:
+    r"""Confidence-threshold parallel decoding (Fast-dLLM) on top of any (ReMDM) posterior.
 
-    Each step draws a candidate $\hat x^\ell \sim x_\theta^\ell$ at every masked
-    position and unmasks every one whose confidence
-    $c^\ell = x_\theta^\ell(\hat x^\ell)$ exceeds $\tau$, and at least the
-    `count` of the base decoder (the most confident first): `tokens_per_step=1`
-    is Fast-dLLM's "at least one"; the default, MDLM's expected count
-    $\mathrm{round}\big(n_{\mathrm{masked}}(\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$,
-    also guarantees that the last step of the grid leaves nothing masked. Steps
-    are then a budget: once every position is decoded nothing changes, and the
-    sampler's cache makes the remaining steps free, so the number of network
-    calls adapts to the model's confidence. $\tau = 1$ is `MaskGITDecoder`.
+    Each step first draws $z_s \sim q_\sigma(z_s \mid z_t, x_\theta)$ from the
+    base posterior (MDLM by default; any `RemaskPosterior`: ReMDM cap, rescale,
+    conf, loop, ...), then also decodes every position that is still masked and
+    whose confidence $c^\ell = \max_v x_\theta^\ell(v)$ exceeds $\tau$, with a
+    token drawn from $x_\theta^\ell$:
 
-    With a remasking schedule $\sigma_t$ (any `RemaskingSchedule`: ReMDM cap,
-    rescale, conf, loop, ...) every token decoded before the step is then
-    remasked with probability $\sigma_t$ (per position for ReMDM-conf, which reads
-    the decode confidences $\psi$ kept in the run's `DecodeConfidence`): decoded
-    tokens can be corrected, as in ReMDM. $\sigma_t$ and the step's
-    $(\alpha_t, \alpha_s)$ come from the schedule (a re-timing schedule such as
-    ReMDM-loop re-times the count too); with remasking the sequence keeps
-    changing, so every step of the grid calls the network.
+    $$
+    z_s^\ell \leftarrow \hat x^\ell \sim x_\theta^\ell
+    \quad\text{if } z_t^\ell = z_s^\ell = m \text{ and } \max_v x_\theta^\ell(v) > \tau .
+    $$
+
+    The choice of positions depends on $x_\theta$ only, never on the drawn
+    value, and the base posterior keeps decoding the unsure positions in random
+    order, so the sample distribution is not sharpened the way greedy confidence
+    orderings (MaskGIT) sharpen it. The price of parallel decoding is that the
+    positions decoded in one step are drawn independently from their marginals;
+    above $\tau$ each is nearly deterministic, so the joint error is small
+    (measured, not assumed: `benchmarks/fast_decoding.py`, and with the exact
+    denoiser in the tests). Steps are a budget: decoded positions leave fewer to
+    unmask, steps where nothing changes reuse the cached $x_\theta$, and the
+    number of network calls adapts to the model's confidence. With remasking
+    ($\sigma_t > 0$) decoded tokens can still be corrected, as in ReMDM; the
+    sequence then keeps changing and every step calls the network.
 
     Args:
-        threshold: The confidence $\tau \in (0, 1]$ above which a candidate is decoded.
-        remasking: A remasking schedule $\sigma_t$, or `None` for none.
-        tokens_per_step: The least number decoded per step (`None`: MDLM's count).
-        resolution: Score grid for the order among the forced decodes (see
-            `ConfidenceDecoder`).
+        threshold: The confidence $\tau \in (0, 1]$ above which a masked position
+            is decoded at once ($\tau = 1$: the base posterior alone).
+        posterior: The base posterior (default `MaskingPosterior()`, MDLM).
 
     Example:
         >>> from discdiff import MaskingProcess
@@ -280,43 +282,33 @@ class ThresholdDecoder(MaskGITDecoder):
         (2, [0])
     """
 
-    def __init__(
-        self,
-        threshold: float = 0.9,
-        remasking: RemaskingSchedule | None = None,
-        tokens_per_step: int | None = None,
-        resolution: float = 1e-5,
-    ) -> None:
-        super().__init__(tokens_per_step=tokens_per_step, resolution=resolution)
+    process_type = MaskingProcess
+
+    def __init__(self, threshold: float = 0.9, posterior: RemaskPosterior | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"`threshold` must lie in (0, 1]; got {threshold}")
-        if remasking is not None and not isinstance(remasking, RemaskingSchedule):
-            raise TypeError(f"`remasking` must be a RemaskingSchedule or None; got {remasking!r}")
+        if posterior is not None and not isinstance(posterior, RemaskPosterior):
+            raise TypeError(f"`posterior` must be a RemaskPosterior or None; got {posterior!r}")
         self.threshold = threshold
-        self.remasking = remasking
+        self.posterior = posterior if posterior is not None else MaskingPosterior()
 
     def __repr__(self) -> str:
-        return (
-            f"ThresholdDecoder(threshold={self.threshold}, remasking={self.remasking!r}, "
-            f"tokens_per_step={self.tokens_per_step}, resolution={self.resolution})"
-        )
+        return f"ThresholdDecoder(threshold={self.threshold}, posterior={self.posterior!r})"
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        """The remasking schedule's grid (uniform without one).
+        """The base posterior's grid.
 
         Args:
-            steps: The number of steps $T$ (a budget: unused steps cost no call).
+            steps: The number of steps $T$ (a budget: steps that change nothing cost no call).
             t_min: The last time.
 
         Returns:
             Decreasing float64 times `(points,)`.
         """
-        if self.remasking is None:
-            return super().time_grid(steps, t_min)
-        return self.remasking.time_grid(steps, t_min)
+        return self.posterior.time_grid(steps, t_min)
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""$(\alpha_t, \alpha_s)$, re-timed by the remasking schedule if it does so.
+        r"""$(\alpha_t, \alpha_s)$ of the base posterior.
 
         Args:
             process: The forward process.
@@ -326,41 +318,19 @@ class ThresholdDecoder(MaskGITDecoder):
         Returns:
             $(\alpha_t, \alpha_s)$, each `(B,)`.
         """
-        if self.remasking is None:
-            return super().alphas(process, t, s)
-        return self.remasking.alphas(process.schedule, t, s)
+        return self.posterior.alphas(process, t, s)
 
     def start(self, process: MaskingProcess, z: Tokens) -> DecodeConfidence | None:
-        r"""Decode confidences $\psi$ if the remasking schedule reads them, else `None`.
+        r"""The base posterior's per-run state (decode confidences $\psi$ for ReMDM-conf).
 
         Args:
             process: The forward process.
             z: The starting tokens `(B, L)`.
 
         Returns:
-            A `DecodeConfidence` (ReMDM-conf), or `None`.
+            A `DecodeConfidence`, or `None`.
         """
-        needs = self.remasking is not None and self.remasking.needs_confidence
-        return DecodeConfidence(process, z) if needs else None
-
-    def count(
-        self, process: MaskingProcess, masked: MaskFlags, score: PerPosition, t: Times, s: Times
-    ) -> Int[Tensor, "batch"]:
-        r"""$\max\big(\#\{\ell \text{ masked}: c^\ell > \tau\},\ k_{\min}\big)$ per sequence.
-
-        Args:
-            process: The forward process.
-            masked: Where $z_t$ is masked `(B, L)`.
-            score: The candidates' confidences `(B, L)` (float64).
-            t: Current times `(B,)`.
-            s: Next times `(B,)`.
-
-        Returns:
-            Counts `(B,)`, int64.
-        """
-        above = (masked & (score > self.threshold)).sum(-1)
-        least = super().count(process, masked, score, t, s)
-        return torch.maximum(above, least.clamp_min(1)).minimum(masked.sum(-1))
+        return self.posterior.start(process, z)
 
     def draw(
         self,
@@ -374,7 +344,7 @@ class ThresholdDecoder(MaskGITDecoder):
         generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
-        r"""Decode above the threshold, then remask earlier decodes with probability $\sigma_t$.
+        r"""A step of the base posterior, then every confident masked position decoded.
 
         Args:
             process: The forward process.
@@ -382,21 +352,17 @@ class ThresholdDecoder(MaskGITDecoder):
             x: $x_\theta(z_t)$ `(B, L, V)`.
             t: Current times `(B,)`.
             s: Next times `(B,)`.
-            state: The decode confidences $\psi$ for ReMDM-conf, else `None`.
-            generator: Random generator for candidates, ties and remasking.
-            dtype: Precision of the categorical draw.
+            state: The base posterior's state (what `start` returned).
+            generator: Random generator.
+            dtype: Precision of the categorical draws.
 
         Returns:
             $z_s$ `(B, L)`.
         """
-        z_s = super().draw(process, z_t, x, t, s, generator=generator, dtype=dtype)
-        if self.remasking is None:
-            return z_s
-        alpha_t, alpha_s = self.alphas(process, t, s)
-        confidence = None if state is None else state.psi
-        sigma = self.remasking.sigma(t, s, alpha_t, alpha_s, confidence=confidence)
-        if sigma.dim() == 1:
-            sigma = sigma.unsqueeze(-1)
-        u = uniform(z_t.shape, generator=generator, dtype=torch.float64, device=z_t.device)
-        remask = ~process.is_masked(z_t) & (u < sigma)
-        return z_s.masked_fill(remask, process.mask_id)
+        z_s = self.posterior.draw(
+            process, z_t, x, t, s, state=state, generator=generator, dtype=dtype
+        )
+        confident = x.amax(-1) > self.threshold
+        extra = confident & process.is_masked(z_t) & process.is_masked(z_s)
+        candidates = draw_categorical(x, generator=generator, dtype=dtype).squeeze(-1)
+        return torch.where(extra, candidates, z_s)
