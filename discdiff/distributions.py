@@ -32,7 +32,13 @@ from torch.distributions.kl import register_kl
 from discdiff._checks import validation_enabled
 from discdiff.rng import RandomSource, uniform
 
-__all__ = ["FactorizedCategorical", "MaskedCategorical", "TokenOrMask", "draw_categorical"]
+__all__ = [
+    "FactorizedCategorical",
+    "MaskedCategorical",
+    "TokenOrMask",
+    "draw_categorical",
+    "nucleus_",
+]
 
 _SIMPLEX_TOL = 1e-4
 
@@ -80,6 +86,84 @@ def draw_categorical(
         drawn = torch.searchsorted(block, u[start : start + step] * block[:, -1:], right=True)
         out[start : start + step] = drawn.clamp_max(probs.shape[-1] - 1)
     return out.reshape(*probs.shape[:-1], n)
+
+
+def nucleus_(
+    probs: Float[Tensor, "rows vocab"],
+    top_p: float,
+    rule: str = "standard",
+    *,
+    head: int = 128,
+) -> Float[Tensor, "rows vocab"]:
+    r"""Nucleus (top-p) in place on normalised rows, by a threshold found in the head.
+
+    With the probabilities sorted, $p_{(1)} \ge p_{(2)} \ge \dots$, and
+    cumulative masses $c_j$, the nucleus keeps the tokens with
+    $p_v \ge \lambda^* = p_{(j^*)}$ and renormalises, where $j^*$ is the last kept
+    rank: the first $j$ with $c_j \ge p$ (`"standard"`: the token that crosses
+    $p$ is kept) or the last with $c_j \le p$, at least 1 (`"remdm"`, ReMDM's
+    code). The threshold $\lambda^*$ is searched among the `head` largest
+    probabilities of each row (a partial selection, $O(V)$), not by sorting all
+    $V$: a row whose head already holds mass $p$ is decided by its head alone.
+    Only rows whose nucleus is wider than the head (near-uniform rows) are
+    sorted in full; deciding whether there are any is one host synchronisation
+    per chunk of rows. Rows are processed an eighth at a time (bounded memory).
+
+    Args:
+        probs: `(N, V)` probabilities, each row summing to 1; changed in place.
+        top_p: Nucleus mass $p \in (0, 1]$.
+        rule: `"standard"` (textbook, Hugging Face) or `"remdm"`.
+        head: Size of the partial selection searched first.
+
+    Returns:
+        `probs`, renormalised over each row's nucleus.
+
+    Example:
+        >>> nucleus_(torch.tensor([[0.05, 0.85, 0.10]]), 0.9)
+        tensor([[0.0000, 0.8947, 0.1053]])
+        >>> nucleus_(torch.tensor([[0.05, 0.85, 0.10]]), 0.9, "remdm")
+        tensor([[0., 1., 0.]])
+    """
+    if rule not in ("standard", "remdm"):
+        raise ValueError(f"`rule` must be 'standard' or 'remdm'; got {rule!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
+    step = max(1, -(-probs.shape[0] // _CHUNKS))
+    k = min(head, probs.shape[-1])
+    for start in range(0, probs.shape[0], step):
+        chunk = probs[start : start + step]
+        values, index = chunk.topk(k, dim=-1, sorted=True)
+        decided = _keep_sorted_(values, top_p, rule)
+        if k == probs.shape[-1] or bool(decided.all()):
+            chunk.zero_().scatter_(-1, index, values)
+            continue
+        wide = ~decided
+        rows = chunk[wide]
+        ordered, order = rows.sort(-1, descending=True)
+        _keep_sorted_(ordered, top_p, rule)
+        narrow = torch.zeros_like(chunk).scatter_(-1, index, values)
+        narrow[wide] = rows.zero_().scatter_(-1, order, ordered)
+        chunk.copy_(narrow)
+    return probs
+
+
+def _keep_sorted_(values: Tensor, top_p: float, rule: str) -> Tensor:
+    """Apply the nucleus rule in place to descending `(N, k)` values (renormalised over the kept).
+
+    Returns the rows whose decision is complete within the `k` values: the last
+    of them is already dropped (or, for `"standard"`, the mass reaches `top_p`).
+    """
+    mass = values.cumsum(-1)
+    if rule == "standard":
+        drop = (mass - values) >= top_p  # the more likely tokens already hold p
+        decided = mass[:, -1] >= top_p
+    else:
+        drop = mass > top_p
+        drop[:, 0] = False  # the top token is always kept
+        decided = drop[:, -1]
+    values.masked_fill_(drop, 0.0)
+    values.div_(values.sum(-1, keepdim=True))
+    return decided
 
 
 class TokenOrMask(constraints.Constraint):

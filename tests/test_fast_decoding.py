@@ -98,3 +98,33 @@ def test_threshold_decoder_arguments_are_checked_and_configurable():
     assert isinstance(built.posterior.schedule, dd.CapSchedule)
     with pytest.raises(ConfigError, match="posterior"):
         build_strategy({"name": "threshold", "posterior": {"name": "maskgit"}})
+
+
+def sorted_nucleus(probs, top_p, rule):
+    """The textbook definition: sort everything, keep a prefix, renormalise."""
+    ordered, order = probs.sort(-1, descending=True)
+    mass = ordered.cumsum(-1)
+    if rule == "standard":
+        drop = (mass - ordered) >= top_p
+    else:
+        drop = mass > top_p
+        drop[:, 0] = False
+    kept = ordered.masked_fill(drop, 0.0)
+    out = torch.zeros_like(probs).scatter_(-1, order, kept)
+    return out / out.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("rule", ["standard", "remdm"])
+@pytest.mark.parametrize("head", [1, 8, 128])
+def test_nucleus_by_threshold_search_equals_the_full_sort(rule, head):
+    """Rows peaked and flat (nucleus inside and far beyond the head) in one batch."""
+    from discdiff.distributions import nucleus_
+
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.logspace(-1, 1.3, 40).repeat_interleave(3).unsqueeze(-1)
+    probs = (torch.randn(120, 300, generator=generator) * scale).softmax(-1)
+    for top_p in (0.5, 0.9, 0.999):
+        expected = sorted_nucleus(probs, top_p, rule)
+        got = nucleus_(probs.clone(), top_p, rule, head=head)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+        assert torch.equal(got > 0, expected > 0)

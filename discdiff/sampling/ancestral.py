@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from discdiff._checks import validation
+from discdiff.distributions import nucleus_
 from discdiff.models.protocol import Denoiser, is_time_conditioned
 from discdiff.processes import ForwardProcess
 from discdiff.rng import RandomSource, SequenceGenerator
@@ -197,28 +198,8 @@ def shape_probs(
         logits = logits.masked_fill(logits < kth, -torch.inf)
     probs = logits.softmax(-1)
     if top_p is not None and top_p < 1.0:
-        _nucleus_(probs.view(-1, probs.shape[-1]), top_p, nucleus)
+        nucleus_(probs.view(-1, probs.shape[-1]), top_p, nucleus)
     return probs
-
-
-def _nucleus_(rows: Tensor, top_p: float, nucleus: Nucleus, chunks: int = 8) -> None:
-    """Nucleus in place on `(N, V)` rows, a chunk of rows at a time (bounded memory)."""
-    if nucleus not in ("standard", "remdm"):
-        raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {nucleus!r}")
-    step = max(1, -(-rows.shape[0] // chunks))
-    for start in range(0, rows.shape[0], step):
-        chunk = rows[start : start + step]
-        sorted_probs, order = chunk.sort(-1, descending=True)
-        mass = sorted_probs.cumsum(-1)
-        if nucleus == "standard":
-            drop = mass.sub_(sorted_probs) >= top_p  # mass of the more likely tokens reaches p
-        else:
-            drop = mass > top_p
-            drop[:, 0] = False  # the top token is always kept
-        sorted_probs.masked_fill_(drop, 0.0)
-        del mass, drop
-        chunk.scatter_(-1, order, sorted_probs)
-        chunk.div_(chunk.sum(-1, keepdim=True))
 
 
 class AncestralSampler:
