@@ -23,7 +23,7 @@ exact and never materialises a $(B, L, V+1)$ tensor.
 from typing import ClassVar
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
@@ -53,6 +53,7 @@ def draw_categorical(
     *,
     generator: RandomSource = None,
     dtype: torch.dtype = torch.float64,
+    where: Bool[Tensor, "*batch"] | None = None,
 ) -> Int[Tensor, "*batch n"]:
     r"""`n` exact inverse-CDF draws from each categorical in `probs` (unnormalised is fine).
 
@@ -69,6 +70,10 @@ def draw_categorical(
         generator: Random generator for reproducible draws; with a
             `SequenceGenerator` the first dimension of `probs` indexes its sequences.
         dtype: Precision of the cumulative sums.
+        where: Draw only for these categoricals (the others return 0): the
+            uniform numbers are still made for every one, so the draws that are
+            made equal those without `where`, and the $O(V)$ work is spent on the
+            selected rows only (one host synchronisation to count them).
 
     Returns:
         Indices `(..., n)`.
@@ -76,7 +81,20 @@ def draw_categorical(
     rows = probs.detach().reshape(-1, probs.shape[-1])
     u = uniform((*probs.shape[:-1], n), generator=generator, dtype=dtype, device=probs.device)
     u = u.reshape(rows.shape[0], n)
-    out = torch.empty(rows.shape[0], n, dtype=torch.long, device=probs.device)
+    if where is not None:
+        picked = where.reshape(-1).nonzero().squeeze(-1)
+        out = torch.zeros(rows.shape[0], n, dtype=torch.long, device=probs.device)
+        if picked.numel():
+            drawn = _inverse_cdf(rows.index_select(0, picked), u.index_select(0, picked), dtype)
+            out.index_copy_(0, picked, drawn)
+        return out.reshape(*probs.shape[:-1], n)
+    return _inverse_cdf(rows, u, dtype).reshape(*probs.shape[:-1], n)
+
+
+def _inverse_cdf(rows: Tensor, u: Tensor, dtype: torch.dtype) -> Tensor:
+    """Indices `(N, n)` of the draws `u` `(N, n)` from `(N, V)` weights, chunk by chunk."""
+    probs = rows
+    out = torch.empty(rows.shape[0], u.shape[1], dtype=torch.long, device=probs.device)
     step = max(1, -(-rows.shape[0] // _CHUNKS))
     cdf = torch.empty(min(step, rows.shape[0]), rows.shape[1], dtype=dtype, device=probs.device)
     for start in range(0, rows.shape[0], step):
@@ -85,7 +103,7 @@ def draw_categorical(
         torch.cumsum(chunk, -1, dtype=dtype, out=block)
         drawn = torch.searchsorted(block, u[start : start + step] * block[:, -1:], right=True)
         out[start : start + step] = drawn.clamp_max(probs.shape[-1] - 1)
-    return out.reshape(*probs.shape[:-1], n)
+    return out
 
 
 def nucleus_(
@@ -364,7 +382,8 @@ class MaskedCategorical(TorchDistribution):
             tokens = torch.where(self.carried, self.carry, tokens)
         if self.probs is not None:
             n = int(torch.Size(sample_shape).numel())
-            drawn = draw_categorical(self.probs, n, generator=generator, dtype=dtype)
+            needed = None if self.carry is None else ~self.carried.expand(self.probs.shape[:-1])
+            drawn = draw_categorical(self.probs, n, generator=generator, dtype=dtype, where=needed)
             tokens = torch.where(
                 tokens == self.mask_id, drawn.movedim(-1, 0).reshape(shape), tokens
             )

@@ -324,10 +324,16 @@ class MaskingProcess:
                 on) holds NaN or infinite values.
         """
         log_probs = data_log_softmax(logits, self.vocab_size)
-        unmasked = ~self.is_masked(z_t)
-        carried = F.one_hot(torch.where(unmasked, z_t, 0), self.vocab_size).bool()
-        one_hot_log = torch.where(carried, 0.0, NEG)
-        return torch.where(unmasked.unsqueeze(-1), one_hot_log, log_probs)
+        unmasked = ~self.is_masked(z_t).unsqueeze(-1)
+        index = torch.where(unmasked, z_t.unsqueeze(-1), 0)
+        # unmasked rows: NEG everywhere, 0 at the carried token (masked rows scatter back
+        # their own value); in place when no gradient needs the log-softmax output
+        carried = torch.where(unmasked, 0.0, log_probs.gather(-1, index))
+        if log_probs.requires_grad:
+            log_probs = log_probs.masked_fill(unmasked, NEG)
+        else:
+            log_probs.masked_fill_(unmasked, NEG)
+        return log_probs.scatter_(-1, index, carried)
 
     def nelbo_integrand(
         self,

@@ -166,7 +166,8 @@ class ConfidenceDecoder(ABC):
             $z_s$ `(B, L)`.
         """
         masked = process.is_masked(z_t)
-        candidates = draw_categorical(x, generator=generator, dtype=dtype).squeeze(-1)
+        candidates = draw_categorical(x, generator=generator, dtype=dtype, where=masked)
+        candidates = candidates.squeeze(-1)
         score = self.score(x, candidates).double()
         ties = uniform(score.shape, generator=generator, dtype=torch.float64, device=score.device)
         key = (torch.floor(score / self.resolution) + ties).masked_fill(~masked, -torch.inf)
@@ -364,5 +365,5 @@ class ThresholdDecoder:
         )
         confident = x.amax(-1) > self.threshold
         extra = confident & process.is_masked(z_t) & process.is_masked(z_s)
-        candidates = draw_categorical(x, generator=generator, dtype=dtype).squeeze(-1)
-        return torch.where(extra, candidates, z_s)
+        candidates = draw_categorical(x, generator=generator, dtype=dtype, where=extra)
+        return torch.where(extra, candidates.squeeze(-1), z_s)
