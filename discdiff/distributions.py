@@ -156,13 +156,48 @@ def nucleus_(
             chunk.zero_().scatter_(-1, index, values)
             continue
         wide = ~decided
-        rows = chunk[wide]
-        ordered, order = rows.sort(-1, descending=True)
-        _keep_sorted_(ordered, top_p, rule)
+        rows = _wide_nucleus(chunk[wide], top_p, rule)
         narrow = torch.zeros_like(chunk).scatter_(-1, index, values)
-        narrow[wide] = rows.zero_().scatter_(-1, order, ordered)
+        narrow[wide] = rows
         chunk.copy_(narrow)
     return probs
+
+
+_BINS_PER_OCTAVE = 16
+_BINS = 160 * _BINS_PER_OCTAVE  # float32 probabilities stay above 2**-150
+
+
+def _wide_nucleus(rows: Tensor, top_p: float, rule: str) -> Tensor:
+    r"""The nucleus of rows wider than the head: the threshold bin by a histogram, then exact.
+
+    Tokens are binned by $\lfloor -16 \log_2 p \rfloor$ (bins ordered by
+    probability) and the bins' masses summed, one pass; the bin where the
+    cumulative mass crosses $p$ holds $\lambda^*$. Bins before it are kept,
+    bins after it dropped, and only the tokens inside it are ordered (a partial
+    selection of their largest) to place the cut exactly.
+    """
+    bins = (-torch.log2(rows) * _BINS_PER_OCTAVE).floor_().clamp_(0, _BINS - 1).long()
+    mass = torch.zeros(rows.shape[0], _BINS, dtype=torch.float64, device=rows.device)
+    mass.scatter_add_(1, bins, rows.double())
+    cumulative = mass.cumsum(1)
+    if rule == "standard":
+        cut = (cumulative < top_p).sum(1, keepdim=True).clamp_max(_BINS - 1)
+    else:
+        cut = (cumulative <= top_p).sum(1, keepdim=True).clamp_max(_BINS - 1)
+    above = (cumulative - mass).gather(1, cut)
+    inside = bins == cut
+    width = int(inside.sum(1).max())
+    values, index = torch.where(inside, rows, -1.0).topk(width, dim=-1, sorted=True)
+    reached = above + values.double().clamp_min(0).cumsum(-1)
+    if rule == "standard":
+        keep_inside = (reached - values.double()) < top_p
+    else:
+        first = torch.arange(width, device=rows.device) == 0
+        keep_inside = (reached <= top_p) | ((above == 0) & first)  # the top token is kept
+    keep_inside &= values >= 0
+    keep = (bins < cut) | torch.zeros_like(inside).scatter_(1, index, keep_inside)
+    kept = rows.masked_fill_(~keep, 0.0)
+    return kept.div_(kept.sum(-1, keepdim=True))
 
 
 def _keep_sorted_(values: Tensor, top_p: float, rule: str) -> Tensor:
