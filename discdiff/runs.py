@@ -68,7 +68,11 @@ __all__ = [
     "train_run",
 ]
 
-BUILTIN_RUNS: dict[str, Path] = {"synthetic": ASSET, "hmm": ASSET.parent / "hmm"}
+BUILTIN_RUNS: dict[str, Path] = {
+    "synthetic": ASSET,
+    "hmm": ASSET.parent / "hmm",
+    "hmm-uniform": ASSET.parent / "hmm-uniform",
+}
 """Runs shipped with the package: their `run.yaml` and EMA weights."""
 
 _FIXED_SECTIONS = ("data", "model", "process")

@@ -12,6 +12,7 @@ from discdiff import testing
 from discdiff.config import ConfigError, RunConfig
 from discdiff.data import HMMLanguage, LanguageDenoiser, LanguageSource, PCFGLanguage
 from discdiff.objectives import DiscreteNELBO, held_out_bound, nelbo
+from discdiff.runs import load_run
 from discdiff.training import TrainConfig, Trainer
 
 F64 = torch.float64
@@ -331,3 +332,11 @@ def test_a_time_conditioned_denoiser_is_finite_where_alpha_is_zero():
     config = dd.DiTConfig.micro(vocab_size=5, model_length=4, time_conditioning=True)
     out = dd.SUBS(dd.DiT(config), process)(torch.zeros(2, 4, dtype=torch.long), torch.ones(2))
     assert bool(torch.isfinite(out).all())
+
+
+def test_the_shipped_uniform_run_loads_and_samples():
+    run = load_run("hmm-uniform")
+    assert isinstance(run.process, dd.UniformProcess) and run.denoiser.time_conditioned
+    sampler = run.config.sampler.build(run.process)
+    tokens = sampler.sample(run.denoiser, 2, 8, generator=torch.Generator().manual_seed(0)).tokens
+    assert tokens.shape == (2, 8) and bool(((tokens >= 0) & (tokens < 32)).all())
