@@ -15,6 +15,7 @@ errors over samples). Writes JSON lines (`--out`) and a frontier plot (`--plot`)
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -26,7 +27,7 @@ from discdiff.runs import load_run
 def configurations(length):
     """(name, strategy, steps) of every point of the frontier."""
     rows = [(f"MDLM T={t}", dd.MaskingPosterior(), t) for t in (length, length // 2, length // 4)]
-    for tau in (0.99, 0.95, 0.9, 0.8, 0.7):
+    for tau in (0.99, 0.95, 0.9, 0.8, 0.7, 0.5):
         rows.append((f"threshold τ={tau}", dd.ThresholdDecoder(tau), length))
     for tau in (0.9, 0.7):
         rows.append((f"threshold τ={tau} T={length // 2}", dd.ThresholdDecoder(tau), length // 2))
@@ -46,12 +47,16 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON lines file")
     parser.add_argument("--plot", default=None, help="frontier plot (png)")
+    parser.add_argument("--only", nargs="*", default=None, help="run samplers named in this list")
+    parser.add_argument("--read", nargs="*", default=(), help="JSON lines of earlier runs to add")
     args = parser.parse_args()
     run = load_run("hmm")
     language, length = run.config.data.language, run.config.data.length
     entropy = language.entropy(length)
-    rows = []
+    rows = [json.loads(line) for path in args.read for line in Path(path).read_text().splitlines()]
     for name, strategy, steps in configurations(length):
+        if args.only is not None and name not in args.only:
+            continue
         sampler = dd.AncestralSampler(run.process, strategy, steps=steps)
         start = time.perf_counter()
         with torch.no_grad():
@@ -63,6 +68,7 @@ def main():
         half = 1.96 * float(nll.std()) / args.samples**0.5
         row = {
             "sampler": name,
+            "samples": args.samples,
             "steps": steps,
             "nfe": float(result.sequence_nfe.double().mean()),
             "nll_gap": float(nll.mean()) - entropy,
@@ -86,7 +92,7 @@ def main():
                 if r["sampler"].startswith(family):
                     ax.errorbar(r["nfe"], r["nll_gap"], yerr=r["nll_gap_ci95"], fmt=marker)
                     ax.annotate(r["sampler"], (r["nfe"], r["nll_gap"]), fontsize=7)
-        mdlm = rows[0]
+        mdlm = next(r for r in rows if r["sampler"] == f"MDLM T={length}")
         ax.axhspan(
             mdlm["nll_gap"] - mdlm["nll_gap_ci95"],
             mdlm["nll_gap"] + mdlm["nll_gap_ci95"],
