@@ -128,3 +128,34 @@ def test_nucleus_by_threshold_search_equals_the_full_sort(rule, head):
         got = nucleus_(probs.clone(), top_p, rule, head=head)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
         assert torch.equal(got > 0, expected > 0)
+
+
+def test_draws_restricted_to_some_rows_equal_the_full_draw():
+    """`where=` spends the O(V) work on the selected rows only and changes none of their draws."""
+    from discdiff.distributions import draw_categorical
+
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 7, 50, generator=generator) ** 4
+    where = torch.rand(3, 7, generator=generator) < 0.4
+    full = draw_categorical(probs, 2, generator=torch.Generator().manual_seed(1))
+    some = draw_categorical(probs, 2, generator=torch.Generator().manual_seed(1), where=where)
+    assert torch.equal(some[where], full[where]) and (some[~where] == 0).all()
+    none = draw_categorical(probs, generator=dd.SequenceGenerator(0, 3), where=where & False)
+    assert (none == 0).all()
+
+
+def test_subs_in_place_keeps_values_and_gradients():
+    """SUBS written in place under no_grad equals the out-of-place result with gradients."""
+    process = dd.MaskingProcess(vocab_size=5)
+    logits = torch.randn(2, 6, 6, requires_grad=True)
+    z = torch.tensor([[5, 1, 5, 0, 4, 5], [2, 5, 5, 5, 3, 1]])
+    with_grad = process.log_probs(logits, z)
+    with torch.no_grad():
+        without = process.log_probs(logits, z)
+    torch.testing.assert_close(with_grad.detach(), without)
+    unmasked = z != 5
+    assert (without[unmasked].argmax(-1) == z[unmasked]).all()
+    assert (without[unmasked].amax(-1) == 0).all()
+    torch.testing.assert_close(without[~unmasked].exp().sum(-1), torch.ones(6))
+    with_grad[~unmasked].sum().backward()
+    assert logits.grad[unmasked].abs().sum() == 0 and logits.grad[~unmasked].abs().sum() > 0
