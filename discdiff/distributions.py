@@ -163,20 +163,23 @@ def nucleus_(
     return probs
 
 
-_BINS_PER_OCTAVE = 16
-_BINS = 160 * _BINS_PER_OCTAVE  # float32 probabilities stay above 2**-150
+_ONE_BITS = 0x3F800000  # the float32 bit pattern of 1.0
+_BIN_SHIFT = 19  # keep the exponent and 4 mantissa bits: 16 bins per octave
+_BINS = (_ONE_BITS >> _BIN_SHIFT) + 1
 
 
 def _wide_nucleus(rows: Tensor, top_p: float, rule: str) -> Tensor:
     r"""The nucleus of rows wider than the head: the threshold bin by a histogram, then exact.
 
-    Tokens are binned by $\lfloor -16 \log_2 p \rfloor$ (bins ordered by
-    probability) and the bins' masses summed, one pass; the bin where the
-    cumulative mass crosses $p$ holds $\lambda^*$. Bins before it are kept,
-    bins after it dropped, and only the tokens inside it are ordered (a partial
-    selection of their largest) to place the cut exactly.
+    Tokens are binned by the top bits of their float32 probability (exponent
+    and four mantissa bits: 16 bins per octave, ordered by probability since the
+    bit patterns of non-negative floats are), and the bins' masses summed, one
+    pass; the bin where the cumulative mass crosses $p$ holds $\lambda^*$. Bins
+    before it are kept, bins after it dropped, and only the tokens inside it are
+    ordered (a partial selection of their largest) to place the cut exactly.
     """
-    bins = (-torch.log2(rows) * _BINS_PER_OCTAVE).floor_().clamp_(0, _BINS - 1).long()
+    rows = rows.float()
+    bins = (_ONE_BITS - rows.view(torch.int32)).clamp_(0).bitwise_right_shift_(_BIN_SHIFT).long()
     mass = torch.zeros(rows.shape[0], _BINS, dtype=torch.float64, device=rows.device)
     mass.scatter_add_(1, bins, rows.double())
     cumulative = mass.cumsum(1)
