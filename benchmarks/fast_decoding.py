@@ -30,7 +30,8 @@ def configurations(length):
     for tau in (0.99, 0.95, 0.9, 0.8, 0.7, 0.5):
         rows.append((f"threshold τ={tau}", dd.ThresholdDecoder(tau), length))
     for tau in (0.9, 0.7):
-        rows.append((f"threshold τ={tau} T={length // 2}", dd.ThresholdDecoder(tau), length // 2))
+        for steps in (length // 2, length // 4):
+            rows.append((f"threshold τ={tau} T={steps}", dd.ThresholdDecoder(tau), steps))
     cap = dd.RemaskPosterior(dd.CapSchedule(0.02))
     rows.append((f"ReMDM-cap T={length // 2}", cap, length // 2))
     rows.append(
