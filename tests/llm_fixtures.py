@@ -211,3 +211,47 @@ def write_tiny_dream(directory: Path, seed: int = 1, tokenizer: bool = True) -> 
     if tokenizer:
         write_tokenizer(directory, "<|mask|>")
     return directory
+
+
+MDLM_HUB_CONFIG = {
+    "architectures": ["MDLM"],
+    "auto_map": {
+        "AutoConfig": "configuration_mdlm.MDLMConfig",
+        "AutoModelForMaskedLM": "modeling_mdlm.MDLM",
+    },
+    "cond_dim": 16,
+    "dropout": 0.1,
+    "hidden_dim": 32,
+    "model_length": 64,
+    "model_type": "mdlm",
+    "n_blocks": 2,
+    "n_heads": 4,
+    "return_dict": False,
+    "time_conditioning": False,
+    "torch_dtype": "float32",
+    "transformers_version": "4.38.2",
+    "vocab_size": 21,
+}
+"""kuleshov-group/mdlm-owt's config.json keys, at a tiny size."""
+
+MDLM_INPUT_IDS = [[0, 4, 20, 20, 7, 19, 3, 20, 11, 2], [20, 20, 5, 9, 1, 20, 14, 16, 20, 8]]
+MDLM_SIGMAS = [0.0, 0.7]
+
+
+def write_tiny_mdlm(directory: Path, seed: int = 2) -> Path:
+    """A 2-block MDLM DiT in the Hub layout: config.json + model.safetensors (`backbone.*`)."""
+    from test_models import mdlm_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    c = MDLM_HUB_CONFIG
+    state = mdlm_state_dict(
+        c["hidden_dim"],
+        c["cond_dim"],
+        c["n_blocks"],
+        c["n_heads"],
+        c["vocab_size"],
+        torch.Generator().manual_seed(seed),
+    )
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(c, indent=2))
+    return directory

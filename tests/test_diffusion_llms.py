@@ -6,11 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from llm_fixtures import INPUT_IDS, write_tiny_dream, write_tiny_llada
+from llm_fixtures import (
+    INPUT_IDS,
+    MDLM_INPUT_IDS,
+    MDLM_SIGMAS,
+    write_tiny_dream,
+    write_tiny_llada,
+    write_tiny_mdlm,
+)
 
 from discdiff.cli import main
 from discdiff.config import POSTERIORS, RunConfig
 from discdiff.models.diffusion_llms import HUB_FILES, load_diffusion_llm, resolve_model
+from discdiff.models.dit import DiT
 from discdiff.models.dream import load_dream
 from discdiff.models.llada import load_llada
 from discdiff.processes import MaskingProcess
@@ -40,6 +48,16 @@ def test_logits_match_the_models_own_code(checkpoints: dict[str, Path], kind: st
         logits = model(input_ids=torch.tensor(INPUT_IDS)).logits
     expected = torch.tensor(REFERENCE[kind])
     assert logits.shape == expected.shape == (2, 12, 64)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_mdlm_hub_layout_matches_mdlms_own_dit(tmp_path: Path) -> None:
+    # Reference: kuleshov-group/mdlm's models/dit.py on the same Hub-layout files.
+    model = DiT.from_pretrained(write_tiny_mdlm(tmp_path / "mdlm")).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(MDLM_INPUT_IDS), torch.tensor(MDLM_SIGMAS))
+    expected = torch.tensor(REFERENCE["mdlm"])
+    assert logits.shape == expected.shape == (2, 10, 21)
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
 
