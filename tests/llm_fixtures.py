@@ -255,3 +255,27 @@ def write_tiny_mdlm(directory: Path, seed: int = 2) -> Path:
     save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(c, indent=2))
     return directory
+
+
+def write_bpe_tokenizer(directory: Path) -> None:
+    """Dream's tokenizer files without tokenizer.json: vocab.json, merges.txt and a
+    tokenizer_config.json naming `DreamTokenizer` through `auto_map`, mask `<|mask|>`."""
+    chars = [*"abcdefghijklmnopqrstuvwxyz.,", "\u0120"]  # "\u0120": byte-level BPE's space
+    merges = ["t h", "th e", "\u0120 c", "\u0120c a", "\u0120ca t"]
+    vocab = {c: i for i, c in enumerate(chars)}
+    for merge in merges:
+        vocab[merge.replace(" ", "")] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    mask = {"content": "<|mask|>", "special": True, "lstrip": False, "rstrip": False}
+    config = {
+        "tokenizer_class": "DreamTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+        "added_tokens_decoder": {
+            str(len(vocab)): {**mask, "normalized": False, "single_word": False}
+        },
+        "eos_token": "<|endoftext|>",
+        "mask_token": "<|mask|>",
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))

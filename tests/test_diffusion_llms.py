@@ -10,6 +10,7 @@ from llm_fixtures import (
     INPUT_IDS,
     MDLM_INPUT_IDS,
     MDLM_SIGMAS,
+    write_bpe_tokenizer,
     write_tiny_dream,
     write_tiny_llada,
     write_tiny_mdlm,
@@ -124,6 +125,25 @@ def test_no_remote_code_path_is_reachable(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(directory))
     assert sentinel.exists()
+
+
+def test_dreams_tokenizer_loads_as_qwen2s_without_its_code(tmp_path: Path) -> None:
+    directory = write_tiny_dream(tmp_path / "dream", tokenizer=False)
+    write_bpe_tokenizer(directory)
+    sentinel = tmp_path / "code-ran"
+    (directory / "tokenization_dream.py").write_text(f"open({str(sentinel)!r}, 'w')\n")
+    tokenizer = load_diffusion_llm(directory).tokenizer
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer" and not sentinel.exists()
+    ids = tokenizer("the cat.the,cat")["input_ids"]
+    # Computed with Dream's tokenization_dream.py on these files (byte-level BPE merges).
+    assert ids == [30, 33, 26, 30, 27, 2, 0, 19]
+    assert tokenizer.decode(ids) == "the cat.the,cat" and tokenizer.mask_token_id == 35
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({**config, "tokenizer_class": "MyTokenizer"})
+    )
+    with pytest.raises(ValueError, match="'MyTokenizer' is not part of transformers"):
+        load_diffusion_llm(directory)
 
 
 def test_hub_ids_fetch_weights_and_tokenizer_but_no_code(

@@ -5,17 +5,19 @@ r"""Open diffusion LLMs (LLaDA, Dream) as discdiff `Denoiser`s, with their token
 picks the native module from `config.json`'s `model_type`, and wraps it in
 `HuggingFaceDenoiser`, which relabels the model's mask id $m$ as the process's
 mask id $V$ (vocabulary − 1) and applies SUBS. The tokenizer is read from
-`tokenizer.json` by `transformers.PreTrainedTokenizerFast` (no class lookup
-through `auto_map`, so no remote code), or else by `AutoTokenizer` with
-`trust_remote_code=False`.
+`tokenizer.json` by `transformers.PreTrainedTokenizerFast`, or else by the
+built-in `transformers` class `tokenizer_config.json` names (Dream's
+`DreamTokenizer` is Qwen2's); `auto_map` is never followed.
 """
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend
 from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import load_dream
@@ -23,7 +25,14 @@ from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.llada import load_llada
 from discdiff.models.llm import read_config
 
-__all__ = ["DIFFUSION_LLMS", "HUB_FILES", "load_diffusion_llm", "load_tokenizer", "resolve_model"]
+__all__ = [
+    "DIFFUSION_LLMS",
+    "HUB_FILES",
+    "TOKENIZER_ALIASES",
+    "load_diffusion_llm",
+    "load_tokenizer",
+    "resolve_model",
+]
 
 DIFFUSION_LLMS = {"llada": load_llada, "dream": load_dream}
 """`config.json` `model_type` (lower case) to the loader of its native module."""
@@ -35,9 +44,17 @@ HUB_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
     "generation_config.json",
 ]
 """What is fetched of a Hub repo: config, weights and tokenizer files; never code."""
+
+
+TOKENIZER_ALIASES = {"DreamTokenizer": "Qwen2Tokenizer"}
+"""Tokenizer classes shipped as checkpoint code, and the `transformers` class that
+behaves the same (Dream's `tokenization_dream.py` is Qwen2's byte-level BPE)."""
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
@@ -60,19 +77,33 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
 def load_tokenizer(directory: str | os.PathLike) -> Any:
     """The tokenizer of a model directory, without running code from it.
 
+    `tokenizer.json` is read by `PreTrainedTokenizerFast`; without it, the
+    `tokenizer_class` of `tokenizer_config.json` (through `TOKENIZER_ALIASES`)
+    must be a class built into `transformers`. `auto_map` is never followed.
+
     Raises:
         FileNotFoundError: If the directory has no tokenizer files.
+        ValueError: If the tokenizer class exists only as checkpoint code.
     """
+    import transformers
+
     directory = Path(directory)
     if (directory / "tokenizer.json").is_file():
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast.from_pretrained(directory)
-    if not (directory / "tokenizer_config.json").is_file():
+        return transformers.PreTrainedTokenizerFast.from_pretrained(directory)
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"no tokenizer.json or tokenizer_config.json in {directory}")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    try:
+        named = json.loads(path.read_text()).get("tokenizer_class")
+    except (ValueError, AttributeError) as error:
+        raise CorruptFileError(path, "tokenizer config", error) from None
+    cls = getattr(transformers, TOKENIZER_ALIASES.get(named, str(named)), None)
+    if not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):
+        raise ValueError(
+            f"{path}: tokenizer_class {named!r} is not part of transformers (only the "
+            "checkpoint's own code defines it, which discdiff does not run); add a tokenizer.json"
+        )
+    return cls.from_pretrained(directory)
 
 
 def load_diffusion_llm(
