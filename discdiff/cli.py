@@ -117,24 +117,29 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     if args.model is not None:
-        folder = sample_model(
-            args.model,
-            args.overrides,
-            prompt=args.prompt,
-            length=args.length,
-            blocks=args.blocks,
-            chat=args.chat,
-            out=args.out,
-            dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
-            device=args.device,
-            progress=not args.quiet,
-        )
+        try:
+            folder = sample_model(
+                args.model,
+                args.overrides,
+                prompt=args.prompt,
+                length=args.length,
+                blocks=args.blocks,
+                chat=args.chat,
+                out=args.out,
+                dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+                device=args.device,
+                progress=not args.quiet,
+            )
+        except ValueError as error:  # an unsupported checkpoint, a missing chat template
+            print(f"discdiff sample: error: {error}", file=sys.stderr)
+            return 2
         completions = json.loads((folder / "samples.json").read_text())["completions"]
         for text in completions:
             print(text)
     else:
         if args.prompt is not None or args.chat:
-            raise SystemExit("discdiff sample: --prompt and --chat need --model")
+            print("discdiff sample: error: --prompt and --chat need --model", file=sys.stderr)
+            return 2
         folder = sample_run(args.run, args.overrides, out=args.out, progress=not args.quiet)
     metrics = json.loads((folder / "metrics.json").read_text())
     print(json.dumps(metrics))

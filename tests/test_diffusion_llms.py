@@ -225,6 +225,19 @@ def test_cli_samples_text_from_a_tiny_llada(
         sample_model(checkpoints["llada"], ["sampler.posterior=loop"], prompt="a dog", out=out)
 
 
+def test_cli_errors_name_the_problem(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    directory = write_tiny_llada(tmp_path / "no-template")
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    assert main(["sample", "--model", str(directory), "--chat", "--prompt", "the"]) == 2
+    assert "has no chat template" in capsys.readouterr().err
+    assert main(["sample", "--run", "synthetic", "--prompt", "the"]) == 2
+    assert "--prompt and --chat need --model" in capsys.readouterr().err
+
+
 def test_chat_template_wraps_the_prompt(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     folder = sample_model(
         checkpoints["dream"],
