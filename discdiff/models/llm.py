@@ -260,7 +260,7 @@ class BidirectionalTransformer(nn.Module):
             ValueError: If the files lack weights the model needs, or hold
                 unknown ones, or a shape differs (naming the key and file).
         """
-        state = read_safetensors(directory, rename, device=device)
+        state = read_safetensors(directory, rename, device=device, dtype=dtype)
         with torch.device("meta"):
             model = cls(config)
         expected = dict(model.state_dict())
@@ -277,8 +277,6 @@ class BidirectionalTransformer(nn.Module):
                     f"weight {name!r} in {directory} has shape {tuple(tensor.shape)}; the config "
                     f"implies {tuple(expected[name].shape)}"
                 )
-            if dtype is not None:
-                state[name] = tensor.to(dtype)
         model.load_state_dict(state, assign=True)
         return model.eval()
 
@@ -321,13 +319,19 @@ def read_safetensors(
     rename: Callable[[str], str | None] = lambda key: key,
     *,
     device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> dict[str, Tensor]:
-    """Every tensor in a directory's safetensors shards, memory-mapped, under new names.
+    """Every tensor in a directory's safetensors shards, under new names.
+
+    The shards are memory-mapped and read one tensor at a time, each put on
+    `device` (and cast) as it is read, so a GPU load never holds the whole
+    model in host memory and a cast never holds two copies of it.
 
     Args:
         directory: The model directory.
         rename: A stored key to the name to keep it under (`None`: skip it).
         device: Where the tensors go.
+        dtype: Cast each tensor to this dtype (default: keep the stored one).
 
     Returns:
         `{name: tensor}`.
@@ -346,7 +350,8 @@ def read_safetensors(
                         continue
                     if name in state:
                         raise ValueError(f"{shard}: key {key!r} names {name!r} twice")
-                    state[name] = file.get_tensor(key)
+                    tensor = file.get_tensor(key)
+                    state[name] = tensor if dtype is None else tensor.to(dtype)
         except SafetensorError as error:
             raise CorruptFileError(shard, "safetensors file", error) from None
     return state
