@@ -26,6 +26,7 @@ from discdiff.models import (
     EnumerableOracle,
     HuggingFaceDenoiser,
     NoisyClassifier,
+    load_diffusion_llm,
     with_label,
 )
 from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
@@ -111,6 +112,7 @@ __all__ = [
     "UniformPosterior",
     "UniformProcess",
     "discrete_nelbo",
+    "load_diffusion_llm",
     "nelbo",
     "sigma_max",
     "with_label",

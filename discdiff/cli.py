@@ -37,6 +37,7 @@ from discdiff.runs import (
     evaluate_run,
     load_config,
     load_run,
+    sample_model,
     sample_run,
     train_run,
 )
@@ -115,7 +116,31 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    folder = sample_run(args.run, args.overrides, out=args.out, progress=not args.quiet)
+    if args.model is not None:
+        try:
+            folder = sample_model(
+                args.model,
+                args.overrides,
+                prompt=args.prompt,
+                length=args.length,
+                blocks=args.blocks,
+                chat=args.chat,
+                out=args.out,
+                dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+                device=args.device,
+                progress=not args.quiet,
+            )
+        except ValueError as error:  # an unsupported checkpoint, a missing chat template
+            print(f"discdiff sample: error: {error}", file=sys.stderr)
+            return 2
+        completions = json.loads((folder / "samples.json").read_text())["completions"]
+        for text in completions:
+            print(text)
+    else:
+        if args.prompt is not None or args.chat:
+            print("discdiff sample: error: --prompt and --chat need --model", file=sys.stderr)
+            return 2
+        folder = sample_run(args.run, args.overrides, out=args.out, progress=not args.quiet)
     metrics = json.loads((folder / "metrics.json").read_text())
     print(json.dumps(metrics))
     print(f"samples written to {folder}")
@@ -293,10 +318,40 @@ def _parser() -> argparse.ArgumentParser:
         "metrics.json to RUN/samples/LABEL (runs/NAME/samples/LABEL for a built-in run).",
         epilog=describe_config(),
     )
-    sample.add_argument(
-        "--run", required=True, help=f"a run directory, or a built-in run ({builtin})"
+    source = sample.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help=f"a run directory, or a built-in run ({builtin})")
+    source.add_argument(
+        "--model",
+        help="an open diffusion LLM (LLaDA, Dream): a local directory or a Hub id such as "
+        "GSAI-ML/LLaDA-8B-Instruct; loaded natively, no checkpoint code runs",
     )
-    sample.add_argument("--out", default=None, help="output folder (default RUN/samples/LABEL)")
+    sample.add_argument("--prompt", default=None, help="with --model: the text to complete")
+    sample.add_argument(
+        "--length", type=_positive, default=64, help="with --model: tokens to generate (64)"
+    )
+    sample.add_argument(
+        "--blocks",
+        type=_positive,
+        default=1,
+        help="with --model: generate in this many left-to-right blocks (semi-autoregressive; 1)",
+    )
+    sample.add_argument(
+        "--chat", action="store_true", help="with --model: wrap the prompt in the chat template"
+    )
+    sample.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="with --model: weight dtype (auto: as stored)",
+    )
+    sample.add_argument(
+        "--device", default=None, help="with --model: cuda or cpu (default: cuda if available)"
+    )
+    sample.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default RUN/samples/LABEL, or samples/MODEL/LABEL with --model)",
+    )
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
 

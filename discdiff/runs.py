@@ -32,6 +32,7 @@ The built-in run `"synthetic"` (the checkpoint shipped for the quickstart and
 its recipe) can be named wherever a run directory is expected.
 """
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -43,11 +44,12 @@ import torch
 from torch import Tensor
 
 from discdiff._io import CorruptFileError, atomic_write, locked
-from discdiff.config import ConfigError, RunConfig
+from discdiff.config import ConfigError, RunConfig, parse_override
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
 from discdiff.evaluation.synthetic import ASSET, language_metrics
+from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
 from discdiff.objectives import held_out_bound
@@ -64,6 +66,7 @@ __all__ = [
     "load_config",
     "load_run",
     "resolve_run",
+    "sample_model",
     "sample_run",
     "train_run",
 ]
@@ -427,3 +430,125 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     path = Path(out) if out is not None else _output(loaded.directory, run, "eval.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     return _write_json(path, table)
+
+
+def sample_model(
+    model: str | Path,
+    overrides: tuple[str, ...] | list[str] = (),
+    *,
+    prompt: str | None = None,
+    length: int = 64,
+    blocks: int = 1,
+    chat: bool = False,
+    out: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Complete a prompt with an open diffusion LLM (LLaDA, Dream) and a `sampler` section.
+
+    The model is loaded natively (`load_diffusion_llm`; no checkpoint code runs).
+    The sampler section starts from its defaults with `samples: 1, batch_size: 1`
+    and takes `sampler.*` overrides, e.g. `sampler.posterior=loop sampler.steps=128`.
+
+    Args:
+        model: A model directory, or a Hub id (fetched only when no such path exists).
+        overrides: `sampler.key=value` overrides.
+        prompt: The text to complete (kept fixed); none: unconditional.
+        length: Tokens to generate after the prompt.
+        blocks: Generate the `length` tokens left to right in this many blocks
+            (LLaDA's semi-autoregressive sampling); `sampler.steps` is split among them.
+        chat: Wrap the prompt in the tokenizer's chat template (instruct models).
+        out: Output folder (default `samples/MODEL/LABEL`); a folder holding other
+            settings is refused.
+        dtype: Cast the weights (default: as stored).
+        device: Where to run (default: CUDA when available).
+        progress: Show the sampler's progress bar.
+
+    Returns:
+        The folder holding `samples.json` (settings, tokens, texts, completions,
+        metrics), `samples.txt` (one completion per line) and `metrics.json`.
+
+    Raises:
+        ConfigError: For an override outside the `sampler` section, or a bad value.
+        ValueError: For `length` or `blocks` below 1, or `chat` with a tokenizer without a template.
+    """
+    for override in overrides:
+        if not override.startswith("sampler."):
+            raise ConfigError(override, "only sampler.* keys can be set when sampling a model")
+    if length < 1 or blocks < 1:
+        raise ValueError(f"`length` and `blocks` must be at least 1; got {length} and {blocks}")
+    values: dict[str, Any] = {"sampler": {"samples": 1, "batch_size": 1}}
+    for override in overrides:
+        parse_override(values, override)
+    spec = RunConfig.from_dict(values).sampler
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    denoiser = load_diffusion_llm(model, dtype=dtype, device=device)
+    tokenizer = denoiser.tokenizer
+    prompt_ids: list[int] = []
+    if prompt is not None:
+        if chat:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError(f"`chat`: the tokenizer of {model!s} has no chat template")
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = prompt
+        prompt_ids = list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
+    process = denoiser.process()
+    prompt_tokens = denoiser.encode(torch.tensor([prompt_ids], dtype=torch.long))
+    settings = {
+        **RunConfig.from_dict(values).to_dict()["sampler"],
+        "model": str(model),
+        "prompt": prompt,
+        "chat": chat,
+        "length": length,
+        "blocks": blocks,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    folder = (
+        Path(out)
+        if out is not None
+        else Path("samples") / Path(model).name / (f"{spec.label}-{digest}")
+    )
+    _check_same_samples(folder, settings)
+    sampler = spec.build(process, progress=progress)
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = sampler.sample_batches(
+            denoiser,
+            spec.samples,
+            len(prompt_ids) + length,
+            seed=spec.seed,
+            batch_size=spec.batch_size,
+            device=device,
+            prompt=prompt_tokens if prompt_ids else None,
+            blocks=blocks,
+        )
+    seconds = time.perf_counter() - start
+    model_ids = denoiser.decode(result.tokens).tolist()
+    completions = [
+        tokenizer.decode(row[len(prompt_ids) :], skip_special_tokens=True) for row in model_ids
+    ]
+    metrics = {
+        "nfe": int(result.sequence_nfe.max()),
+        "seconds": seconds,
+        "tokens_per_second": spec.samples * length / seconds,
+    }
+    record = {
+        "sampler": settings,
+        "metrics": metrics,
+        "tokens": model_ids,
+        "texts": [tokenizer.decode(row) for row in model_ids],
+        "completions": completions,
+        "provenance": provenance(settings, spec.seed),
+    }
+    lines = "\n".join(c.replace("\n", "\\n") for c in completions) + "\n"
+    with locked(folder):
+        _check_same_samples(folder, settings)
+        _write_json(folder / "samples.json", record)
+        atomic_write(folder / "samples.txt", lambda tmp: Path(tmp).write_text(lines))
+        _write_json(folder / "metrics.json", metrics)
+    return folder

@@ -1,7 +1,8 @@
-"""Denoisers: protocol, SUBS, DiT and its checkpoints, attention, HF adapters, exact oracles."""
+"""Denoisers: protocol, SUBS, DiT and checkpoints, attention, HF adapters, LLaDA/Dream, oracles."""
 
 from discdiff.models.attention import AttentionBackend, attention, resolve_backend
 from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
+from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT, DiTClassifier, DiTConfig
 from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.oracle import (
@@ -37,6 +38,7 @@ __all__ = [
     "Opaque",
     "attention",
     "is_time_conditioned",
+    "load_diffusion_llm",
     "load_torch_checkpoint",
     "resolve_backend",
     "subs_log_probs",

@@ -255,8 +255,12 @@ def looks_like_repo_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
 
 
-def download_pretrained(repo_id: str) -> Path:
+def download_pretrained(repo_id: str, patterns: list[str] | None = None) -> Path:
     """Fetch a Hub repo's `config.json` and safetensors weights; no remote code.
+
+    Args:
+        repo_id: `owner/name`.
+        patterns: The files to fetch (default `config.json` and `*.safetensors`).
 
     Returns:
         The local model directory.
@@ -272,7 +276,9 @@ def download_pretrained(repo_id: str) -> Path:
             "the huggingface_hub package"
         ) from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_NAME, "*.safetensors"]))
+        return Path(
+            snapshot_download(repo_id, allow_patterns=patterns or [CONFIG_NAME, "*.safetensors"])
+        )
     except Exception as error:  # the hub client raises many kinds; all mean "not reachable"
         raise FileNotFoundError(
             f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: "
