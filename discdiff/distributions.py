@@ -163,9 +163,8 @@ def nucleus_(
     return probs
 
 
-_ONE_BITS = 0x3F800000  # the float32 bit pattern of 1.0
 _BIN_SHIFT = 19  # keep the exponent and 4 mantissa bits: 16 bins per octave
-_BINS = (_ONE_BITS >> _BIN_SHIFT) + 1
+_BINS = (0x3F800000 >> _BIN_SHIFT) + 1  # the bin of 1.0 (float32 bits 0x3F800000) is the last
 
 
 def _wide_nucleus(rows: Tensor, top_p: float, rule: str) -> Tensor:
@@ -174,21 +173,24 @@ def _wide_nucleus(rows: Tensor, top_p: float, rule: str) -> Tensor:
     Tokens are binned by the top bits of their float32 probability (exponent
     and four mantissa bits: 16 bins per octave, ordered by probability since the
     bit patterns of non-negative floats are), and the bins' masses summed, one
-    pass; the bin where the cumulative mass crosses $p$ holds $\lambda^*$. Bins
-    before it are kept, bins after it dropped, and only the tokens inside it are
-    ordered (a partial selection of their largest) to place the cut exactly.
+    pass; the bin where the cumulative mass (from the top) crosses $p$ holds
+    $\lambda^*$. Higher bins are kept, lower ones dropped, and only the tokens
+    inside it are ordered (a partial selection of their largest) to place the
+    cut exactly.
     """
     rows = rows.float()
-    bins = (_ONE_BITS - rows.view(torch.int32)).clamp_(0).bitwise_right_shift_(_BIN_SHIFT).long()
-    mass = torch.zeros(rows.shape[0], _BINS, dtype=torch.float64, device=rows.device)
-    mass.scatter_add_(1, bins, rows.double())
+    key = rows.view(torch.int32).bitwise_right_shift(_BIN_SHIFT)
+    mass = torch.zeros(rows.shape[0], _BINS, dtype=rows.dtype, device=rows.device)
+    mass.scatter_add_(1, key.long(), rows)
+    mass = mass.flip(1).double()  # most likely bin first
     cumulative = mass.cumsum(1)
     if rule == "standard":
         cut = (cumulative < top_p).sum(1, keepdim=True).clamp_max(_BINS - 1)
     else:
         cut = (cumulative <= top_p).sum(1, keepdim=True).clamp_max(_BINS - 1)
     above = (cumulative - mass).gather(1, cut)
-    inside = bins == cut
+    cut_key = (_BINS - 1 - cut).int()
+    inside = key == cut_key
     width = int(inside.sum(1).max())
     values, index = torch.where(inside, rows, -1.0).topk(width, dim=-1, sorted=True)
     reached = above + values.double().clamp_min(0).cumsum(-1)
@@ -198,7 +200,7 @@ def _wide_nucleus(rows: Tensor, top_p: float, rule: str) -> Tensor:
         first = torch.arange(width, device=rows.device) == 0
         keep_inside = (reached <= top_p) | ((above == 0) & first)  # the top token is kept
     keep_inside &= values >= 0
-    keep = (bins < cut) | torch.zeros_like(inside).scatter_(1, index, keep_inside)
+    keep = (key > cut_key) | torch.zeros_like(inside).scatter_(1, index, keep_inside)
     kept = rows.masked_fill_(~keep, 0.0)
     return kept.div_(kept.sum(-1, keepdim=True))
 
