@@ -8,10 +8,13 @@ The objects a user composes are re-exported here::
     posterior = RemaskPosterior(CapSchedule(eta))
 """
 
+from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy, score_entropy
 from discdiff.distributions import MaskedCategorical
 from discdiff.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance
 from discdiff.models import (
     SUBS,
+    CausalConfig,
+    CausalTransformer,
     ConditionalDenoiser,
     ConditionalSUBS,
     Denoiser,
@@ -23,6 +26,7 @@ from discdiff.models import (
     EnumerableOracle,
     HuggingFaceDenoiser,
     NoisyClassifier,
+    ScoreModel,
     with_label,
 )
 from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
@@ -46,6 +50,8 @@ from discdiff.sampling import (
     MarginDecoder,
     MaskGITDecoder,
     SampleResult,
+    SEDDAnalytic,
+    SEDDEuler,
 )
 from discdiff.schedules import (
     Cosine,
@@ -60,7 +66,10 @@ from discdiff.schedules import (
 __all__ = [
     "SUBS",
     "AncestralSampler",
+    "AutoregressiveNLL",
     "CapSchedule",
+    "CausalConfig",
+    "CausalTransformer",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "ConditionalDenoiser",
@@ -98,10 +107,15 @@ __all__ = [
     "RemaskPosterior",
     "RemaskingSchedule",
     "RescaleSchedule",
+    "SEDDAnalytic",
+    "SEDDEuler",
     "SampleResult",
+    "ScoreEntropy",
+    "ScoreModel",
     "SequenceGenerator",
     "discrete_nelbo",
     "nelbo",
+    "score_entropy",
     "sigma_max",
     "with_label",
 ]

@@ -59,7 +59,14 @@ from discdiff.remasking import (
     RemaskingSchedule,
     RescaleSchedule,
 )
-from discdiff.sampling import AncestralSampler, EntropyDecoder, MarginDecoder, MaskGITDecoder
+from discdiff.sampling import (
+    AncestralSampler,
+    EntropyDecoder,
+    MarginDecoder,
+    MaskGITDecoder,
+    SEDDAnalytic,
+    SEDDEuler,
+)
 from discdiff.sampling.ancestral import Nucleus, Strategy
 from discdiff.schedules import (
     Cosine,
@@ -115,9 +122,12 @@ POSTERIORS: dict[str, type] = {
     "maskgit": MaskGITDecoder,
     "entropy": EntropyDecoder,
     "margin": MarginDecoder,
+    "sedd-analytic": SEDDAnalytic,
+    "sedd-euler": SEDDEuler,
 }
 """Names of the sampler strategies: MDLM, the ReMDM posteriors
-`RemaskPosterior(schedule)` by their schedule's name, and the confidence decoders."""
+`RemaskPosterior(schedule)` by their schedule's name, the confidence decoders, and
+SEDD's samplers for score models (`train.objective: score-entropy`)."""
 
 
 LANGUAGES: dict[str, type[ExactLanguage]] = {
@@ -255,7 +265,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     """The config form of a built object (the inverse of `_coerce`)."""
-    if isinstance(value, RemaskPosterior):
+    if type(value) in (RemaskPosterior, MaskingPosterior):  # not a subclass with its own name
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
     for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES):

@@ -256,6 +256,7 @@ def held_out_bound(
     seed: int = 12345,
     device: torch.device | str | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    objective: "Objective | None" = None,
 ) -> Bound:
     r"""The continuous NELBO of held-out sequences, with fixed noise: comparable across runs.
 
@@ -276,12 +277,16 @@ def held_out_bound(
         seed: Seed of the noise.
         device: Where the model runs (the data and noise are moved there).
         autocast: A context manager factory wrapped around each forward (e.g. bf16).
+        objective: The bound to evaluate (any `Objective` whose loss bounds
+            $-\log p_\theta(x)$, e.g. SEDD's score entropy); the continuous
+            NELBO by default.
 
     Returns:
         The `Bound` over all $N L$ tokens (the real ones with a `padding_mask`).
     """
     _check_padding(data, padding_mask)
-    objective, generator = ContinuousNELBO(), torch.Generator().manual_seed(seed)
+    objective = objective or ContinuousNELBO()
+    generator = torch.Generator().manual_seed(seed)
     nats = 0.0
     with torch.no_grad():
         for first in range(0, data.shape[0], batch_size):

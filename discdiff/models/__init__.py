@@ -1,6 +1,7 @@
-"""Denoisers: protocol, SUBS, DiT and its checkpoints, attention, HF adapters, exact oracles."""
+"""Networks: denoisers (SUBS, DiT), SEDD score models, the causal transformer, oracles."""
 
 from discdiff.models.attention import AttentionBackend, attention, resolve_backend
+from discdiff.models.causal import CausalConfig, CausalTransformer, next_token_nll
 from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
 from discdiff.models.dit import DiT, DiTClassifier, DiTConfig
 from discdiff.models.hf import HuggingFaceDenoiser
@@ -17,14 +18,18 @@ from discdiff.models.protocol import (
     is_time_conditioned,
     with_label,
 )
+from discdiff.models.score import DenoiserScores, ScoreModel, log_score_ratio
 from discdiff.models.subs import SUBS, ConditionalSUBS, subs_log_probs
 
 __all__ = [
     "SUBS",
     "AttentionBackend",
+    "CausalConfig",
+    "CausalTransformer",
     "ConditionalDenoiser",
     "ConditionalSUBS",
     "Denoiser",
+    "DenoiserScores",
     "DiT",
     "DiTClassifier",
     "DiTConfig",
@@ -35,9 +40,12 @@ __all__ = [
     "LabelledDenoiser",
     "NoisyClassifier",
     "Opaque",
+    "ScoreModel",
     "attention",
     "is_time_conditioned",
     "load_torch_checkpoint",
+    "log_score_ratio",
+    "next_token_nll",
     "resolve_backend",
     "subs_log_probs",
     "with_label",

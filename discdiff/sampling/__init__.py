@@ -1,4 +1,4 @@
-"""Sampling: the ancestral sampler and confidence-ordered decoders."""
+"""Sampling: the ancestral sampler, confidence-ordered decoders and SEDD's score samplers."""
 
 from discdiff.sampling.ancestral import (
     AncestralSampler,
@@ -13,6 +13,7 @@ from discdiff.sampling.decoders import (
     MarginDecoder,
     MaskGITDecoder,
 )
+from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
 
 __all__ = [
     "AncestralSampler",
@@ -21,7 +22,10 @@ __all__ = [
     "MarginDecoder",
     "MaskGITDecoder",
     "Nucleus",
+    "SEDDAnalytic",
+    "SEDDEuler",
     "SampleResult",
+    "ScorePosterior",
     "Strategy",
     "shape_probs",
 ]

@@ -5,7 +5,10 @@ top-k, nucleus), and asks the strategy for $z_s$. The strategy is any object
 with `time_grid(steps, t_min)`, `alphas(process, t, s)` and
 `draw(process, z_t, x, t, s, *, confidence, generator, dtype)`: a
 `RemaskPosterior` (MDLM, ReMDM cap / rescale / conf / loop, forward-backward,
-DFM) or a `ConfidenceDecoder`. The sampler never looks at which one it has.
+DFM, SEDD's score samplers) or a `ConfidenceDecoder`. A strategy may also
+define `shape_output(logits, *, temperature, top_k, top_p, nucleus)` to make
+its `x` from the network's output itself (SEDD's keep the scores' total);
+`shape_probs` does it otherwise. The sampler never looks at which one it has.
 """
 
 import itertools
@@ -263,7 +266,9 @@ class AncestralSampler:
         self.grid = posterior.time_grid(steps, t_min)
 
     def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
-        return shape_probs(
+        # A strategy may turn the network's output into its `x` itself (SEDD's keep the scale).
+        shape = getattr(self.posterior, "shape_output", shape_probs)
+        return shape(
             denoiser(z, t),
             temperature=self.temperature,
             top_k=self.top_k,
