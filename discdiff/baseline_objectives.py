@@ -37,7 +37,7 @@ from discdiff.models.score import log_score_ratio
 from discdiff.objectives import T_MIN, ContinuousNELBO, _check_padding, antithetic_times
 from discdiff.processes import MaskingProcess
 
-__all__ = ["AutoregressiveNLL", "ScoreEntropy", "score_entropy"]
+__all__ = ["AutoregressiveNLL", "PrefixClassification", "ScoreEntropy", "score_entropy"]
 
 
 def score_entropy(
@@ -165,3 +165,39 @@ class AutoregressiveNLL:
             Nats per sequence `(B,)`.
         """
         return next_token_nll(denoiser(x), x, padding_mask)
+
+
+class PrefixClassification:
+    r"""Cross-entropy of a prefix classifier at every prefix, as an `Objective` (FUDGE).
+
+    $$
+    \mathcal{L}(\phi) = \mathbb{E}_{(x, c)} \sum_{\ell=1}^{L} -\log p_\phi(c \mid x_{\le \ell}),
+    $$
+
+    for a `PrefixClassifier` on labelled batches `(x, label)`. The sum over
+    positions makes the trainer's "nats/token" the mean cross-entropy per prefix.
+    """
+
+    def noise(
+        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ...]:
+        """No randomness."""
+        return ()
+
+    def loss(
+        self,
+        process: MaskingProcess,
+        denoiser: object,
+        x: Tensor,
+        *noise: Tensor,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`(B,)` summed cross-entropies; `noise` is `(label,)`."""
+        if padding_mask is not None:
+            raise ValueError("PrefixClassification takes no `padding_mask`: classify whole rows")
+        (label,) = noise
+        logits = denoiser(x)  # (B, L, C)
+        target = label[:, None].expand(x.shape)
+        return torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), target, reduction="none"
+        ).sum(-1)

@@ -15,7 +15,7 @@ so one run config's `model` section describes either network.
 """
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from discdiff._io import CorruptFileError
 from discdiff.models.checkpoints import CONFIG_NAME, read_pretrained, write_pretrained
 
-__all__ = ["CausalConfig", "CausalTransformer", "next_token_nll"]
+__all__ = ["CausalConfig", "CausalTransformer", "PrefixClassifier", "next_token_nll"]
 
 
 def next_token_nll(
@@ -169,6 +169,18 @@ class CausalTransformer(nn.Module):
         """
         return next_token_nll(self(tokens), tokens, padding_mask)
 
+    def next_logits(self, prefix: Int[Tensor, "batch prefix"]) -> Float[Tensor, "batch vocab"]:
+        r"""Logits of $p(x_{i+1} \mid x_{\le i})$ after a prefix of $i$ tokens (may be empty).
+
+        Args:
+            prefix: Token ids `(B, i)`, `i < model_length`.
+
+        Returns:
+            `(B, V)` float32 logits.
+        """
+        placeholder = prefix.new_zeros(prefix.shape[0], 1)  # read by nobody: the mask is causal
+        return self(torch.cat((prefix, placeholder), dim=1))[:, -1]
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `config.json` (with `"architecture": "causal"`) and `model.safetensors`."""
         config = {"architecture": "causal", **asdict(self.config)}
@@ -195,3 +207,39 @@ class CausalTransformer(nn.Module):
         except RuntimeError as error:
             raise CorruptFileError(weights_path, f"weight set for {config_path}", error) from None
         return model
+
+
+class PrefixClassifier(CausalTransformer):
+    r"""A classifier of every prefix, $p_\phi(c \mid x_{\le \ell})$ for $\ell = 1..L$ (FUDGE's).
+
+    The causal trunk of `CausalTransformer` with a class head; position
+    $\ell$ of the output has read $x_1 \dots x_\ell$.
+
+    Args:
+        config: The trunk (its `vocab_size` is the token vocabulary).
+        num_classes: Number of classes $C$.
+
+    Example:
+        >>> config = CausalConfig(vocab_size=5, model_length=8, hidden_dim=16)
+        >>> PrefixClassifier(config, 3)(torch.zeros(2, 8, dtype=torch.long)).shape
+        torch.Size([2, 8, 3])
+    """
+
+    def __init__(self, config: CausalConfig, num_classes: int) -> None:
+        if num_classes < 1:
+            raise ValueError(f"`num_classes` must be at least 1; got {num_classes}")
+        super().__init__(replace(config, model_length=config.model_length + 1))
+        self.num_classes = num_classes
+        self.head = nn.Linear(config.hidden_dim, num_classes)
+
+    def forward(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length classes"]:
+        r"""Class logits of every prefix: position $\ell$ gives $p(c \mid x_{\le \ell})$.
+
+        Args:
+            tokens: Token ids `(B, L)`.
+
+        Returns:
+            `(B, L, C)` float32 logits.
+        """
+        shifted = torch.cat((tokens, tokens[:, :1]), dim=1)  # the hidden state after x_ℓ
+        return self.head(self.hidden(shifted)[:, 1:]).float()
