@@ -56,6 +56,7 @@ from discdiff.objectives import held_out_bound
 from discdiff.processes import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
+from discdiff.sampling.autoregressive import AutoregressiveSampler
 from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
@@ -410,11 +411,21 @@ def sample_run(
     settings = config.to_dict()["sampler"]
     folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
     _check_same_samples(folder, settings)  # before the work, and again under the lock
-    sampler = spec.build(loaded.process, progress=progress)
+    if isinstance(loaded.model, CausalTransformer):  # the same shaping, token by token
+        sampler: Any = AutoregressiveSampler(
+            temperature=spec.temperature,
+            top_k=spec.top_k,
+            top_p=spec.top_p,
+            nucleus=spec.nucleus,
+            float64=spec.float64,
+        )
+        model = loaded.model
+    else:
+        sampler, model = spec.build(loaded.process, progress=progress), loaded.denoiser
     start = time.perf_counter()
     with torch.no_grad():
         result = sampler.sample_batches(
-            loaded.denoiser,
+            model,
             spec.samples,
             config.data.length,
             seed=spec.seed,

@@ -23,7 +23,10 @@ from $r_t$, and then it is not: the analytic sampler reads the total, which
 a denoiser (normalised) does not have. So both samplers are strategies here,
 not a score-to-denoiser adapter; `tests/test_sedd.py` shows both facts by
 exact enumeration of the final-sample distribution. The Euler step is a
-first-order approximation even with exact scores.
+first-order approximation even with exact scores — except under the
+log-linear schedule (SEDD's and MDLM's default): $\alpha_t$ is linear in $t$,
+so $(t - s)\,\sigma'(t) = (\alpha_s - \alpha_t)/\alpha_t$ and the two steps
+coincide for any score.
 
 Both are `RemaskPosterior`s (no remasking) with their own `shape_output`:
 the sampler hands them the scores $S \cdot \hat x$, where $\hat x$ is the
