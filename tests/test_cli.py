@@ -367,7 +367,7 @@ def test_baseline_runs_train_sample_eval_and_join_the_study(tmp_path, capsys):
     assert isinstance(load_run(runs["score-entropy"]).network, ScoreModel)
     assert isinstance(load_run(runs["autoregressive"]).model, CausalTransformer)
     with pytest.raises(ValueError, match="no denoiser"):
-        load_run(runs["autoregressive"]).denoiser
+        _ = load_run(runs["autoregressive"]).denoiser
     capsys.readouterr()
     argv = ["scale", "--run", str(runs["nelbo"]), "--out", str(tmp_path / "study")]
     compare = ["--compare", str(runs["score-entropy"]), str(runs["autoregressive"])]
