@@ -258,7 +258,7 @@ def held_out_bound(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     objective: "Objective | None" = None,
 ) -> Bound:
-    r"""The continuous NELBO of held-out sequences, with fixed noise: comparable across runs.
+    r"""A bound of held-out sequences (the continuous NELBO by default), with fixed noise.
 
     $$
     \text{nats/token} = \frac{1}{N L} \sum_{n} \mathcal{L}_\infty(x_n),
