@@ -6,10 +6,13 @@ The objects a user composes are re-exported here::
 
     process = MaskingProcess(schedule=LogLinear(), vocab_size=V)
     posterior = RemaskPosterior(CapSchedule(eta))
+
+or, for uniform-state noise, `UniformProcess(schedule=LogLinear(), vocab_size=V)`
+with `UniformPosterior()`; both are `ForwardProcess`es.
 """
 
 from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy, score_entropy
-from discdiff.distributions import MaskedCategorical
+from discdiff.distributions import FactorizedCategorical, MaskedCategorical
 from discdiff.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance
 from discdiff.models import (
     SUBS,
@@ -31,7 +34,7 @@ from discdiff.models import (
 )
 from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.remasking import (
     CapSchedule,
     ConfidenceSchedule,
@@ -62,6 +65,7 @@ from discdiff.schedules import (
     NoiseSchedule,
     Polynomial,
 )
+from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "SUBS",
@@ -87,7 +91,9 @@ __all__ = [
     "EnumerableClassifier",
     "EnumerableConditionalOracle",
     "EnumerableOracle",
+    "FactorizedCategorical",
     "ForwardBackward",
+    "ForwardProcess",
     "Geometric",
     "Guidance",
     "HuggingFaceDenoiser",
@@ -113,6 +119,8 @@ __all__ = [
     "ScoreEntropy",
     "ScoreModel",
     "SequenceGenerator",
+    "UniformPosterior",
+    "UniformProcess",
     "discrete_nelbo",
     "nelbo",
     "score_entropy",

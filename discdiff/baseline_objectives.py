@@ -70,7 +70,8 @@ def score_entropy(
         `(B,)` unbiased estimates of the score entropy on $[\delta, 1]$.
 
     Raises:
-        ValueError: If `padding_mask` does not match `x`.
+        ValueError: If `padding_mask` does not match `x`, or the process is not
+            a masking process.
 
     Example:
         >>> from discdiff.models.score import DenoiserScores
@@ -81,6 +82,11 @@ def score_entropy(
         torch.Size([1])
     """
     _check_padding(x, padding_mask)
+    if not isinstance(process, MaskingProcess):
+        raise ValueError(
+            f"`process` must be a MaskingProcess (score entropy here is SEDD's absorbing "
+            f"form); got {type(process).__name__}"
+        )
     if t is None:
         t = antithetic_times(x.shape[0], generator=generator, device=x.device)
     if z_t is None:

@@ -5,7 +5,7 @@ builds::
 
     data:     {kind: synthetic, length: 64, seed: 1}          # DataSpec
     model:    {hidden_dim: 128, n_blocks: 4, ...}             # DiTConfig fields
-    process:  {schedule: {name: loglinear, eps: 0.001}}       # MaskingProcess
+    process:  {name: masking, schedule: loglinear}            # a ForwardProcess
     train:    {steps: 1800, lr: 0.002, ...}                   # TrainConfig
     sampler:  {posterior: {name: cap, eta: 0.02}, steps: 64}  # AncestralSampler
 
@@ -48,7 +48,7 @@ from discdiff._io import atomic_write
 from discdiff.data import ExactLanguage, HMMLanguage, PCFGLanguage, SyntheticLanguage
 from discdiff.models.dit import DiTConfig
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.remasking import (
     CapSchedule,
     ConfidenceSchedule,
@@ -78,12 +78,14 @@ from discdiff.schedules import (
     Polynomial,
 )
 from discdiff.training.trainer import TrainConfig
+from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "LANGUAGES",
     "MAX_STEPS",
     "NOISE_SCHEDULES",
     "POSTERIORS",
+    "PROCESSES",
     "REMASKING_SCHEDULES",
     "ConfigError",
     "DataSpec",
@@ -105,6 +107,12 @@ NOISE_SCHEDULES: dict[str, type[NoiseSchedule]] = {
 }
 """Names of the noise schedules $\\alpha_t$ in a config."""
 
+PROCESSES: dict[str, type[ForwardProcess]] = {
+    "masking": MaskingProcess,
+    "uniform": UniformProcess,
+}
+"""Names of the forward processes (`process.name`), each built as `cls(schedule, vocab_size=V)`."""
+
 REMASKING_SCHEDULES: dict[str, type[RemaskingSchedule]] = {
     "none": NoRemasking,
     "cap": CapSchedule,
@@ -122,12 +130,14 @@ POSTERIORS: dict[str, type] = {
     "maskgit": MaskGITDecoder,
     "entropy": EntropyDecoder,
     "margin": MarginDecoder,
+    "uniform": UniformPosterior,
     "sedd-analytic": SEDDAnalytic,
     "sedd-euler": SEDDEuler,
 }
 """Names of the sampler strategies: MDLM, the ReMDM posteriors
-`RemaskPosterior(schedule)` by their schedule's name, the confidence decoders, and
-SEDD's samplers for score models (`train.objective: score-entropy`)."""
+`RemaskPosterior(schedule)` by their schedule's name, the confidence decoders,
+the posterior of uniform-state noise, and SEDD's samplers for score models
+(`train.objective: score-entropy`)."""
 
 
 LANGUAGES: dict[str, type[ExactLanguage]] = {
@@ -327,18 +337,26 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    r"""The forward masking process $q(z_t \mid x)$.
+    r"""The forward process $q(z_t \mid x)$.
 
     Args:
+        name: The process, a name from `PROCESSES`: `masking` (MDLM, the mask
+            id is $V$) or `uniform` (uniform-state noise; needs a
+            time-conditioned model and `sampler.posterior: uniform`).
         schedule: The noise schedule $\alpha_t$ (a name from `NOISE_SCHEDULES`
             and its arguments).
     """
 
+    name: str = "masking"
     schedule: NoiseSchedule = field(default_factory=LogLinear)
 
-    def build(self, vocab_size: int) -> MaskingProcess:
-        """`MaskingProcess(schedule, vocab_size=V)` with the mask id $V$."""
-        return MaskingProcess(schedule=self.schedule, vocab_size=vocab_size)
+    def __post_init__(self) -> None:
+        if self.name not in PROCESSES:
+            raise ValueError(f"`name`: {_allowed(list(PROCESSES), self.name)}")
+
+    def build(self, vocab_size: int) -> ForwardProcess:
+        """The process over $V$ data tokens (masking: mask id $V$)."""
+        return PROCESSES[self.name](self.schedule, vocab_size=vocab_size)
 
 
 @dataclass(frozen=True)
@@ -383,9 +401,10 @@ class SamplerSpec:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
         if not 1 <= self.steps <= MAX_STEPS:  # the time grid alone would fill the memory
             raise ValueError(f"`steps` must lie in [1, {MAX_STEPS}]; got {self.steps}")
-        self.build(MaskingProcess(vocab_size=2))  # the sampler checks the rest
+        process_type = getattr(self.posterior, "process_type", MaskingProcess)
+        self.build(process_type(vocab_size=2))  # the sampler checks the rest
 
-    def build(self, process: MaskingProcess, *, progress: bool = False) -> AncestralSampler:
+    def build(self, process: ForwardProcess, *, progress: bool = False) -> AncestralSampler:
         """The `AncestralSampler` this section describes."""
         return AncestralSampler(
             process,
@@ -480,12 +499,35 @@ class RunConfig:
                 raise ConfigError(f"model.{name}", reason)
         built = _construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
         model = {name: getattr(built, name) for name in model}  # the checked, converted values
+        process = _construct("process", ProcessSpec, given["process"])
+        sampler = _construct("sampler", SamplerSpec, given["sampler"])
+        example = process.build(2)
+        if example.needs_time:
+            if model.get("time_conditioning") is False:
+                raise ConfigError(
+                    "model.time_conditioning",
+                    f"must be true for process.name {process.name!r} (its z_t does not reveal t)",
+                )
+            model["time_conditioning"] = True
+        process_type = getattr(sampler.posterior, "process_type", MaskingProcess)
+        if not isinstance(example, process_type):
+            # a σ-schedule's name stands for RemaskPosterior(schedule), a masking strategy
+            fits = [
+                n
+                for n, c in POSTERIORS.items()
+                if isinstance(example, getattr(c, "process_type", MaskingProcess))
+            ]
+            raise ConfigError(
+                "sampler.posterior",
+                f"works with a {process_type.__name__}, not process.name {process.name!r}; "
+                f"use one of {', '.join(fits)}",
+            )
         return cls(
             data=data,
             model=model,
-            process=_construct("process", ProcessSpec, given["process"]),
+            process=process,
             train=_construct("train", TrainConfig, given["train"]),
-            sampler=_construct("sampler", SamplerSpec, given["sampler"]),
+            sampler=sampler,
         )
 
     @classmethod
@@ -548,8 +590,9 @@ class RunConfig:
         return RunConfig.from_dict(values)
 
     def model_config(self, vocab_size: int) -> DiTConfig:
-        """The `DiTConfig` for $V$ data tokens: `vocab_size` $V + 1$, length from the data."""
-        return DiTConfig(**self.model, vocab_size=vocab_size + 1, model_length=self.data.length)
+        """The `DiTConfig` for $V$ data tokens: the process's states (masking: $V + 1$)."""
+        states = self.process.build(vocab_size).num_states
+        return DiTConfig(**self.model, vocab_size=states, model_length=self.data.length)
 
 
 def parse_override(values: dict[str, Any], override: str) -> None:
@@ -602,6 +645,7 @@ def describe_config() -> str:
         )
         lines.append(f"  {section}: {keys}")
     for title, registry in (
+        ("process.name", PROCESSES),
         ("process.schedule", NOISE_SCHEDULES),
         ("sampler.posterior", POSTERIORS),
         ("conf base", {k: v for k, v in REMASKING_SCHEDULES.items() if k != "conf"}),

@@ -1,4 +1,8 @@
-r"""The one distribution family of masked diffusion: mask-or-token per position.
+r"""Distributions over sequences that factorise over positions.
+
+`FactorizedCategorical` is the plain case, one categorical per position (the
+marginals and posteriors of uniform-state noise). `MaskedCategorical` is the
+one family of masked diffusion, mask-or-token per position:
 
 Every distribution masked diffusion needs (the forward marginal
 $q(z_t \mid x)$, the posteriors $q_\sigma(z_s \mid z_t, x)$ and the model's
@@ -28,7 +32,7 @@ from torch.distributions.kl import register_kl
 from discdiff._checks import validation_enabled
 from discdiff.rng import RandomSource, uniform
 
-__all__ = ["MaskedCategorical", "TokenOrMask", "draw_categorical"]
+__all__ = ["FactorizedCategorical", "MaskedCategorical", "TokenOrMask", "draw_categorical"]
 
 _SIMPLEX_TOL = 1e-4
 
@@ -377,3 +381,128 @@ class MaskedCategorical(TorchDistribution):
 def _kl_masked_categorical(q, p):
     """Closed-form KL, summed over positions (`MaskedCategorical.position_kl`)."""
     return q.position_kl(p).sum(-1)
+
+
+class FactorizedCategorical(TorchDistribution):
+    r"""Independent categoricals over the data tokens: $\prod_\ell \mathrm{Cat}(p^\ell)$.
+
+    The batch shape is `(B,)` and the event shape `(L,)`, as for
+    `MaskedCategorical`; draws go through `draw_categorical` (float64 CDFs,
+    `SequenceGenerator` streams).
+
+    Args:
+        probs: Probabilities `(B, L, V)`, each row on the simplex.
+        validate_args: Check arguments and values (defaults to torch's flag).
+
+    Example:
+        >>> d = FactorizedCategorical(torch.tensor([[[0.5, 0.5], [1.0, 0.0]]]))
+        >>> d.log_prob(torch.tensor([[1, 0]])).exp()
+        tensor([0.5000])
+    """
+
+    arg_constraints: ClassVar[dict] = {"probs": _LooseSimplex()}
+    has_enumerate_support = False
+
+    def __init__(
+        self,
+        probs: Float[Tensor, "batch length vocab"],
+        *,
+        validate_args: bool | None = None,
+    ) -> None:
+        if probs.dim() < 2:
+            raise ValueError(f"`probs` must have shape (..., L, V); got {tuple(probs.shape)}")
+        self.probs = probs
+        self.vocab_size = probs.shape[-1]
+        if validate_args is None:
+            validate_args = validation_enabled()
+        super().__init__(probs.shape[:-2], probs.shape[-2:-1], validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        """Data tokens, independently at each position."""
+        return constraints.independent(constraints.integer_interval(0, self.vocab_size - 1), 1)
+
+    def token_probs(self) -> Float[Tensor, "*batch length vocab"]:
+        """The probabilities `(..., L, V)` (as `MaskedCategorical.token_probs`)."""
+        return self.probs
+
+    def expand(self, batch_shape, _instance=None):  # noqa: D102 (pyro's documented method)
+        new = self._get_checked_instance(FactorizedCategorical, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.probs = self.probs.expand((*batch_shape, *self.probs.shape[-2:]))
+        new.vocab_size = self.vocab_size
+        super(FactorizedCategorical, new).__init__(
+            batch_shape, self.event_shape, validate_args=False
+        )
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(
+        self,
+        sample_shape: tuple[int, ...] = (),
+        *,
+        generator: RandomSource = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tensor:
+        """Draw tokens with shape `sample_shape + batch_shape + (L,)`.
+
+        Args:
+            sample_shape: Leading shape of independent draws.
+            generator: Random generator (a `torch.Generator` or a `SequenceGenerator`).
+            dtype: Precision of the inverse-CDF draw.
+
+        Returns:
+            Token ids in `0..V-1`.
+        """
+        shape = self._extended_shape(torch.Size(sample_shape))
+        n = int(torch.Size(sample_shape).numel())
+        drawn = draw_categorical(self.probs, n, generator=generator, dtype=dtype)
+        return drawn.movedim(-1, 0).reshape(shape)
+
+    def position_log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
+        r"""$\log p^\ell[z^\ell]$ per position (summed by `log_prob`).
+
+        Args:
+            value: Token ids `(..., L)`, broadcastable against the batch shape.
+
+        Returns:
+            `(..., L)` log-probabilities.
+        """
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape, self.probs.shape[:-1])
+        probs = self.probs.expand((*shape, self.vocab_size))
+        return probs.gather(-1, value.expand(shape).long().unsqueeze(-1)).squeeze(-1).log()
+
+    def log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
+        r"""$\log P(z) = \sum_\ell \log p^\ell[z^\ell]$.
+
+        Args:
+            value: Token ids `(..., L)`, broadcastable against the batch shape.
+
+        Returns:
+            Log-probabilities with shape `value.shape[:-1]` (broadcast).
+        """
+        return self.position_log_prob(value).sum(-1)
+
+    def position_kl(self, other: "FactorizedCategorical") -> Tensor:
+        r"""$\mathrm{KL}(p^\ell \,\|\, q^\ell)$ per position (summed by `kl_divergence`).
+
+        Args:
+            other: A `FactorizedCategorical` over the same vocabulary.
+
+        Returns:
+            `(*batch, L)` KLs in nats.
+        """
+        p, q = self.probs, other.probs
+        return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
+
+    def entropy(self) -> Tensor:
+        r"""$H = -\sum_\ell \sum_v p^\ell_v \log p^\ell_v$ per batch element, in nats."""
+        return -torch.xlogy(self.probs, self.probs).sum((-1, -2))
+
+
+@register_kl(FactorizedCategorical, FactorizedCategorical)
+def _kl_factorized_categorical(p, q):
+    """Closed-form KL, summed over positions (`FactorizedCategorical.position_kl`)."""
+    return p.position_kl(q).sum(-1)

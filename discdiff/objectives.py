@@ -1,12 +1,16 @@
-r"""Training objectives: the negative ELBO of masked diffusion, in nats.
+r"""Training objectives: the negative ELBO of discrete diffusion, in nats.
 
-**Continuous time** (MDLM). For any noise schedule,
+**Continuous time.** For any forward process and noise schedule,
 
 $$
-\mathcal{L}(x) = \int_0^1 \frac{-\alpha'_t}{1 - \alpha_t}\,
-\mathbb{E}_{z_t \sim q(\cdot \mid x)} \Big[\sum_{\ell:\, z_t^\ell = m}
--\log x_\theta(z_t)_\ell[x_\ell]\Big]\, dt ,
+\mathcal{L}(x) = \int_0^1 \mathbb{E}_{z_t \sim q(\cdot \mid x)}
+\Big[\sum_\ell \lambda_t\big(x_\theta(z_t)_\ell;\ x_\ell, z_t^\ell\big)\Big]\, dt ,
 $$
+
+with the process's integrand $\lambda_t$ (`ForwardProcess.nelbo_integrand`).
+For masking (MDLM) it is $\frac{-\alpha'_t}{1 - \alpha_t} [z_t^\ell = m]\,
+(-\log x_\theta(z_t)_\ell[x_\ell])$; for uniform noise, UDLM's closed form
+(`discdiff.uniform`).
 
 estimated with one time per sequence, drawn antithetically across the batch
 ($u_i = (u + i)/n \bmod 1$), on $[\delta, 1]$ with $\delta = 10^{-3}$.
@@ -23,27 +27,26 @@ instead (no such factor), which reads $\delta = 0.1\,\%$ higher; pass
 **Discrete time** with $T$ steps $t_i = i/T$: $\sum_i \mathbb{E}_q\,
 \mathrm{KL}\big(q_\sigma(z_s \mid z_t, x) \,\|\, p_\theta(z_s \mid z_t)\big)$,
 estimated with one step per sequence. `discrete_nelbo` computes the KL from
-the posterior distribution objects (any posterior, any remasking schedule)
-or, by default, in closed form: both distributions share the mask
-probabilities, so the KL is $-\log x_\theta[x]$ weighted by the unmasking
-probability $(\alpha_s - (1 - \sigma_t)\alpha_t)/(1 - \alpha_t)$ at masked
-positions — MDLM's weight when $\sigma = 0$. (The prior term is dropped, as
-in MDLM.)
+the posterior distribution objects (any posterior, any remasking schedule,
+any process) or, for masking by default, in closed form: both distributions
+share the mask probabilities, so the KL is $-\log x_\theta[x]$ weighted by the
+unmasking probability $(\alpha_s - (1 - \sigma_t)\alpha_t)/(1 - \alpha_t)$ at
+masked positions — MDLM's weight when $\sigma = 0$. (The prior term is
+dropped, as in MDLM.)
 """
 
 import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from discdiff.models.protocol import Denoiser, with_label
-from discdiff.posteriors import RemaskPosterior
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess
 
 __all__ = [
     "Bound",
@@ -79,10 +82,6 @@ def antithetic_times(
     return (1.0 - T_MIN) * u + T_MIN
 
 
-def _data_log_likelihood(log_probs: Tensor, x: Tensor) -> Tensor:
-    return log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1).float()
-
-
 def _denoise(denoiser: Denoiser, z_t: Tensor, t: Tensor, padding_mask: Tensor | None) -> Tensor:
     """`denoiser(z_t, t)`, with the padding mask when there is one."""
     if padding_mask is None:
@@ -101,7 +100,7 @@ def _check_padding(x: Tensor, padding_mask: Tensor | None) -> None:
 
 
 def nelbo(
-    process: MaskingProcess,
+    process: ForwardProcess,
     denoiser: Denoiser,
     x: Int[Tensor, "batch length"],
     *,
@@ -143,19 +142,18 @@ def nelbo(
     if z_t is None:
         z_t = process.sample(x, t, generator=generator)
     log_probs = _denoise(denoiser, z_t, t, padding_mask).float().log_softmax(-1)
-    counted = process.is_masked(z_t)
+    integrand = process.nelbo_integrand(log_probs, x, z_t, t)
     if padding_mask is not None:
-        counted = counted & padding_mask
-    nll = -_data_log_likelihood(log_probs, x) * counted
-    weight = process.schedule.weight(t)
+        integrand = integrand * padding_mask
+    total = integrand.sum(-1)
     if convention == "integral":
-        weight = weight * (1.0 - T_MIN)  # the length of [δ, 1]
-    return weight * nll.sum(-1)
+        total = total * (1.0 - T_MIN)  # the length of [δ, 1]
+    return total
 
 
 def discrete_nelbo(
-    process: MaskingProcess,
-    posterior: RemaskPosterior,
+    process: ForwardProcess,
+    posterior: Callable[..., Any],
     denoiser: Denoiser,
     x: Int[Tensor, "batch length"],
     *,
@@ -170,7 +168,8 @@ def discrete_nelbo(
 
     Args:
         process: The forward process.
-        posterior: $q_\sigma$; the model's reverse step is the same posterior
+        posterior: $q_\sigma$ (a `RemaskPosterior` for masking, `UniformPosterior`
+            for uniform noise); the model's reverse step is the same posterior
             with $x_\theta$ in place of $x$.
         denoiser: Any `(z_t, t) -> logits` callable.
         x: Clean tokens `(B, L)`.
@@ -179,9 +178,9 @@ def discrete_nelbo(
         step: Step indices `(B,)` in `1..T` (from $t = i/T$ to $s = (i-1)/T$)
             instead of uniform draws.
         z_t: A draw of $q(z_t \mid x)$ at $t = $ `step / steps` to use (with `step`).
-        exact_kl: Compute the KL with `torch.distributions.kl_divergence` on
-            the posterior objects (materialises `(B, L, V)` token tables)
-            instead of the closed form.
+        exact_kl: Compute the KL from the posterior objects' `position_kl`
+            (materialises `(B, L, V)` token tables) instead of the masking
+            closed form; always so for a process without a mask.
         padding_mask: `(B, L)`, `True` at real tokens; padded positions do not
             count (see `nelbo`).
 
@@ -199,7 +198,7 @@ def discrete_nelbo(
     x_data = torch.nn.functional.one_hot(x, process.vocab_size).to(x_theta.dtype)
     q = posterior(process, z_t, x_data, t, s)
     real = torch.ones_like(x, dtype=torch.bool) if padding_mask is None else padding_mask
-    if exact_kl:
+    if exact_kl or process.mask_id is None:
         # per-position KLs: the pyro distributions' event is the whole sequence
         p = posterior(process, z_t, x_theta, t, s)
         kl = (q.position_kl(p) * real).sum(-1)
@@ -247,7 +246,7 @@ class Bound:
 
 
 def held_out_bound(
-    process: MaskingProcess,
+    process: ForwardProcess,
     denoiser: Denoiser,
     data: Int[Tensor, "n length"],
     *,
@@ -258,7 +257,9 @@ def held_out_bound(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     objective: "Objective | None" = None,
 ) -> Bound:
-    r"""A bound of held-out sequences (the continuous NELBO by default), with fixed noise.
+    r"""The NELBO (or another objective) of held-out sequences, with fixed noise.
+
+    Comparable across runs: the noise comes from a fixed seed.
 
     $$
     \text{nats/token} = \frac{1}{N L} \sum_{n} \mathcal{L}_\infty(x_n),
@@ -277,9 +278,8 @@ def held_out_bound(
         seed: Seed of the noise.
         device: Where the model runs (the data and noise are moved there).
         autocast: A context manager factory wrapped around each forward (e.g. bf16).
-        objective: The bound to evaluate (any `Objective` whose loss bounds
-            $-\log p_\theta(x)$, e.g. SEDD's score entropy); the continuous
-            NELBO by default.
+        objective: The per-sequence loss to average; the continuous NELBO
+            (`ContinuousNELBO`) by default.
 
     Returns:
         The `Bound` over all $N L$ tokens (the real ones with a `padding_mask`).
@@ -311,14 +311,14 @@ class Objective(Protocol):
     """
 
     def noise(
-        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+        self, process: ForwardProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
         """Per-sequence random inputs (leading dimension B) for `loss`."""
         ...
 
     def loss(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         denoiser: Denoiser,
         x: Tensor,
         *noise: Tensor,
@@ -332,7 +332,7 @@ class ContinuousNELBO:
     """`nelbo` as an `Objective` (antithetic times and masks as its noise)."""
 
     def noise(
-        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+        self, process: ForwardProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
         """Antithetic times and $z_t$ for the batch."""
         t = antithetic_times(x.shape[0], generator=generator, device=x.device)
@@ -340,7 +340,7 @@ class ContinuousNELBO:
 
     def loss(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         denoiser: Denoiser,
         x: Tensor,
         *noise: Tensor,
@@ -360,11 +360,13 @@ class DiscreteNELBO:
         exact_kl: Use the distribution objects' KL instead of the closed form.
     """
 
-    def __init__(self, posterior: RemaskPosterior, steps: int, *, exact_kl: bool = False) -> None:
+    def __init__(
+        self, posterior: Callable[..., Any], steps: int, *, exact_kl: bool = False
+    ) -> None:
         self.posterior, self.steps, self.exact_kl = posterior, steps, exact_kl
 
     def noise(
-        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+        self, process: ForwardProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
         """Step indices and $z_t$ for the batch."""
         step = torch.randint(1, self.steps + 1, (x.shape[0],), generator=generator)
@@ -372,7 +374,7 @@ class DiscreteNELBO:
 
     def loss(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         denoiser: Denoiser,
         x: Tensor,
         *noise: Tensor,
@@ -410,14 +412,14 @@ class ConditionalNELBO:
         self.inner = inner or ContinuousNELBO()
 
     def noise(
-        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+        self, process: ForwardProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
         """The inner objective's noise."""
         return self.inner.noise(process, x, generator)
 
     def loss(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         denoiser: Denoiser,
         x: Tensor,
         *noise: Tensor,
@@ -449,14 +451,14 @@ class NoisyClassification:
     """
 
     def noise(
-        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
+        self, process: ForwardProcess, x: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
         """Antithetic times and $z_t$ for the batch (as `ContinuousNELBO`)."""
         return ContinuousNELBO().noise(process, x, generator)
 
     def loss(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         denoiser: Denoiser,
         x: Tensor,
         *noise: Tensor,

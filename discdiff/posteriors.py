@@ -29,9 +29,57 @@ from discdiff.distributions import MaskedCategorical
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import NoRemasking, RemaskingSchedule
 from discdiff.rng import RandomSource
-from discdiff.typing import Confidence, Probs, Times, Tokens
+from discdiff.typing import Confidence, MaskFlags, Probs, Times, Tokens
 
-__all__ = ["MaskingPosterior", "RemaskPosterior"]
+__all__ = ["DecodeConfidence", "MaskingPosterior", "RemaskPosterior", "decode_confidence"]
+
+
+def decode_confidence(
+    psi: Confidence, x: Probs, z_s: Tokens, was_masked: MaskFlags, is_masked: MaskFlags
+) -> Confidence:
+    r"""The decode confidences $\psi$ after a step $z_t \to z_s$ (ReMDM-conf).
+
+    A token decoded in this step gets the probability $x_\theta$ gave it; a
+    masked position gets $+\infty$ (weight 0 in confidence-based remasking);
+    every other position keeps its $\psi$.
+
+    Args:
+        psi: Confidences before the step `(B, L)`.
+        x: $x_\theta(z_t)$ the step drew from `(B, L, V)`.
+        z_s: Tokens after the step `(B, L)`.
+        was_masked: Where $z_t$ was masked `(B, L)`.
+        is_masked: Where $z_s$ is masked `(B, L)`.
+
+    Returns:
+        The new confidences `(B, L)`, float64.
+    """
+    picked = x.gather(-1, z_s.clamp_max(x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+    psi = torch.where(was_masked & ~is_masked, picked.double(), psi)
+    return torch.where(is_masked, torch.inf, psi)
+
+
+class DecodeConfidence:
+    r"""The per-run state of confidence-based remasking: decode confidences $\psi$.
+
+    Starts at $+\infty$ everywhere (weight 0: masked and fixed positions are
+    never picked) and follows `decode_confidence` after each step.
+
+    Args:
+        process: The masking process (which ids are masks).
+        z: The starting tokens `(B, L)`.
+
+    Attributes:
+        psi: The current confidences `(B, L)`, float64.
+    """
+
+    def __init__(self, process: MaskingProcess, z: Tokens) -> None:
+        self.process = process
+        self.psi = torch.full(z.shape, torch.inf, dtype=torch.float64, device=z.device)
+
+    def observe(self, x: Probs, z_t: Tokens, z_s: Tokens) -> None:
+        r"""Update $\psi$ after the step $z_t \to z_s$ drawn from `x`."""
+        masked = self.process.is_masked
+        self.psi = decode_confidence(self.psi, x, z_s, masked(z_t), masked(z_s))
 
 
 class RemaskPosterior:
@@ -50,6 +98,8 @@ class RemaskPosterior:
         >>> q.batch_shape, q.event_shape
         (torch.Size([1]), torch.Size([4]))
     """
+
+    process_type = MaskingProcess
 
     def __init__(self, schedule: RemaskingSchedule) -> None:
         self.schedule = schedule
@@ -182,6 +232,18 @@ class RemaskPosterior:
         """
         return self.schedule.time_grid(steps, t_min)
 
+    def start(self, process: MaskingProcess, z: Tokens) -> DecodeConfidence | None:
+        r"""Decode confidences $\psi$ for a schedule that reads them, else `None`.
+
+        Args:
+            process: The forward process.
+            z: The starting tokens `(B, L)`.
+
+        Returns:
+            A `DecodeConfidence` (ReMDM-conf), or `None`: no per-run state.
+        """
+        return DecodeConfidence(process, z) if self.schedule.needs_confidence else None
+
     def draw(
         self,
         process: MaskingProcess,
@@ -190,7 +252,7 @@ class RemaskPosterior:
         t: Times,
         s: Times,
         *,
-        confidence: Confidence,
+        state: DecodeConfidence | None = None,
         generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
@@ -202,14 +264,15 @@ class RemaskPosterior:
             x: $x_\theta(z_t)$ `(B, L, V)`.
             t: Current times `(B,)`.
             s: Next times `(B,)`.
-            confidence: Decode confidences $\psi$ `(B, L)`, used by schedules
-                that need them.
+            state: What `start` returned: the decode confidences $\psi$ for
+                schedules that read them.
             generator: Random generator (`torch.Generator` or `SequenceGenerator`).
             dtype: Precision of the categorical draw.
 
         Returns:
             $z_s$ `(B, L)`.
         """
+        confidence = None if state is None else state.psi
         posterior = self(process, z_t, x, t, s, confidence=confidence)
         return posterior.sample(generator=generator, dtype=dtype)
 

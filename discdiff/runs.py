@@ -53,7 +53,7 @@ from discdiff.models.dit import DiT
 from discdiff.models.score import ScoreModel
 from discdiff.models.subs import SUBS
 from discdiff.objectives import held_out_bound
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
@@ -169,7 +169,7 @@ class _Family:
     """How a `train.objective` builds, wraps and loads its network."""
 
     build: Callable[[RunConfig, int], torch.nn.Module]
-    wrap: Callable[[torch.nn.Module, MaskingProcess], torch.nn.Module]
+    wrap: Callable[[torch.nn.Module, ForwardProcess], torch.nn.Module]
     load: Callable[[Path], torch.nn.Module]
 
 
@@ -265,7 +265,7 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     saved = out / "alphabet.json"
     data = RunData.from_config(config, _read_json(saved) if saved.is_file() else None)
     process = config.process.build(data.vocab_size)
-    if data.alphabet is not None:
+    if data.alphabet is not None and process.mask_id is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
     family = _FAMILIES[config.train.objective]
     with seeded(derive_seed(config.train.seed, "init")):
@@ -319,7 +319,7 @@ class Run:
     data: RunData
 
     @property
-    def process(self) -> MaskingProcess:
+    def process(self) -> ForwardProcess:
         """The run's forward process."""
         return self.config.process.build(self.data.vocab_size)
 

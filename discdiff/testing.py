@@ -1,4 +1,4 @@
-r"""A property suite for remasking schedules and posteriors: check yours like the built-in ones.
+r"""A property suite for processes, remasking schedules and posteriors: check yours like ours.
 
 ReMDM's theorem says that the posterior $q_\sigma(z_s \mid z_t, x)$ keeps the
 forward marginals,
@@ -20,6 +20,15 @@ so at most $(V + 1)^L = 16$ states):
   token is only ever kept or remasked;
 - `check_marginal_preservation`: $q(z_t \mid x)^\top P = q(z_s \mid x)$, with
   the $\alpha$ the posterior actually uses (re-timed for `LoopSchedule`).
+
+The same checks take any `ForwardProcess` with its posterior (e.g.
+`UniformProcess` with `UniformPosterior`, over $V^L$ states): marginal
+composition is the property every process's posterior must have. The
+swap check of `check_normalisation` applies to processes with a mask only.
+`sample_distribution` gives the exact distribution of an `AncestralSampler`'s
+samples for any of them (with `EnumerableOracle(probs, process=...)`, the
+exact denoiser of a small joint for any process), and `processes` is a
+hypothesis strategy over processes and noise schedules.
 
 Each check takes a `RemaskingSchedule` (wrapped in `RemaskPosterior`) or a
 posterior object, runs on one step or on a default grid of steps, and raises
@@ -43,8 +52,10 @@ Example:
     True
 """
 
+import copy
 import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,8 +63,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff._checks import validation
-from discdiff.posteriors import RemaskPosterior
-from discdiff.processes import MaskingProcess
+from discdiff.posteriors import DecodeConfidence, RemaskPosterior, decode_confidence
+from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.remasking import (
     CapSchedule,
     ConfidenceSchedule,
@@ -65,15 +76,17 @@ from discdiff.remasking import (
     RescaleSchedule,
     sigma_max,
 )
-from discdiff.sampling.ancestral import AncestralSampler, _decode_confidence
+from discdiff.sampling.ancestral import AncestralSampler
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
     Geometric,
     Linear,
     LogLinear,
+    NoiseSchedule,
     Polynomial,
 )
+from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -86,6 +99,7 @@ __all__ = [
     "enumerate_states",
     "noise_schedules",
     "posterior_table",
+    "processes",
     "remasking_schedules",
     "sample_distribution",
     "times",
@@ -129,7 +143,7 @@ def _default_process() -> MaskingProcess:
     return MaskingProcess(LogLinear(), vocab_size=2)
 
 
-def _default_x(process: MaskingProcess, length: int = 2) -> Float[Tensor, "1 length vocab"]:
+def _default_x(process: ForwardProcess, length: int = 2) -> Float[Tensor, "1 length vocab"]:
     """A fixed soft $x$ `(1, L, V)`: the check then covers every data token at once."""
     weights = torch.arange(1, length * process.vocab_size + 1, dtype=F64)
     weights = weights.reshape(1, length, process.vocab_size)
@@ -152,28 +166,33 @@ def _steps(steps: Steps) -> list:
     return chosen
 
 
-def enumerate_states(process: MaskingProcess, length: int) -> Int[Tensor, "states length"]:
-    r"""Every noisy sequence of `length` tokens: $(V + 1)^L$ rows of data ids or the mask id.
+def enumerate_states(process: ForwardProcess, length: int) -> Int[Tensor, "states length"]:
+    r"""Every noisy sequence of `length` tokens: data ids, and the mask id if the process has one.
 
     Args:
-        process: Supplies $V$ and the mask id.
+        process: Supplies $V$ and the mask id (`None`: none).
         length: $L$; keep $(V + 1)^L$ small.
 
     Returns:
-        All sequences `(K, L)` with $K = (V + 1)^L$, in lexicographic order of
-        `[0, …, V-1, mask_id]`.
+        All sequences `(K, L)` with $K = (V + 1)^L$ ($V^L$ without a mask), in
+        lexicographic order of `[0, …, V-1, mask_id]`.
 
     Example:
         >>> enumerate_states(MaskingProcess(vocab_size=1), 2).tolist()
         [[0, 0], [0, 1], [1, 0], [1, 1]]
     """
-    ids = [*range(process.vocab_size), process.mask_id]
+    ids = [*range(process.vocab_size)] + ([] if process.mask_id is None else [process.mask_id])
     return torch.tensor(list(itertools.product(ids, repeat=length)), dtype=torch.long)
+
+
+def _confidence_kwargs(process: ForwardProcess, confidence: Tensor) -> dict[str, Tensor]:
+    r"""`confidence=` for posteriors of a masking process ($\psi$ is about decoded masks)."""
+    return {} if process.mask_id is None else {"confidence": confidence}
 
 
 def posterior_table(
     subject: Subject,
-    process: MaskingProcess,
+    process: ForwardProcess,
     x: Float[Tensor, "1 length vocab"],
     t: float,
     s: float,
@@ -190,7 +209,8 @@ def posterior_table(
 
     Args:
         subject: A `RemaskingSchedule` (wrapped in `RemaskPosterior`) or a
-            posterior called as `posterior(process, z_t, x, t, s, confidence=...)`.
+            posterior called as `posterior(process, z_t, x, t, s, confidence=...)`
+            (without `confidence=` for a process without a mask).
         process: The forward process.
         x: One distribution over data tokens `(1, L, V)` (float64 for exactness).
         t: Current time.
@@ -214,7 +234,7 @@ def posterior_table(
             x.expand(k, -1, -1),
             torch.full((k,), t, dtype=F64),
             torch.full((k,), s, dtype=F64),
-            confidence=confidence.to(F64).expand(k, -1),
+            **_confidence_kwargs(process, confidence.to(F64).expand(k, -1)),
         )
         # value (K_s, 1, L) against batch (K_t,): log_prob[j, i] = log q(states_j | states_i)
         table = q.log_prob(states.unsqueeze(1)).exp().T.to(F64)
@@ -227,15 +247,17 @@ def sample_distribution(
     r"""The exact distribution of `sampler.sample(denoiser, 1, length).tokens`.
 
     Runs the sampler's own pieces (its time grid, `shape_probs` with its
-    temperature / top-k / nucleus, the posterior's distribution objects, the
-    decode confidences $\psi$ and the noise-removal step) over every state
-    instead of one draw: each step maps a distribution over
+    temperature / top-k / nucleus, the process's prior and noise-removal step,
+    the posterior's distribution objects and its decode confidences $\psi$)
+    over every state instead of one draw: each step maps a distribution over
     $(z_t, \psi)$ to one over $(z_s, \psi')$ through the posterior's
-    `log_prob`. $\psi$ is tracked only for schedules that read it. Keep
-    $(V + 1)^L$ small (a few hundred states).
+    `log_prob`. $\psi$ is tracked only for strategies that keep it. Any
+    process works (`RemaskPosterior` on masking, `UniformPosterior` on uniform
+    noise). Keep the number of states ($(V + 1)^L$, or $V^L$) small.
 
     Args:
-        sampler: An `AncestralSampler` whose strategy is a `RemaskPosterior`.
+        sampler: An `AncestralSampler` whose strategy is a posterior: called as
+            `posterior(process, z_t, x, t, s)`, returning a distribution.
         denoiser: Any `(z_t, t) -> logits` callable.
         length: $L$.
 
@@ -245,8 +267,8 @@ def sample_distribution(
         mass of sequences that end with masks is missing from `probs`.
 
     Raises:
-        TypeError: If the strategy is not a `RemaskPosterior` (a decoder's
-            top-k choice has no `log_prob`).
+        TypeError: If the strategy is not a posterior (a decoder's top-k choice
+            has no `log_prob`).
 
     Example:
         >>> from discdiff import MaskingPosterior
@@ -258,28 +280,28 @@ def sample_distribution(
         [0.25, 0.25, 0.25, 0.25]
     """
     posterior, process = sampler.posterior, sampler.process
-    if not isinstance(posterior, RemaskPosterior):
+    if not callable(posterior):
         raise TypeError(
-            f"`sampler` must use a RemaskPosterior; got {type(posterior).__name__}, "
-            "whose draw has no log_prob"
+            f"`sampler` must use a posterior (called as posterior(process, z_t, x, t, s)); got "
+            f"{type(posterior).__name__}, whose draw has no log_prob"
         )
-    track = posterior.schedule.needs_confidence
     states = enumerate_states(process, length)
-    z = torch.full((1, length), process.mask_id, dtype=torch.long)
-    psi = torch.full((1, length), torch.inf, dtype=F64)
-    prob = torch.ones(1, dtype=F64)
+    prior = process.prior(1, length).log_prob(states.unsqueeze(1)).exp().squeeze(-1).to(F64)
+    z, prob = states[prior > 0], prior[prior > 0]
+    track = isinstance(posterior.start(process, z), DecodeConfidence)
+    psi = torch.full(z.shape, torch.inf, dtype=F64)
     grid = sampler.grid
     for t, s in itertools.pairwise(grid):
         n = len(z)
         x = sampler._x_theta(denoiser, z, t.expand(n).float())
-        q = posterior(process, z, x, t.expand(n), s.expand(n), confidence=psi)
+        confidence = _confidence_kwargs(process, psi)
+        q = posterior(process, z, x, t.expand(n), s.expand(n), **confidence)
         table = q.log_prob(states.unsqueeze(1)).exp().T.to(F64)  # (n, K)
         i, j = (table > 0).nonzero(as_tuple=True)
         z_s = states[j]
         if track:
-            psi_s = _decode_confidence(
-                psi[i], x[i], z_s, process.is_masked(z[i]), process.is_masked(z_s)
-            )
+            masked = process.is_masked
+            psi_s = decode_confidence(psi[i], x[i], z_s, masked(z[i]), masked(z_s))
         else:
             psi_s = torch.full(z_s.shape, torch.inf, dtype=F64)
         # merge the paths that reach the same (z_s, ψ')
@@ -288,7 +310,7 @@ def sample_distribution(
         z, psi = keys[:, :length].long(), keys[:, length:]
     if sampler.noise_removal:
         x = sampler._x_theta(denoiser, z, grid[-1].expand(len(z)).float())
-        z = torch.where(process.is_masked(z), x.argmax(-1), z)
+        z = process.remove_noise(z, x, grid[-1].expand(len(z)))
     sequences = states[~process.is_masked(states).any(-1)]
     vocab = process.vocab_size
     done = ~process.is_masked(z).any(-1)
@@ -299,19 +321,35 @@ def sample_distribution(
     return sequences, probs
 
 
+@dataclass(frozen=True)
+class _Fixed(NoiseSchedule):
+    r"""$\alpha_t = $ `alpha_value` at every time: a process's marginal at a given $\alpha$."""
+
+    alpha_value: float
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        return torch.full_like(t, self.alpha_value, dtype=F64)
+
+    def _alpha_prime(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t, dtype=F64)
+
+    def _inverse(self, alpha: Tensor) -> Tensor:
+        return torch.zeros_like(alpha)
+
+
 def _marginal_probs(
-    process: MaskingProcess, x: Tensor, alpha: Tensor, states: Tensor
+    process: ForwardProcess, x: Tensor, alpha: Tensor, states: Tensor
 ) -> Float[Tensor, " states"]:
-    r"""$q(z \mid x)$ at every enumerated state, for the masking process with $\alpha$."""
-    index = states.clamp_max(process.vocab_size - 1).unsqueeze(-1)
-    keep = x[0].expand(len(states), -1, -1).gather(-1, index).squeeze(-1)
-    per_position = torch.where(states == process.mask_id, 1.0 - alpha, alpha * keep)
-    return per_position.prod(-1)
+    r"""$q(z \mid x)$ at every enumerated state, for the process with noise level $\alpha$."""
+    at_alpha = copy.copy(process)
+    at_alpha.schedule = _Fixed(float(alpha.reshape(-1)[0]))
+    marginal = at_alpha.marginal(x.to(F64), torch.zeros(1, dtype=F64))
+    return marginal.log_prob(states.unsqueeze(1)).exp().squeeze(-1).to(F64)
 
 
 def check_sigma_bounds(
     subject: Subject,
-    process: MaskingProcess | None = None,
+    process: ForwardProcess | None = None,
     *,
     steps: Steps = None,
     confidence: Float[Tensor, "1 length"] | None = None,
@@ -374,7 +412,7 @@ def check_sigma_bounds(
 
 def check_normalisation(
     subject: Subject,
-    process: MaskingProcess | None = None,
+    process: ForwardProcess | None = None,
     *,
     x: Float[Tensor, "1 length vocab"] | None = None,
     steps: Steps = None,
@@ -384,7 +422,8 @@ def check_normalisation(
     r"""Check that each row of $P[z_t, z_s]$ is a distribution that never swaps a token.
 
     For every enumerated $z_t$: $P[z_t, \cdot] \ge 0$, $\sum_{z_s} P[z_t, z_s] = 1$,
-    and where $z_t^\ell \ne m$ the next token $z_s^\ell$ is $z_t^\ell$ or $m$.
+    and, for a process with a mask, where $z_t^\ell \ne m$ the next token
+    $z_s^\ell$ is $z_t^\ell$ or $m$.
 
     Args:
         subject: A `RemaskingSchedule` or a posterior.
@@ -412,6 +451,8 @@ def check_normalisation(
                 f"{subject!r}: rows of q(z_s | z_t, x) sum to {sums.tolist()} {where} "
                 f"(max error {error:.3g})"
             )
+        if process.mask_id is None:  # without a mask any token may turn into any other
+            continue
         unmasked = states != process.mask_id  # z_t positions that hold a token
         swapped = (
             unmasked.unsqueeze(1)
@@ -427,7 +468,7 @@ def check_normalisation(
 
 def check_marginal_preservation(
     subject: Subject,
-    process: MaskingProcess | None = None,
+    process: ForwardProcess | None = None,
     *,
     x: Float[Tensor, "1 length vocab"] | None = None,
     steps: Steps = None,
@@ -529,6 +570,39 @@ def noise_schedules():
         st.builds(Geometric, sigma_min=st.floats(1e-4, 0.01), sigma_max=st.floats(3.0, 10.0)),
         st.builds(Polynomial, k=st.floats(0.5, 4.0), eps=eps),
     )
+
+
+def processes(vocab_size: int, *, noise: Any = None):
+    r"""A strategy of forward processes over $V$ data tokens with random noise schedules.
+
+    Draws `MaskingProcess` (with the default or a shifted mask id) and
+    `UniformProcess`, each over a schedule from `noise`.
+
+    Args:
+        vocab_size: $V$ (at least 2 for uniform noise; 1 gives masking only).
+        noise: A strategy of noise schedules; `noise_schedules()` by default.
+
+    Returns:
+        strategy (SearchStrategy): `(process, posterior)` pairs, the posterior
+            the process's own (`MaskingPosterior`, `UniformPosterior`).
+    """
+    st = _strategies()
+    noise = noise_schedules() if noise is None else noise
+    masking = st.builds(
+        lambda schedule, shift: (
+            MaskingProcess(schedule, vocab_size=vocab_size, mask_id=vocab_size + shift),
+            RemaskPosterior(NoRemasking()),
+        ),
+        noise,
+        st.sampled_from([0, 2]),
+    )
+    if vocab_size < 2:
+        return masking
+    uniform = st.builds(
+        lambda schedule: (UniformProcess(schedule, vocab_size=vocab_size), UniformPosterior()),
+        noise,
+    )
+    return masking | uniform
 
 
 def remasking_schedules(*, per_position: bool = True):

@@ -126,7 +126,8 @@ sampler:
 
 @pytest.mark.parametrize("name", sorted(POSTERIORS))
 def test_every_posterior_name_round_trips(name):
-    config = RunConfig.from_dict({"sampler": {"posterior": name}})
+    process = "uniform" if name == "uniform" else "masking"
+    config = RunConfig.from_dict({"process": {"name": process}, "sampler": {"posterior": name}})
     assert config.to_dict()["sampler"]["posterior"]["name"] == name
     assert RunConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
 

@@ -158,11 +158,14 @@ class Spy:
     def alphas(self, process, t, s):
         return self.inner.alphas(process, t, s)
 
-    def draw(self, process, z_t, x, t, s, *, confidence, generator=None, dtype=torch.float64):
+    process_type = dd.MaskingProcess
+
+    def start(self, process, z):
+        return self.inner.start(process, z)
+
+    def draw(self, process, z_t, x, t, s, *, state=None, generator=None, dtype=torch.float64):
         self.dtypes.add(dtype)
-        return self.inner.draw(
-            process, z_t, x, t, s, confidence=confidence, generator=generator, dtype=dtype
-        )
+        return self.inner.draw(process, z_t, x, t, s, state=state, generator=generator, dtype=dtype)
 
 
 @pytest.mark.parametrize(("float64", "dtype"), [(True, torch.float64), (False, torch.float32)])

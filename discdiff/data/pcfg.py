@@ -170,13 +170,16 @@ class PCFGLanguage(ExactLanguage):
         Returns:
             A `torch_struct.SentCFG` with batch shape `(B,)`.
         """
-        from torch_struct import SentCFG
-
         observed = torch.ones_like(z, dtype=torch.bool) if mask_id is None else z != mask_id
         log_emission = self.emission.log()
         terms = log_emission.T[torch.where(observed, z, 0)]  # (B, L, |P|)
-        terms = torch.where(observed.unsqueeze(-1), terms, 0.0)
-        batch = z.shape[0]
+        return self._chart(torch.where(observed.unsqueeze(-1), terms, 0.0))
+
+    def _chart(self, terms: Tensor) -> object:
+        """`SentCFG` over preterminal scores `(B, L, |P|)`."""
+        from torch_struct import SentCFG
+
+        batch = terms.shape[0]
         rules = self.rule.clamp_min(1e-300).log().expand(batch, -1, -1, -1).contiguous()
         roots = self.root.log().expand(batch, -1).contiguous()
         return _structured(SentCFG, (terms.contiguous(), rules, roots))
@@ -217,6 +220,28 @@ class PCFGLanguage(ExactLanguage):
         self._check_length(z.shape[1])
         preterminal = self.chart(z.cpu(), mask_id).marginals[0].detach()  # (B, L, |P|)
         scores = preterminal @ self.emission
+        return scores / scores.sum(-1, keepdim=True)
+
+    def conditionals_given(
+        self, evidence: Float[Tensor, "batch length vocab"]
+    ) -> Float[Tensor, "batch length vocab"]:
+        r"""$p(x_\ell = v \mid e_{-\ell})$ given soft evidence $e_j(v) = q(z^j \mid x^j = v)$.
+
+        The chart's preterminal scores are $\log \sum_v E[p, v]\, e_\ell(v)$; the
+        posterior $\mu_\ell$ it gives includes position $\ell$'s own evidence,
+        which is divided out: $\mu^{-\ell}_\ell(p) \propto \mu_\ell(p) / \sum_v E[p, v]\, e_\ell(v)$
+        (exact when every evidence is positive, as for uniform noise at $t > 0$).
+
+        Args:
+            evidence: Positive likelihoods `(B, L, V)`, e.g. `process.likelihood(z_t, t)`.
+
+        Returns:
+            Float64 probabilities `(B, L, V)`.
+        """
+        self._check_length(evidence.shape[1])
+        weight = evidence.double() @ self.emission.T  # (B, L, |P|)
+        preterminal = self._chart(weight.log().contiguous()).marginals[0].detach()
+        scores = (preterminal / weight) @ self.emission
         return scores / scores.sum(-1, keepdim=True)
 
     # -- summaries --------------------------------------------------------------------------

@@ -133,15 +133,21 @@ class ExactLanguage:
             "entropy_bits": entropy / math.log(2),
         }
 
-    def denoiser(self, mask_id: int | None = None) -> "LanguageDenoiser":
-        """The exact conditional denoiser of this language (a `Denoiser`).
+    def denoiser(
+        self, mask_id: int | None = None, *, process: object | None = None
+    ) -> "LanguageDenoiser":
+        """The exact denoiser of this language for a forward process (a `Denoiser`).
 
         Args:
-            mask_id: The mask id it reads; defaults to $V$.
+            mask_id: The mask id it reads (masking); defaults to $V$.
+            process: The forward process instead (its mask id, or, without one,
+                the leave-one-out denoiser of uniform noise).
 
         Returns:
             A `LanguageDenoiser`.
         """
+        if process is not None:
+            return LanguageDenoiser(self, process=process)
         return LanguageDenoiser(self, self.vocab_size if mask_id is None else mask_id)
 
     def _arguments(self) -> tuple:
@@ -427,8 +433,28 @@ class HMMLanguage(ExactLanguage):
         Returns:
             Float64 probabilities `(B, L, V)`.
         """
-        observed = z != mask_id
-        forward, _, after = self._forward_backward(self._steps(z, observed), backward=True)
+        return self._leave_one_out(self._steps(z, z != mask_id))
+
+    def conditionals_given(
+        self, evidence: Float[Tensor, "batch length vocab"]
+    ) -> Float[Tensor, "batch length vocab"]:
+        r"""$p(x_\ell = v \mid e_{-\ell})$: soft evidence $e_j(v) = q(z^j \mid x^j = v)$ elsewhere.
+
+        The exact denoiser of uniform-state noise (see `discdiff.uniform`):
+        forward–backward with each position's transition weighted by its
+        evidence, $\sum_v J[s, v, s']\, e_j(v)$, leaving position $\ell$ out.
+
+        Args:
+            evidence: Likelihoods `(B, L, V)`, e.g. `process.likelihood(z_t, t)`.
+
+        Returns:
+            Float64 probabilities `(B, L, V)`.
+        """
+        return self._leave_one_out(torch.einsum("svt,blv->blst", self.joint, evidence.double()))
+
+    def _leave_one_out(self, steps: Tensor) -> Tensor:
+        r"""Normalised $\sum_{s, s'} \alpha_\ell(s) J[s, v, s'] \beta_{\ell+1}(s')$ given steps."""
+        forward, _, after = self._forward_backward(steps, backward=True)
         scores = torch.einsum("bls,svt,blt->blv", forward[:, :-1], self.joint, after[:, 1:])
         return scores / scores.sum(-1, keepdim=True).clamp_min(_LOG_ZERO)
 
@@ -526,33 +552,55 @@ def _check_ids(x: Tensor, vocab_size: int) -> None:
 
 
 class LanguageDenoiser:
-    r"""The exact denoiser $p(x_\ell \mid \text{unmasked tokens of } z_t)$ of a language.
+    r"""The exact denoiser of a language for a forward process.
 
-    Works for any language with `conditionals(z, mask_id)` (`HMMLanguage`,
-    `SyntheticLanguage`, `PCFGLanguage`). Unmasked positions carry their token
-    over (SUBS). Not time-conditioned.
+    For masking, $p(x_\ell \mid \text{unmasked tokens of } z_t)$ from the
+    language's `conditionals(z, mask_id)` (`HMMLanguage`, `SyntheticLanguage`,
+    `PCFGLanguage`), unmasked positions carrying their token over (SUBS); not
+    time-conditioned. For a process without a mask (uniform noise, given as
+    `process=`), $p(x_\ell \mid z_t^{-\ell})$ from `conditionals_given` with the
+    process's likelihoods as evidence; time-conditioned.
 
     Args:
         language: The language.
-        mask_id: The mask id it reads.
+        mask_id: The mask id it reads (masking); taken from `process` when given.
+        process: The forward process (any object with `mask_id` and
+            `likelihood(z_t, t)`); `None`: masking with `mask_id`.
+
+    Raises:
+        ValueError: If neither `mask_id` nor `process` is given.
+        TypeError: If the process has no mask and the language no `conditionals_given`.
     """
 
-    time_conditioned = False
-
-    def __init__(self, language: object, mask_id: int) -> None:
-        self.language, self.mask_id = language, mask_id
+    def __init__(
+        self, language: object, mask_id: int | None = None, *, process: object | None = None
+    ) -> None:
+        if process is not None:
+            mask_id = process.mask_id
+        elif mask_id is None:
+            raise ValueError("give `mask_id` (masking) or `process`")
+        if mask_id is None and not hasattr(language, "conditionals_given"):
+            raise TypeError(
+                f"{type(language).__name__} has no `conditionals_given(evidence)`, which "
+                f"the exact denoiser of a {getattr(process, 'name', '')} process needs"
+            )
+        self.language, self.mask_id, self.process = language, mask_id, process
+        self.time_conditioned = mask_id is None
 
     def __call__(self, z_t: Tokens, t: Times) -> Float[Tensor, "batch length vocab"]:
         """Exact log-probabilities, computed on the CPU.
 
         Args:
             z_t: Noisy tokens `(B, L)`.
-            t: Times `(B,)` (unused).
+            t: Times `(B,)` (used only by a process without a mask).
 
         Returns:
             Float32 log-probabilities `(B, L, V)` on the device of `z_t`.
         """
         z = z_t.cpu()
+        if self.mask_id is None:
+            evidence = self.process.likelihood(z, t.cpu())
+            return self.language.conditionals_given(evidence).log().float().to(z_t.device)
         probs = self.language.conditionals(z, self.mask_id)
         unmasked = z != self.mask_id
         carry = torch.nn.functional.one_hot(

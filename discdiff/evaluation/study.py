@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess
 from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
 from discdiff.sampling.autoregressive import AutoregressiveSampler, NextTokenModel
 
@@ -37,7 +37,7 @@ Metrics = Callable[[torch.Tensor], dict[str, float]]
 
 
 def scaling_study(
-    process: MaskingProcess,
+    process: ForwardProcess,
     denoisers: dict[str, Denoiser],
     strategies: dict[str, Strategy],
     steps: Sequence[int],

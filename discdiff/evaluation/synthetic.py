@@ -177,7 +177,7 @@ def run_synthetic_study(
     if autoregressive:
         rows += autoregressive_study(autoregressive, metrics, **common)
     if perfect:
-        oracle = {"perfect": language.denoiser(process.mask_id)}
+        oracle = {"perfect": language.denoiser(process=process)}
         subset = {name: chosen[name] for name in perfect}
         rows += scaling_study(
             process,

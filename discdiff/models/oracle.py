@@ -1,7 +1,9 @@
 r"""The exact denoiser of a distribution small enough to enumerate.
 
-For a joint $p(x)$ over $V^L$ sequences, the optimal $x_\theta$ is the exact
-conditional $x^\star(z_t)_\ell = p(x_\ell \mid \text{unmasked tokens of } z_t)$.
+For a joint $p(x)$ over $V^L$ sequences, the optimal $x_\theta$ of masking is the
+exact conditional $x^\star(z_t)_\ell = p(x_\ell \mid \text{unmasked tokens of } z_t)$;
+for a process without a mask (uniform noise) it is $p(x_\ell \mid z_t^{-\ell})$,
+the posterior given the other noisy positions (see `discdiff.uniform`).
 With it, losses and samplers can be checked against the truth rather than
 against themselves. For a labelled joint $p(c, x)$ the same enumeration gives
 the exact conditional denoisers $x^\star(z_t \mid c)$
@@ -25,7 +27,10 @@ class EnumerableOracle:
 
     Args:
         probs: $p(x)$ as a tensor of shape `(V,) * L` (unnormalised is fine).
-        mask_id: The mask id; defaults to $V$.
+        mask_id: The mask id; defaults to $V$ (the process's, when `process` is given).
+        process: The forward process (any object with `mask_id` and
+            `likelihood(z_t, t)`). For one without a mask the oracle returns
+            $\log p(x_\ell \mid z_t^{-\ell})$ and is time-conditioned.
 
     Example:
         >>> joint = torch.tensor([[0.5, 0.0], [0.0, 0.5]])  # x_1 = x_2, uniform
@@ -34,16 +39,21 @@ class EnumerableOracle:
         tensor([0., 1.])
     """
 
-    time_conditioned = False
-
-    def __init__(self, probs: Tensor, *, mask_id: int | None = None) -> None:
+    def __init__(
+        self, probs: Tensor, *, mask_id: int | None = None, process: object | None = None
+    ) -> None:
         if probs.dim() < 1 or len(set(probs.shape)) != 1:
             raise ValueError(f"`probs` must have shape (V,) * L; got {tuple(probs.shape)}")
         if bool((probs < 0).any()) or not bool(probs.sum() > 0):
             raise ValueError("`probs` must be non-negative with positive total mass")
         self.vocab_size = probs.shape[0]
         self.length = probs.dim()
-        self.mask_id = self.vocab_size if mask_id is None else mask_id
+        if process is not None:
+            mask_id = process.mask_id
+        elif mask_id is None:
+            mask_id = self.vocab_size
+        self.mask_id, self.process = mask_id, process
+        self.time_conditioned = mask_id is None
         self.probs = (probs / probs.sum()).flatten().to(torch.float64)
         self.sequences = _all_sequences(self.vocab_size, self.length)
         self._one_hot = torch.nn.functional.one_hot(self.sequences, self.vocab_size).double()
@@ -61,12 +71,31 @@ class EnumerableOracle:
             Float32 log-probabilities `(B, L, V)`; at an unmasked position the
             one-hot of its token.
         """
+        if self.mask_id is None:
+            return self._leave_one_out(z_t, t)
         weights = _consistent(z_t, self.sequences, self.mask_id) * self.probs.to(z_t.device)
         empty = weights.sum(-1, keepdim=True) == 0
         weights = torch.where(empty, self.probs.to(z_t.device), weights)
         marginals = torch.einsum("bk,klv->blv", weights, self._one_hot.to(z_t.device))
         marginals = marginals / marginals.sum(-1, keepdim=True)
         return marginals.log().float()
+
+    def _leave_one_out(self, z_t: Tokens, t: Times) -> Float[Tensor, "batch length vocab"]:
+        r"""$\log p(x_\ell = v \mid z_t^{-\ell})$ by enumeration.
+
+        $p(x_\ell = v \mid z_t^{-\ell}) \propto \sum_x p(x)\, [x_\ell = v]
+        \prod_{j \ne \ell} q(z_t^j \mid x_j)$, the products over the other
+        positions taken as prefix times suffix products (no division).
+        """
+        evidence = self.process.likelihood(z_t, t)  # (B, L, V)
+        seq = self.sequences.to(z_t.device)
+        per_token = evidence[:, torch.arange(self.length, device=z_t.device), seq]  # (B, K, L)
+        ones = torch.ones_like(per_token[..., :1])
+        before = torch.cat((ones, per_token[..., :-1]), -1).cumprod(-1)
+        after = torch.cat((per_token[..., 1:], ones), -1).flip(-1).cumprod(-1).flip(-1)
+        weights = before * after * self.probs.to(z_t.device).unsqueeze(-1)  # (B, K, L)
+        marginals = torch.einsum("bkl,klv->blv", weights, self._one_hot.to(z_t.device))
+        return (marginals / marginals.sum(-1, keepdim=True)).log().float()
 
 
 def _all_sequences(vocab_size: int, length: int) -> Int[Tensor, "sequences length"]:

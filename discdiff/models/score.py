@@ -32,8 +32,7 @@ from torch import Tensor, nn
 
 from discdiff._checks import validation_enabled
 from discdiff.models.protocol import Denoiser
-from discdiff.models.subs import NEG
-from discdiff.processes import MaskingProcess
+from discdiff.processes import NEG, MaskingProcess
 from discdiff.typing import Times, Tokens
 
 __all__ = ["DenoiserScores", "ScoreModel", "log_score_ratio"]

@@ -11,23 +11,23 @@ From a backbone's logits, SUBS makes a distribution over data tokens that
 
 `ConditionalSUBS` is the same over a label-conditioned backbone,
 $x_\theta(z_t \mid y)$, the model that classifier-free guidance wraps.
+
+The parameterisation belongs to the forward process (`log_probs` of a
+`ForwardProcess`): `SUBS` over a `UniformProcess` is a plain log-softmax over
+the data tokens (nothing is carried over: any token may be noise), and its
+backbone must be time-conditioned.
 """
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from discdiff._checks import validation_enabled
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.typing import Times, Tokens
 
 __all__ = ["SUBS", "ConditionalSUBS", "subs_log_probs"]
-
-NEG = -1e6
-"""Log-probability of the tokens a carried-over position cannot take (finite in float32)."""
 
 
 def subs_log_probs(
@@ -37,7 +37,7 @@ def subs_log_probs(
     vocab_size: int,
     mask_id: int,
 ) -> Float[Tensor, "batch length vocab"]:
-    r"""Apply SUBS to backbone logits.
+    r"""Apply SUBS to backbone logits (`MaskingProcess.log_probs`).
 
     Args:
         logits: `(B, L, W)` with `W >= V`; entries `V..W-1` (the mask and any
@@ -49,43 +49,34 @@ def subs_log_probs(
     Returns:
         $\log x_\theta$ `(B, L, V)` in float32: a log-softmax at masked positions,
         `0` at the carried token and `NEG` elsewhere at unmasked ones.
-
-    Raises:
-        ValueError: If `logits` has fewer than `V` entries, or (with validation
-            on) holds NaN or infinite values.
     """
-    if logits.shape[-1] < vocab_size:
-        raise ValueError(
-            f"`logits` has {logits.shape[-1]} entries per position; need at least "
-            f"vocab_size={vocab_size}"
-        )
-    if validation_enabled() and not bool(torch.isfinite(logits).all()):
-        raise ValueError("the backbone returned NaN or infinite `logits`")
-    log_probs = logits[..., :vocab_size].float().log_softmax(-1)
-    unmasked = z_t != mask_id
-    carried = F.one_hot(torch.where(unmasked, z_t, 0), vocab_size).bool()
-    one_hot_log = torch.where(carried, 0.0, NEG)
-    return torch.where(unmasked.unsqueeze(-1), one_hot_log, log_probs)
+    return MaskingProcess(vocab_size=vocab_size, mask_id=mask_id).log_probs(logits, z_t)
 
 
 class SUBS(nn.Module):
     r"""A `Denoiser` from a backbone `(tokens, sigma, padding_mask) -> logits`.
 
     The backbone (e.g. `DiT`) sees the total noise $\sigma(t) = -\log\alpha_t$
-    when time-conditioned, zeros otherwise (MDLM's default).
+    when time-conditioned, zeros otherwise (MDLM's default). Its logits become
+    $\log x_\theta$ through the process's parameterisation (`process.log_probs`:
+    SUBS for masking).
 
     Args:
         backbone: Module called as `backbone(z_t, sigma, padding_mask=...)`,
             returning `(B, L, W)` logits with `W >= V`.
-        process: Supplies $V$, the mask id and $\alpha_t$.
+        process: Supplies $V$, the parameterisation and $\alpha_t$.
         time_conditioning: Feed $\sigma(t)$ to the backbone; defaults to the
             backbone's `config.time_conditioning` (or `False`).
+
+    Raises:
+        ValueError: If the process needs a time-conditioned denoiser
+            (`process.needs_time`, e.g. uniform noise) and it is not.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
-        process: MaskingProcess,
+        process: ForwardProcess,
         *,
         time_conditioning: bool | None = None,
     ) -> None:
@@ -95,6 +86,11 @@ class SUBS(nn.Module):
         if time_conditioning is None:
             config = getattr(backbone, "config", None)
             time_conditioning = bool(getattr(config, "time_conditioning", False))
+        if process.needs_time and not time_conditioning:
+            raise ValueError(
+                f"`backbone` must be time-conditioned for a {process.name} process "
+                "(set `time_conditioning=True` in its config): its inputs do not reveal t"
+            )
         self.time_conditioned = time_conditioning
 
     def forward(
@@ -116,13 +112,11 @@ class SUBS(nn.Module):
     def _log_probs(self, z_t: Tokens, t: Times, **backbone_kwargs: Any) -> Tensor:
         r"""Feed $\sigma(t)$ (or zeros) and `backbone_kwargs` to the backbone, then SUBS."""
         if self.time_conditioned:
-            sigma = -torch.log(self.process.schedule.alpha(t)).float()
+            # α_1 = 0 (e.g. LogLinear(eps=0)) would feed σ = inf: cap σ at -log(1e-12)
+            sigma = -torch.log(self.process.schedule.alpha(t).clamp_min(1e-12)).float()
         else:
             sigma = torch.zeros(z_t.shape[0], device=z_t.device)
-        logits = self.backbone(z_t, sigma, **backbone_kwargs)
-        return subs_log_probs(
-            logits, z_t, vocab_size=self.process.vocab_size, mask_id=self.process.mask_id
-        )
+        return self.process.log_probs(self.backbone(z_t, sigma, **backbone_kwargs), z_t)
 
 
 class ConditionalSUBS(SUBS):
@@ -155,7 +149,7 @@ class ConditionalSUBS(SUBS):
     def __init__(
         self,
         backbone: nn.Module,
-        process: MaskingProcess,
+        process: ForwardProcess,
         *,
         time_conditioning: bool | None = None,
     ) -> None:

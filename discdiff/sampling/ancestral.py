@@ -1,11 +1,12 @@
 r"""The ancestral sampler: $z_1 \to z_0$ with any posterior or decoder.
 
 Each step asks the denoiser for $x_\theta(z_t)$, shapes it (temperature,
-top-k, nucleus), and asks the strategy for $z_s$. The strategy is any object
-with `time_grid(steps, t_min)`, `alphas(process, t, s)` and
-`draw(process, z_t, x, t, s, *, confidence, generator, dtype)`: a
-`RemaskPosterior` (MDLM, ReMDM cap / rescale / conf / loop, forward-backward,
-DFM, SEDD's score samplers) or a `ConfidenceDecoder`. A strategy may also
+top-k, nucleus), and asks the strategy for $z_s$. The loop is written against
+two interfaces only: the `ForwardProcess` (the prior $z_1$ and the final
+noise-removal step) and the `Strategy` (the time grid, per-run state such as
+ReMDM-conf's decode confidences, and one draw per step): a `RemaskPosterior`
+(MDLM, ReMDM cap / rescale / conf / loop, forward-backward, DFM, SEDD's score
+samplers), a `ConfidenceDecoder`, or a `UniformPosterior`. A strategy may also
 define `shape_output(logits, *, temperature, top_k, top_p, nucleus)` to make
 its `x` from the network's output itself (SEDD's keep the scores' total);
 `shape_probs` does it otherwise. The sampler never looks at which one it has.
@@ -22,23 +23,38 @@ from tqdm.auto import tqdm
 
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
-from discdiff.processes import MaskingProcess
+from discdiff.processes import ForwardProcess
 from discdiff.rng import RandomSource, SequenceGenerator
-from discdiff.typing import Confidence, Probs, Times, Tokens
+from discdiff.typing import Probs, Times, Tokens
 
-__all__ = ["AncestralSampler", "Nucleus", "SampleResult", "Strategy", "shape_probs"]
+__all__ = ["AncestralSampler", "Nucleus", "SampleResult", "StepState", "Strategy", "shape_probs"]
 
 Nucleus = Literal["standard", "remdm"]
 """The nucleus rules: `"standard"` (textbook / Hugging Face) and `"remdm"` (ReMDM's code)."""
 
 
 @runtime_checkable
+class StepState(Protocol):
+    r"""Per-run state a strategy keeps between steps (e.g. decode confidences $\psi$)."""
+
+    def observe(self, x: Probs, z_t: Tokens, z_s: Tokens) -> None:
+        r"""Update after the step $z_t \to z_s$ that drew from $x_\theta(z_t)$ = `x`."""
+        ...
+
+
+@runtime_checkable
 class Strategy(Protocol):
     """What the sampler asks of a posterior or decoder.
 
-    `RemaskPosterior` (every ReMDM strategy, MDLM, forward-backward, DFM) and
-    `ConfidenceDecoder` implement it; the sampler never looks further.
+    `RemaskPosterior` (every ReMDM strategy, MDLM, forward-backward, DFM),
+    `ConfidenceDecoder` and `UniformPosterior` implement it; the sampler never
+    looks further.
+
+    Attributes:
+        process_type: The class of forward processes the strategy works with.
     """
+
+    process_type: type
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
         """Times from 1 down to `t_min`.
@@ -52,7 +68,7 @@ class Strategy(Protocol):
         """
         ...
 
-    def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
+    def alphas(self, process: ForwardProcess, t: Times, s: Times) -> tuple[Times, Times]:
         r"""$(\alpha_t, \alpha_s)$ used for the step.
 
         Args:
@@ -65,15 +81,28 @@ class Strategy(Protocol):
         """
         ...
 
+    def start(self, process: ForwardProcess, z: Tokens) -> StepState | None:
+        """Fresh per-run state for a run starting at `z`, or `None` if the strategy keeps none.
+
+        Args:
+            process: The forward process.
+            z: The starting tokens `(B, L)`.
+
+        Returns:
+            A `StepState` the sampler passes to `draw` and updates after each
+            step, or `None`.
+        """
+        ...
+
     def draw(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         z_t: Tokens,
         x: Probs,
         t: Times,
         s: Times,
         *,
-        confidence: Confidence,
+        state: StepState | None = None,
         generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
@@ -85,7 +114,7 @@ class Strategy(Protocol):
             x: $x_\theta(z_t)$ `(B, L, V)`, after temperature / top-k / nucleus.
             t: Current times `(B,)`.
             s: Next times `(B,)`.
-            confidence: Decode confidences $\psi$ `(B, L)` (`+inf` where none).
+            state: What `start` returned (updated by the sampler after each step).
             generator: Random generator: a `torch.Generator`, or a
                 `SequenceGenerator` whose sequences are the batch's rows.
             dtype: Precision of categorical draws.
@@ -198,9 +227,10 @@ class AncestralSampler:
     r"""Ancestral sampling from a masked diffusion model.
 
     Args:
-        process: The forward process (vocabulary, mask id, $\alpha_t$).
+        process: The forward process (vocabulary, prior, noise removal, $\alpha_t$).
         posterior: The strategy: a posterior (e.g. `MaskingPosterior()`,
-            `RemaskPosterior(CapSchedule(0.04))`) or a `ConfidenceDecoder`.
+            `RemaskPosterior(CapSchedule(0.04))`, `UniformPosterior()`) or a
+            `ConfidenceDecoder`; it must work with the process (`process_type`).
         steps: Number of steps $T$ (DFM's adaptive grid takes more).
         temperature: Temperature applied to the denoiser's logits.
         top_k: Keep the `top_k` most likely tokens of $x_\theta$; off by default.
@@ -209,8 +239,8 @@ class AncestralSampler:
             `"remdm"`, the rule of ReMDM's code and the paper's numbers.
         float64: Draw categoricals in float64 (default). float32 silently
             drops the tail of large vocabularies and lowers sample entropy.
-        noise_removal: Finish with one step that fills every remaining mask
-            with the argmax of $x_\theta$ (MDLM).
+        noise_removal: Finish with the process's noise-removal step (masking:
+            fill every remaining mask with the argmax of $x_\theta$, as MDLM).
         cache: Reuse $x_\theta$ when no token changed and the denoiser is not
             time-conditioned (the loop's only host synchronisation, and only
             then).
@@ -229,7 +259,7 @@ class AncestralSampler:
 
     def __init__(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         posterior: Strategy,
         steps: int,
         *,
@@ -253,6 +283,12 @@ class AncestralSampler:
             raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
         if nucleus not in ("standard", "remdm"):
             raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {nucleus!r}")
+        process_type = getattr(posterior, "process_type", object)
+        if not isinstance(process, process_type):
+            raise TypeError(
+                f"`posterior` {posterior!r} works with a {process_type.__name__}; "
+                f"got `process` {process!r}"
+            )
         self.process = process
         self.posterior = posterior
         self.steps = steps
@@ -284,16 +320,16 @@ class AncestralSampler:
         infill: Tensor | None,
         device: torch.device,
     ) -> tuple[Tensor, Tensor]:
-        """Values `(B, L)` and flags `(B, L)` of the positions that stay fixed."""
-        mask_id = self.process.mask_id
-        values = torch.full((batch_size, length), mask_id, dtype=torch.long, device=device)
+        """Values `(B, L)` and flags `(B, L)` of the positions that stay fixed (free: -1)."""
+        values = torch.full((batch_size, length), -1, dtype=torch.long, device=device)
         if infill is not None:
             if infill.shape[-1] != length or infill.dim() != 2:
                 raise ValueError(
                     f"`infill` must have shape (B or 1, length={length}); got {tuple(infill.shape)}"
                 )
-            self.process.check_tokens("infill", infill, allow_mask=True)
-            values = infill.to(device).expand(batch_size, length).clone()
+            free = (infill == -1) | self.process.is_masked(infill)
+            self.process.check_tokens("infill", infill[~free], allow_mask=False)
+            values = torch.where(free, -1, infill).to(device).expand(batch_size, length).clone()
         if prompt is not None:
             if prompt.dim() != 2 or prompt.shape[-1] > length:
                 raise ValueError(
@@ -302,7 +338,7 @@ class AncestralSampler:
                 )
             self.process.check_tokens("prompt", prompt, allow_mask=False)
             values[:, : prompt.shape[-1]] = prompt.to(device).expand(batch_size, -1)
-        return values, values != mask_id
+        return values, values >= 0
 
     @torch.no_grad()
     def sample(
@@ -326,8 +362,9 @@ class AncestralSampler:
             batch_size: Number of sequences $B$.
             length: Tokens per sequence $L$.
             prompt: A prefix `(B or 1, P)` kept fixed.
-            infill: `(B or 1, L)` with data tokens at fixed positions and the
-                mask id where tokens are to be generated.
+            infill: `(B or 1, L)` with data tokens at fixed positions and `-1`
+                (or the mask id, for a masking process) where tokens are to be
+                generated.
             blocks: Generate left to right in this many contiguous blocks of the
                 free positions, each with `steps // blocks` steps while later
                 blocks wait masked (block-wise / semi-autoregressive decoding).
@@ -362,7 +399,9 @@ class AncestralSampler:
         values, given = self._given(batch_size, length, prompt, infill, device)
         free = ~given
         bounds = torch.linspace(0, length, blocks + 1).round().long().tolist()
-        z, state = values.clone(), _Run(self, denoiser, generator, return_trajectory, return_stats)
+        prior = self.process.sample_prior(batch_size, length, generator=generator, device=device)
+        z = torch.where(given, values, prior)
+        state = _Run(self, denoiser, generator, return_trajectory, return_stats)
         for start, stop in itertools.pairwise(bounds):
             active = free.clone()
             active[:, :start] = False
@@ -477,30 +516,6 @@ class AncestralSampler:
         )
 
 
-def _decode_confidence(
-    psi: Confidence, x: Probs, z_s: Tokens, was_masked: Tensor, is_masked: Tensor
-) -> Confidence:
-    r"""The decode confidences $\psi$ after a step $z_t \to z_s$.
-
-    A token decoded in this step gets the probability $x_\theta$ gave it; a
-    masked position gets $+\infty$ (weight 0 in confidence-based remasking);
-    every other position keeps its $\psi$.
-
-    Args:
-        psi: Confidences before the step `(B, L)`.
-        x: $x_\theta(z_t)$ the step drew from `(B, L, V)`.
-        z_s: Tokens after the step `(B, L)`.
-        was_masked: Where $z_t$ was masked `(B, L)`.
-        is_masked: Where $z_s$ is masked `(B, L)`.
-
-    Returns:
-        The new confidences `(B, L)`, float64.
-    """
-    picked = x.gather(-1, z_s.clamp_max(x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
-    psi = torch.where(was_masked & ~is_masked, picked.double(), psi)
-    return torch.where(is_masked, torch.inf, psi)
-
-
 class _Run:
     """The state of one `sample` call: counters, cache and optional records."""
 
@@ -549,10 +564,7 @@ class _Run:
         """Run the grid on the `active` positions; all others stay as they are."""
         sampler, process = self.sampler, self.sampler.process
         frozen = z.clone()
-        z = torch.where(active, process.mask_id, z)
-        # ψ = +inf gives weight 0 in confidence-based remasking: masked and fixed
-        # positions are never picked; a decoded token gets x_θ of its value.
-        psi = torch.full(z.shape, torch.inf, dtype=torch.float64, device=z.device)
+        memory = sampler.posterior.start(process, z)
         batch = z.shape[0]
         self.record(z, active, None)
         x = None
@@ -570,16 +582,16 @@ class _Run:
                     x,
                     t,
                     s,
-                    confidence=psi,
+                    state=memory,
                     generator=self.generator,
                     dtype=sampler.dtype,
                 )
             self.checked = True
             z_s = torch.where(active, z_s, frozen)
-            was_masked, is_masked = process.is_masked(z), process.is_masked(z_s)
-            psi = _decode_confidence(psi, x, z_s, was_masked, is_masked)
+            if memory is not None:
+                memory.observe(x, z, z_s)
             self.steps += 1
-            self.record(z_s, active, ~was_masked & is_masked)
+            self.record(z_s, active, ~process.is_masked(z) & process.is_masked(z_s))
             if sampler.progress:
                 rate = (i + 1) * per_step / max(bar.format_dict["elapsed"], 1e-9)
                 bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
@@ -590,12 +602,11 @@ class _Run:
             if not keep:
                 x = None
         if sampler.noise_removal:
-            masked = process.is_masked(z) & active
             if x is None:
                 x = self.x_theta(z, grid[-1])
-            z = torch.where(masked, x.argmax(-1), z)
+            z = torch.where(active, process.remove_noise(z, x, grid[-1].expand(batch)), z)
             self.steps += 1
-            self.record(z, active, torch.zeros_like(masked))
+            self.record(z, active, torch.zeros_like(active))
         return z
 
     def result(self, z: Tensor) -> SampleResult:

@@ -28,7 +28,7 @@ from discdiff.distributions import draw_categorical
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import uniform_time_grid
 from discdiff.rng import RandomSource, uniform
-from discdiff.typing import Confidence, PerPosition, Probs, Times, Tokens
+from discdiff.typing import PerPosition, Probs, Times, Tokens
 
 __all__ = ["ConfidenceDecoder", "EntropyDecoder", "MarginDecoder", "MaskGITDecoder"]
 
@@ -43,6 +43,8 @@ class ConfidenceDecoder(ABC):
             sits well above float32 rounding of the network's output, so the
             order does not depend on which CPU or GPU kernel computed it.
     """
+
+    process_type = MaskingProcess
 
     def __init__(self, tokens_per_step: int | None = None, resolution: float = 1e-5) -> None:
         if tokens_per_step is not None and tokens_per_step < 1:
@@ -95,6 +97,10 @@ class ConfidenceDecoder(ABC):
         """
         return process.schedule.alpha(t), process.schedule.alpha(s)
 
+    def start(self, process: MaskingProcess, z: Tokens) -> None:
+        r"""No per-run state: each step depends on $z_t$ and $x_\theta$ only."""
+        return None
+
     def draw(
         self,
         process: MaskingProcess,
@@ -103,7 +109,7 @@ class ConfidenceDecoder(ABC):
         t: Times,
         s: Times,
         *,
-        confidence: Confidence,
+        state: None = None,
         generator: RandomSource = None,
         dtype: torch.dtype = torch.float64,
     ) -> Tokens:
@@ -120,7 +126,7 @@ class ConfidenceDecoder(ABC):
             x: $x_\theta(z_t)$ `(B, L, V)`.
             t: Current times `(B,)`.
             s: Next times `(B,)`.
-            confidence: Decode confidences (unused by these decoders).
+            state: Unused: `start` keeps no per-run state.
             generator: Random generator for the candidates and the tie order.
             dtype: Precision of the categorical draw.
 

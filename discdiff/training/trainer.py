@@ -39,8 +39,14 @@ from tqdm.auto import tqdm
 
 from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy
 from discdiff.data.sources import BatchSource, Padded
-from discdiff.objectives import Bound, ContinuousNELBO, Objective, held_out_bound
-from discdiff.processes import MaskingProcess
+from discdiff.objectives import (
+    Bound,
+    ConditionalNELBO,
+    ContinuousNELBO,
+    Objective,
+    held_out_bound,
+)
+from discdiff.processes import ForwardProcess
 from discdiff.provenance import environment
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed
@@ -85,7 +91,7 @@ class TrainConfig:
             `CUBLAS_WORKSPACE_CONFIG`). The CPU is deterministic either way.
         objective: The loss, by name from `OBJECTIVES`: `nelbo` (MDLM),
             `score-entropy` (SEDD) or `autoregressive` (an AR model). It is the
-            trainer's default objective and the bound validation reports.
+            trainer's default objective (which validation reports).
     """
 
     steps: int | None = 1000
@@ -158,8 +164,7 @@ class Trainer:
         objective: Per-sequence loss; by default the one `config.objective`
             names (the continuous-time NELBO unless set).
         validation: Fixed validation sequences `(N, L)`, or `Padded` ones,
-            evaluated with the bound `config.objective` names (EMA weights
-            when enabled).
+            evaluated with the objective (EMA weights when enabled).
         run_dir: Where checkpoints go (`run_dir/checkpoints`); none if `None`.
         on_eval: Called with each validation record (step, nats/token…) and
             the wall-clock `minutes` since `fit` started.
@@ -167,7 +172,7 @@ class Trainer:
 
     def __init__(
         self,
-        process: MaskingProcess,
+        process: ForwardProcess,
         model: nn.Module,
         data: BatchSource,
         config: TrainConfig,
@@ -184,7 +189,6 @@ class Trainer:
             )
         self.process, self.data, self.config = process, data, config
         self.objective = objective or OBJECTIVES[config.objective]()
-        self.bound: Objective = OBJECTIVES[config.objective]()
         self.validation = validation
         self.on_eval = on_eval
         self.dist = Distributed.from_environment()
@@ -304,7 +308,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 64) -> Bound:
-        """The validation set's bound `config.objective` names (fixed noise; EMA weights if any)."""
+        """The objective on the validation set (fixed noise; EMA weights if any).
+
+        The configured objective is evaluated (the continuous NELBO by default);
+        a `ConditionalNELBO` on unlabelled validation data gives its inner,
+        unconditional bound.
+        """
         if self.validation is None:
             raise ValueError("no `validation` data was given")
         self.model.eval()
@@ -312,6 +321,9 @@ class Trainer:
             self.validation if isinstance(self.validation, Padded) else (self.validation, None)
         )
         rows = slice(self.config.eval_sequences)
+        objective = self.objective
+        if isinstance(objective, ConditionalNELBO):  # validation rows carry no labels
+            objective = objective.inner
         with self.ema_weights():
             bound = held_out_bound(
                 self.process,
@@ -321,7 +333,7 @@ class Trainer:
                 batch_size=batch_size,
                 device=self.device,
                 autocast=self._autocast,
-                objective=self.bound,
+                objective=objective,
             )
         self.model.train()
         return bound
