@@ -11,10 +11,13 @@ or, for uniform-state noise, `UniformProcess(schedule=LogLinear(), vocab_size=V)
 with `UniformPosterior()`; both are `ForwardProcess`es.
 """
 
+from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy, score_entropy
 from discdiff.distributions import FactorizedCategorical, MaskedCategorical
 from discdiff.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance
 from discdiff.models import (
     SUBS,
+    CausalConfig,
+    CausalTransformer,
     ConditionalDenoiser,
     ConditionalSUBS,
     Denoiser,
@@ -26,6 +29,7 @@ from discdiff.models import (
     EnumerableOracle,
     HuggingFaceDenoiser,
     NoisyClassifier,
+    ScoreModel,
     load_diffusion_llm,
     with_label,
 )
@@ -50,6 +54,8 @@ from discdiff.sampling import (
     MarginDecoder,
     MaskGITDecoder,
     SampleResult,
+    SEDDAnalytic,
+    SEDDEuler,
     ThresholdDecoder,
 )
 from discdiff.schedules import (
@@ -66,7 +72,10 @@ from discdiff.uniform import UniformPosterior, UniformProcess
 __all__ = [
     "SUBS",
     "AncestralSampler",
+    "AutoregressiveNLL",
     "CapSchedule",
+    "CausalConfig",
+    "CausalTransformer",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "ConditionalDenoiser",
@@ -106,7 +115,11 @@ __all__ = [
     "RemaskPosterior",
     "RemaskingSchedule",
     "RescaleSchedule",
+    "SEDDAnalytic",
+    "SEDDEuler",
     "SampleResult",
+    "ScoreEntropy",
+    "ScoreModel",
     "SequenceGenerator",
     "ThresholdDecoder",
     "UniformPosterior",
@@ -114,6 +127,7 @@ __all__ = [
     "discrete_nelbo",
     "load_diffusion_llm",
     "nelbo",
+    "score_entropy",
     "sigma_max",
     "with_label",
 ]

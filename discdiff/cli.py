@@ -6,7 +6,11 @@ likelihoods), with the small checkpoint shipped in the package (or one trained
 on the spot with `--from-scratch`). It samples with
 MDLM, ReMDM (cap, loop), forward-backward, DFM and MaskGIT at
 T = L/4, L and 4L, scores every sample by its exact likelihood, prints the
-table and writes `study.csv`, `study.json` and `study.png`.
+table and writes `study.csv`, `study.json` and `study.png`. `--compare RUN ...`
+adds the paper's baselines trained on the same language to the same table:
+SEDD runs (`train.objective=score-entropy`, sampled with SEDD's analytic and
+Euler samplers), AR runs (`train.objective=autoregressive`, "AR (T=L)" rows)
+and other MDLM runs.
 
 The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
@@ -47,6 +51,11 @@ __all__ = ["default_threads", "main"]
 BATCH_HELP = (
     "samples per sampler call (default: a whole cell at once); the results do not depend on it"
 )
+COMPARE_HELP = (
+    "more runs on the same data in the same table: MDLM runs with the same samplers, SEDD runs "
+    "(train.objective=score-entropy) with SEDD's analytic and Euler samplers, AR runs "
+    "(train.objective=autoregressive) as 'AR (T=L)' rows"
+)
 OVERRIDES_HELP = (
     "config overrides KEY=VALUE with a dotted key and a YAML value, e.g. train.steps=200 "
     "sampler.posterior=loop 'sampler.posterior={name: cap, eta: 0.01}' sampler.top_p=null"
@@ -71,6 +80,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         steps=STUDY.quickstart_steps(length),
         top_p=(args.top_p,),
         batch_size=args.batch_size,
+        **_compared(args.compare, run),
     )
     _print_study(rows, reference)
     print(
@@ -80,11 +90,32 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compared(runs: Sequence[str], base: Any) -> dict[str, dict[str, Any]]:
+    """The `--compare` runs, by kind, for `run_synthetic_study` (named by their folder).
+
+    Raises:
+        ConfigError: If a run's data (language, length) differs from the base run's.
+    """
+    kinds: dict[str, dict[str, Any]] = {"denoisers": {}, "score_models": {}, "autoregressive": {}}
+    role = {
+        "nelbo": "denoisers",
+        "score-entropy": "score_models",
+        "autoregressive": "autoregressive",
+    }
+    for name in runs:
+        run = load_run(name)
+        if run.config.to_dict()["data"] != base.config.to_dict()["data"]:
+            raise ConfigError("data", f"--compare {name}: other data than the study's run")
+        kinds[role[run.objective]][Path(name).name] = run.network
+    return kinds
+
+
 def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> None:
     steps = sorted({r["steps"] for r in rows})
-    print("exact NLL gap to the entropy (nats/token) | token entropy | NFE")
-    print(f"{'sampler':28s}" + "".join(f"{'T=' + str(T):>24s}" for T in steps))
     seen = dict.fromkeys((r["denoiser"], r["sampler"], r["top_p"]) for r in rows)
+    width = max(28, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
+    print("exact NLL gap to the entropy (nats/token) | token entropy | NFE")
+    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>24s}" for T in steps))
     for denoiser, sampler, top_p in seen:
         cells = {
             r["steps"]: r
@@ -98,8 +129,8 @@ def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> Non
             else " " * 24
             for T in steps
         )
-        print(f"{name:28s}{line}")
-    print(f"{'data':28s}{reference['nll_gap']:>9.3f} {reference['token_entropy']:6.3f}")
+        print(f"{name:{width}s}{line}")
+    print(f"{'data':{width}s}{reference['nll_gap']:>9.3f} {reference['token_entropy']:6.3f}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -182,6 +213,7 @@ def _scale(args: argparse.Namespace) -> int:
         full=True,
         perfect=STUDY.scale_perfect,
         batch_size=args.batch_size,
+        **_compared(args.compare, run),
     )
     _print_study(rows, reference)
     return 0
@@ -287,14 +319,16 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument(
         "--minutes", type=_minutes, default=5.0, help="training time with --from-scratch (5)"
     )
+    quick.add_argument("--compare", nargs="*", default=[], metavar="RUN", help=COMPARE_HELP)
 
     train = command(
         "train",
         _train,
         "train a DiT from a YAML config into a run directory",
-        "Train a DiT with the continuous-time NELBO. OUT gets run.yaml (the full config), "
-        "checkpoints/ (resumed if present), history.json, metrics.json, learning_curve.png "
-        "and model/ (the EMA weights, loadable with DiT.from_pretrained).",
+        "Train a DiT with the continuous-time NELBO (or, with train.objective, a SEDD score "
+        "model with score entropy or an autoregressive transformer). OUT gets run.yaml (the "
+        "full config), checkpoints/ (resumed if present), history.json, metrics.json, "
+        "learning_curve.png and model/ (the EMA weights, loadable with from_pretrained).",
         epilog=describe_config(),
     )
     train.add_argument(
@@ -398,6 +432,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"also run with the paper's top_p = {PAPER.top_p} (ReMDM's nucleus rule)",
     )
+    scale.add_argument("--compare", nargs="*", default=[], metavar="RUN", help=COMPARE_HELP)
     return parser
 
 

@@ -64,6 +64,8 @@ from discdiff.sampling import (
     EntropyDecoder,
     MarginDecoder,
     MaskGITDecoder,
+    SEDDAnalytic,
+    SEDDEuler,
     ThresholdDecoder,
 )
 from discdiff.sampling.ancestral import Nucleus, Strategy
@@ -131,10 +133,13 @@ POSTERIORS: dict[str, type] = {
     "margin": MarginDecoder,
     "threshold": ThresholdDecoder,
     "uniform": UniformPosterior,
+    "sedd-analytic": SEDDAnalytic,
+    "sedd-euler": SEDDEuler,
 }
 """Names of the sampler strategies: MDLM, the ReMDM posteriors
 `RemaskPosterior(schedule)` by their schedule's name, the confidence decoders,
-and the posterior of uniform-state noise."""
+the posterior of uniform-state noise, and SEDD's samplers for score models
+(`train.objective: score-entropy`)."""
 
 
 LANGUAGES: dict[str, type[ExactLanguage]] = {
@@ -277,7 +282,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     """The config form of a built object (the inverse of `_coerce`)."""
-    if isinstance(value, RemaskPosterior):
+    if type(value) in (RemaskPosterior, MaskingPosterior):  # not a subclass with its own name
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
     for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES):

@@ -54,6 +54,22 @@ with $z_t$ one-hot encoded over the $V + 1$ ids.
 Unmasked positions are carried over exactly (one-hot, as SUBS makes them);
 every guided output is a normalised log-probability `(B, L, V)`.
 
+**FUDGE** (Yang & Klein 2021) guides an *autoregressive* model with a prefix
+classifier $p_\phi(c \mid x_{\le i})$ (`PrefixClassifier`): at each token,
+over the $k$ most likely candidates of the model,
+
+$$
+\log p^\gamma(x_i = v \mid x_{<i}, c) = \log p_\theta(v \mid x_{<i})
+ + \gamma \log p_\phi(c \mid x_{<i}, v) - \log Z ,
+$$
+
+and $p(x \mid c) = \prod_i p(x_i \mid x_{<i}, c)$ with
+$p(x_i \mid x_{<i}, c) \propto p(x_i \mid x_{<i})\, p(c \mid x_{\le i})$ by
+Bayes' rule, so $\gamma = 1$ with exact models and all candidates samples
+$p(x \mid c)$ exactly. The guided model is a `NextTokenModel` for
+`discdiff.sampling.AutoregressiveSampler`; the digits study runs it beside
+D-CFG (the ReMDM paper's Figure 4).
+
 This module holds the guidance wrappers only. What they wrap lives with the
 other denoisers: the label-conditioned model `ConditionalSUBS` in
 `discdiff.models.subs`, and the exact conditional oracle and noisy classifier
@@ -87,8 +103,10 @@ from discdiff.models.protocol import (
 from discdiff.typing import Times, Tokens
 
 __all__ = [
+    "FUDGE",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
+    "FUDGEModel",
     "Guidance",
     "GuidedDenoiser",
 ]
@@ -379,3 +397,78 @@ def _check_label(label: int | Tensor, classes: int | None) -> None:
             f"`label` must lie in 0..{classes - 1} (the target class, not the null label "
             f"{classes}); got {values.flatten()[:5].tolist()}"
         )
+
+
+class FUDGE(Guidance):
+    r"""FUDGE: reweight an autoregressive model's next tokens by a prefix classifier.
+
+    Args:
+        gamma: Guidance strength $\gamma \ge 0$ ($0$: the unguided model).
+        top_k: Candidates rescored per token (`None`: the whole vocabulary;
+            FUDGE's paper uses the top 100 of a large one).
+        chunk: Candidate sequences per classifier call.
+
+    Example:
+        >>> from discdiff.models.causal import CausalConfig, CausalTransformer, PrefixClassifier
+        >>> config = CausalConfig(vocab_size=5, model_length=6, hidden_dim=16)
+        >>> guided = FUDGE(2.0)(CausalTransformer(config), PrefixClassifier(config, 3), label=1)
+        >>> guided.next_logits(torch.zeros(4, 2, dtype=torch.long)).shape
+        torch.Size([4, 5])
+    """
+
+    def __init__(self, gamma: float, *, top_k: int | None = None, chunk: int = 8192) -> None:
+        super().__init__(gamma)
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"`top_k` must be at least 1; got {top_k}")
+        if chunk < 1:
+            raise ValueError(f"`chunk` must be at least 1; got {chunk}")
+        self.top_k, self.chunk = top_k, chunk
+
+    def __call__(  # type: ignore[override]
+        self, model: object, classifier: object, label: int | Tensor
+    ) -> "FUDGEModel":
+        """The guided next-token model for `label` (an integer, or `(B,)` per sequence)."""
+        _check_label(label, getattr(classifier, "num_classes", None))
+        return FUDGEModel(model, classifier, label, self)
+
+
+class FUDGEModel:
+    """A causal model guided by FUDGE: a `NextTokenModel` (see `FUDGE`)."""
+
+    def __init__(self, model: object, classifier: object, label: int | Tensor, fudge: FUDGE):
+        self.model, self.classifier, self.label, self.fudge = model, classifier, label, fudge
+
+    def __repr__(self) -> str:
+        return (
+            f"FUDGEModel(gamma={self.fudge.gamma}, top_k={self.fudge.top_k}, label={self.label!r})"
+        )
+
+    def next_logits(self, prefix: Tensor) -> Float[Tensor, "batch vocab"]:
+        r"""Guided, normalised $\log p^\gamma(x_{i+1} \mid x_{\le i}, c)$, `(B, V)`."""
+        base = self.model.next_logits(prefix).float().log_softmax(-1)
+        if self.fudge.gamma == 0.0:
+            return base
+        batch, vocab = base.shape
+        k = vocab if self.fudge.top_k is None else min(self.fudge.top_k, vocab)
+        candidates = base.topk(k, dim=-1).indices  # (B, k)
+        extended = torch.cat(
+            (prefix.repeat_interleave(k, dim=0), candidates.reshape(-1, 1)), dim=1
+        )  # (B k, i + 1)
+        label = torch.as_tensor(self.label, dtype=torch.long, device=prefix.device)
+        if label.dim() == 1 and label.shape[0] != batch:
+            raise ValueError(
+                f"`label` holds {label.shape[0]} labels but the batch has {batch} sequences"
+            )
+        label = label.expand(batch).repeat_interleave(k)
+        log_c = torch.cat(
+            [
+                self.classifier(extended[i : i + self.fudge.chunk])[:, -1]
+                .float()
+                .log_softmax(-1)
+                .gather(-1, label[i : i + self.fudge.chunk, None])
+                for i in range(0, len(extended), self.fudge.chunk)
+            ]
+        ).reshape(batch, k)
+        tilted = base.gather(-1, candidates) + self.fudge.gamma * log_c
+        out = torch.full_like(base, -torch.inf).scatter(-1, candidates, tilted)
+        return _normalise(out, base)

@@ -133,6 +133,16 @@ class StudySettings:
             }
         return chosen
 
+    def score_strategies(self, full: bool = False) -> dict[str, dict[str, Any]]:
+        """SEDD's samplers for score models (`train.objective: score-entropy`), config form.
+
+        Args:
+            full: Add the Euler sampler (the same steps as the analytic one
+                under a log-linear schedule, see `discdiff.sampling.sedd`).
+        """
+        chosen = {"SEDD-analytic": {"name": "sedd-analytic"}}
+        return chosen | ({"SEDD-Euler": {"name": "sedd-euler"}} if full else {})
+
     def quickstart_steps(self, length: int) -> tuple[int, ...]:
         """`discdiff quickstart`'s step counts: $T = L/4$, $L$ and $4L$."""
         return (max(1, length // 4), length, 4 * length)

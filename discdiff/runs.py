@@ -49,14 +49,17 @@ from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
 from discdiff.evaluation.synthetic import ASSET, language_metrics
+from discdiff.models.causal import CausalConfig, CausalTransformer
 from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT
+from discdiff.models.score import ScoreModel
 from discdiff.models.subs import SUBS
 from discdiff.objectives import held_out_bound
 from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
-from discdiff.training.trainer import Trainer
+from discdiff.sampling.autoregressive import AutoregressiveSampler
+from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
     "BUILTIN_RUNS",
@@ -168,6 +171,42 @@ class RunData:
         )
 
 
+@dataclass(frozen=True)
+class _Family:
+    """How a `train.objective` builds, wraps and loads its network."""
+
+    build: Callable[[RunConfig, int], torch.nn.Module]
+    wrap: Callable[[torch.nn.Module, ForwardProcess], torch.nn.Module]
+    load: Callable[[Path], torch.nn.Module]
+
+
+def _causal_config(config: RunConfig, vocab_size: int) -> CausalConfig:
+    """The causal transformer of a run's `model` section (its DiT-only keys unused)."""
+    return CausalConfig.from_dict(
+        {**config.model, "vocab_size": vocab_size, "model_length": config.data.length}
+    )
+
+
+_FAMILIES: dict[str, _Family] = {
+    "nelbo": _Family(
+        build=lambda config, v: DiT(config.model_config(v)),
+        wrap=SUBS,
+        load=DiT.from_pretrained,
+    ),
+    "score-entropy": _Family(
+        build=lambda config, v: DiT(config.model_config(v)),
+        wrap=ScoreModel,
+        load=DiT.from_pretrained,
+    ),
+    "autoregressive": _Family(
+        build=lambda config, v: CausalTransformer(_causal_config(config, v)),
+        wrap=lambda network, process: network,
+        load=CausalTransformer.from_pretrained,
+    ),
+}
+assert _FAMILIES.keys() == OBJECTIVES.keys()
+
+
 def _read_json(path: Path) -> Any:
     """A JSON file this library wrote; a damaged one is a `CorruptFileError` naming it."""
     try:
@@ -211,7 +250,11 @@ def _plot_learning_curve(evals: list[dict[str, float]], path: Path) -> None:
 
 
 def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> Path:
-    """Train the run's DiT with the continuous NELBO; resumes from `out/checkpoints`.
+    """Train the run's network with its `train.objective`; resumes from `out/checkpoints`.
+
+    `nelbo` trains a DiT denoiser (SUBS), `score-entropy` a DiT score model
+    (`ScoreModel`, SEDD), `autoregressive` a `CausalTransformer` of the model
+    section's width, depth and heads.
 
     Writes `run.yaml`, checkpoints, `history.json`, `metrics.json`,
     `learning_curve.png` and the EMA model in `out/model` (returned).
@@ -231,11 +274,17 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     process = config.process.build(data.vocab_size)
     if data.alphabet is not None and process.mask_id is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
+    family = _FAMILIES[config.train.objective]
     with seeded(derive_seed(config.train.seed, "init")):
-        dit = DiT(config.model_config(data.vocab_size))
+        network = family.build(config, data.vocab_size)
     settings = config.train if progress else replace(config.train, progress=False)
     trainer = Trainer(
-        process, SUBS(dit, process), data.source, settings, validation=data.validation, run_dir=out
+        process,
+        family.wrap(network, process),
+        data.source,
+        settings,
+        validation=data.validation,
+        run_dir=out,
     )
     trainer.resume()  # reads (and checks) the last checkpoint before anything is written
     config.dump(out / "run.yaml")
@@ -256,7 +305,7 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     if history.evals:
         _plot_learning_curve(history.evals, out / "learning_curve.png")
     with trainer.ema_weights():
-        return dit.save_pretrained(out / "model")
+        return network.save_pretrained(out / "model")
 
 
 @dataclass
@@ -266,13 +315,14 @@ class Run:
     Attributes:
         directory: The run directory (or the built-in run's folder).
         config: Its `run.yaml`.
-        model: The DiT with the EMA weights, in eval mode.
+        model: The network with the EMA weights, in eval mode (a `DiT`, or a
+            `CausalTransformer` for an autoregressive run).
         data: Its data (the saved alphabet for text).
     """
 
     directory: Path
     config: RunConfig
-    model: DiT
+    model: torch.nn.Module
     data: RunData
 
     @property
@@ -281,9 +331,32 @@ class Run:
         return self.config.process.build(self.data.vocab_size)
 
     @property
-    def denoiser(self) -> SUBS:
-        r"""The model as a denoiser, $x_\theta(z_t, t)$ (SUBS)."""
-        return SUBS(self.model, self.process)
+    def objective(self) -> str:
+        """The run's `train.objective`: `nelbo`, `score-entropy` or `autoregressive`."""
+        return self.config.train.objective
+
+    @property
+    def network(self) -> torch.nn.Module:
+        r"""The trained model as its objective sees it.
+
+        A `SUBS` denoiser, a `ScoreModel` (log-scores; normalised, a denoiser
+        too) or the `CausalTransformer`.
+        """
+        return _FAMILIES[self.objective].wrap(self.model, self.process)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        r"""The model as a denoiser, $x_\theta(z_t, t)$: SUBS, or the normalised scores.
+
+        Raises:
+            ValueError: For an autoregressive run, which has no denoiser.
+        """
+        if isinstance(self.model, CausalTransformer):
+            raise ValueError(
+                f"run {str(self.directory)!r} is autoregressive: it has no denoiser "
+                "(sample it with discdiff.sampling.AutoregressiveSampler)"
+            )
+        return self.network
 
 
 def load_run(run: str | Path) -> Run:
@@ -299,7 +372,7 @@ def load_run(run: str | Path) -> Run:
     model_dir = directory / "model" if (directory / "model").is_dir() else directory
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"run {str(directory)!r} has no trained model yet")
-    model = DiT.from_pretrained(model_dir).eval()
+    model = _FAMILIES[config.train.objective].load(model_dir).eval()
     return Run(directory, config, model, RunData.from_config(config, alphabet))
 
 
@@ -345,11 +418,21 @@ def sample_run(
     settings = config.to_dict()["sampler"]
     folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
     _check_same_samples(folder, settings)  # before the work, and again under the lock
-    sampler = spec.build(loaded.process, progress=progress)
+    if isinstance(loaded.model, CausalTransformer):  # the same shaping, token by token
+        sampler: Any = AutoregressiveSampler(
+            temperature=spec.temperature,
+            top_k=spec.top_k,
+            top_p=spec.top_p,
+            nucleus=spec.nucleus,
+            float64=spec.float64,
+        )
+        model = loaded.model
+    else:
+        sampler, model = spec.build(loaded.process, progress=progress), loaded.denoiser
     start = time.perf_counter()
     with torch.no_grad():
         result = sampler.sample_batches(
-            loaded.denoiser,
+            model,
             spec.samples,
             config.data.length,
             seed=spec.seed,
@@ -413,7 +496,8 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     """
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
-    bound = held_out_bound(loaded.process, loaded.denoiser, held_out)
+    objective = OBJECTIVES[loaded.objective]()
+    bound = held_out_bound(loaded.process, loaded.network, held_out, objective=objective)
     table: dict[str, Any] = {
         "validation": bound.summary(),
         "samples": {},

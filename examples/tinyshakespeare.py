@@ -8,7 +8,11 @@
    `--judge-minutes`, then samples with MDLM, ReMDM (cap, loop),
    forward-backward, DFM and MaskGIT at T = L/4, L, 4L with nucleus 0.9, and
    scores the samples by Gen PPL under the judge and by token entropy, next to
-   the held-out data and the judge's own samples. Writes study.csv/json/png.
+   the held-out data and the judge's own samples. The AR baseline joins the
+   table: a separate causal transformer of the DiT's width and depth, trained
+   with the same trainer for the same `--minutes` and sampled with the same
+   nucleus rule ("AR (T=L)"), scored by the same (independent) judge. Writes
+   study.csv/json/png.
 
     python examples/tinyshakespeare.py [--minutes 10] [--study] [--out runs/shakespeare]
     python examples/tinyshakespeare.py --smoke      # seconds, on a slice (CI)
@@ -26,6 +30,7 @@ from discdiff.data import BlockSource, CharTokenizer, check_mask_id, pack, read_
 from discdiff.evaluation import (
     ARJudge,
     AutoregressiveNLL,
+    autoregressive_study,
     gen_ppl,
     plot_study,
     scaling_study,
@@ -141,6 +146,25 @@ def main():
     ).fit()
     judge.eval()
 
+    generator_model = dd.CausalTransformer(
+        dd.CausalConfig(
+            vocab_size=tokenizer.vocab_size,
+            model_length=args.length,
+            hidden_dim=width,
+            n_blocks=blocks_n,
+            n_heads=4,
+        )
+    )
+    ar_trainer = Trainer(
+        process,
+        generator_model,
+        BlockSource(train, tokenizer.vocab_size, seed=1),
+        config,  # the diffusion model's settings and budget
+        objective=AutoregressiveNLL(),
+        run_dir=args.out / "ar",
+    )
+    ar_trainer.fit()
+
     def metrics(tokens):
         return {
             "gen_ppl": gen_ppl(judge, tokens),
@@ -161,6 +185,16 @@ def main():
             top_p=(0.9,),
             progress=not smoke,
         )
+        with ar_trainer.ema_weights():
+            generator_model.eval()
+            rows += autoregressive_study(
+                {"AR": generator_model},
+                metrics,
+                samples=4 if smoke else args.samples,
+                length=args.length,
+                top_p=(0.9,),
+                progress=not smoke,
+            )
         data = metrics(validation[: args.samples])
         ar = metrics(
             judge.sample(4 if smoke else args.samples, generator=torch.Generator().manual_seed(0))
@@ -177,11 +211,14 @@ def main():
     print(f"{'sampler':18s}" + "".join(f"{'T=' + str(T):>18s}" for T in steps))
     for name in dict.fromkeys(r["sampler"] for r in rows):
         cells = {r["steps"]: r for r in rows if r["sampler"] == name}
+        columns = steps if set(cells) <= set(steps) else sorted(cells)  # AR: T = L only
         print(
             f"{name:18s}"
             + "".join(
                 f"{cells[T]['gen_ppl']:9.2f} {cells[T]['token_entropy']:5.2f} {cells[T]['nfe']:3d}"
-                for T in steps
+                if T in cells
+                else " " * 18
+                for T in columns
             )
         )
     print(f"{'data':18s}{data['gen_ppl']:9.2f} {data['token_entropy']:5.2f}")

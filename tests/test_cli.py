@@ -342,3 +342,40 @@ def test_a_run_on_another_language_is_scored_with_that_language(tmp_path):
     hmm = HMMLanguage(states=4, vocab_size=8, support=3)
     entropy = float(hmm.entropy(16))
     assert all(r["nll_gap"] == pytest.approx(r["exact_nll"] - entropy) for r in rows)
+
+
+@pytest.mark.slow
+def test_baseline_runs_train_sample_eval_and_join_the_study(tmp_path, capsys):
+    """SEDD and AR runs: `train.objective` picks the network and the validation bound; they
+    sample (SEDD's analytic sampler; token by token) and join `scale --compare` rows."""
+    from discdiff.models.causal import CausalTransformer
+    from discdiff.models.score import ScoreModel
+    from discdiff.runs import load_run
+
+    runs = {}
+    for objective, extra in (
+        ("nelbo", []),
+        ("score-entropy", ["model.time_conditioning=true", "sampler.posterior=sedd-analytic"]),
+        ("autoregressive", []),
+    ):
+        runs[objective] = tmp_path / objective
+        argv = ["train", "--config", "hmm", "--out", str(runs[objective]), *TINY]
+        assert main([*argv, f"train.objective={objective}", *extra]) == 0
+        assert main(["sample", "--run", str(runs[objective]), "--quiet"]) == 0
+        assert main(["eval", "--run", str(runs[objective]), "--sequences", "8"]) == 0
+        metrics = json.loads((runs[objective] / "metrics.json").read_text())
+        assert 0 < metrics["nats_per_token"] < 5  # a bound on -log p, per token
+    assert isinstance(load_run(runs["score-entropy"]).network, ScoreModel)
+    assert isinstance(load_run(runs["autoregressive"]).model, CausalTransformer)
+    with pytest.raises(ValueError, match="no denoiser"):
+        _ = load_run(runs["autoregressive"]).denoiser
+    capsys.readouterr()
+    argv = ["scale", "--run", str(runs["nelbo"]), "--out", str(tmp_path / "study")]
+    compare = ["--compare", str(runs["score-entropy"]), str(runs["autoregressive"])]
+    assert main([*argv, "--samples", "2", "--seeds", "1", "--steps", "4", *compare]) == 0
+    rows = json.loads((tmp_path / "study" / "study.json").read_text())
+    kinds = {(r["denoiser"], r["sampler"]): r for r in rows}
+    assert {"SEDD-analytic", "SEDD-Euler"} <= {s for d, s in kinds if d == "score-entropy"}
+    ar = kinds["autoregressive", "AR (T=L)"]
+    assert ar["steps"] == ar["nfe"] == 16 and "nll_gap" in ar
+    assert "AR (T=L) (autoregressive)" in capsys.readouterr().out

@@ -2,13 +2,14 @@
 
 from discdiff.evaluation.judges import ARJudge, AutoregressiveNLL, HFCausalJudge
 from discdiff.evaluation.metrics import Judge, exact_nll, gen_ppl, mauve_score, token_entropy
-from discdiff.evaluation.study import plot_study, scaling_study, write_rows
+from discdiff.evaluation.study import autoregressive_study, plot_study, scaling_study, write_rows
 
 __all__ = [
     "ARJudge",
     "AutoregressiveNLL",
     "HFCausalJudge",
     "Judge",
+    "autoregressive_study",
     "exact_nll",
     "gen_ppl",
     "mauve_score",

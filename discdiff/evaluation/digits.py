@@ -7,7 +7,9 @@ samples are: the fraction of distinct samples and the mean Euclidean distance
 (in intensity units, 0..16 per pixel) from each sample to its nearest
 training image. Sweeping the guidance strength $\gamma$ and the number of
 steps $T$ for MDLM and ReMDM traces the property–novelty frontier of the
-ReMDM paper's Figure 4.
+ReMDM paper's Figure 4; FUDGE on an autoregressive model (a causal
+transformer and a prefix classifier, `discdiff.guidance.FUDGE`) is the
+paper's baseline there, one row per $\gamma$ at $T = L$.
 
 scikit-learn is an optional dependency (`pip install discdiff[digits]`).
 """
@@ -34,6 +36,7 @@ __all__ = [
     "digits_metrics",
     "distinct_fraction",
     "format_table",
+    "fudge_study",
     "guidance_study",
     "nearest_distance",
     "plot_frontier",
@@ -168,6 +171,59 @@ def guidance_study(
         row = {"strategy": name, "gamma": gamma, "steps": T, "nfe": result.nfe}
         row.update(digits_metrics(result.tokens, targets, judge, train))
         row["seconds"] = seconds
+        rows.append(row)
+    return rows
+
+
+def fudge_study(
+    model: Any,
+    classifier: Any,
+    gammas: Sequence[float],
+    judge: DigitsJudge,
+    train: Int[Tensor, "m length"],
+    *,
+    samples_per_class: int,
+    num_classes: int = 10,
+    length: int = 64,
+    seed: int = 0,
+    name: str = "AR+FUDGE",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """FUDGE on an autoregressive model for every γ, scored like `guidance_study`'s rows.
+
+    Args:
+        model: A causal model (`next_logits`), e.g. a `CausalTransformer`.
+        classifier: A prefix classifier, e.g. a `PrefixClassifier`.
+        gammas: FUDGE strengths ($0$: the unguided AR model).
+        judge: The independent classifier.
+        train: Training images, for the novelty distance.
+        samples_per_class: Samples of each class per γ.
+        num_classes: Number of classes.
+        length: Tokens per sample ($T = L$ network calls).
+        seed: Sampling seed.
+        name: The rows' `strategy`.
+        progress: Show a progress bar.
+
+    Returns:
+        One row per γ: strategy, gamma, steps ($L$), NFE ($L$ model calls,
+        each with one batched classifier call), seconds and the metrics.
+    """
+    from discdiff.guidance import FUDGE
+    from discdiff.sampling.autoregressive import AutoregressiveSampler
+
+    targets = torch.arange(num_classes).repeat_interleave(samples_per_class)
+    rows = []
+    for gamma in tqdm(gammas, desc="FUDGE", disable=not progress):
+        start = time.perf_counter()
+        result = AutoregressiveSampler().sample(
+            FUDGE(gamma)(model, classifier, targets),
+            len(targets),
+            length,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        row = {"strategy": name, "gamma": gamma, "steps": length, "nfe": result.nfe}
+        row.update(digits_metrics(result.tokens, targets, judge, train))
+        row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return rows
 
@@ -317,6 +373,7 @@ def run_digits_study(
     strategies: dict[str, Strategy] | None = None,
     samples_per_class: int = 20,
     seed: int = 0,
+    fudge: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a class-conditional DiT on digits, then run the D-CFG study and plot it.
@@ -326,6 +383,12 @@ def run_digits_study(
     and reports its accuracy on the held-out 20 %, then sweeps
     `ClassifierFreeGuidance(γ)` over `gammas`, `steps` and `strategies`
     (default: MDLM and ReMDM-cap at `STUDY.cap_eta`, 0.02).
+
+    With `fudge`, the AR baseline of the paper's Figure 4 joins the table and
+    the frontier: an unconditional `CausalTransformer` (`AutoregressiveNLL`)
+    and a `PrefixClassifier` (`PrefixClassification`) of the DiT's width and
+    depth, each trained for half the DiT's budget (steps or minutes), sampled
+    with `FUDGE(γ)` for every γ at $T = L$.
 
     Args:
         out: Directory for `digits_frontier.png`, `.json`, `digits_table.md`,
@@ -341,19 +404,21 @@ def run_digits_study(
         strategies: Named sampler strategies.
         samples_per_class: Samples of each digit per cell.
         seed: Seed of training and sampling.
+        fudge: Add the AR + FUDGE rows.
         progress: Show progress bars.
 
     Returns:
         `{"rows": [...], "judge_accuracy": ..., "train": {...}, "seconds": ...}`.
     """
     from discdiff.data.digits import DIGITS_CLASSES, DIGITS_VOCAB, LabelledSource, split_digits
-    from discdiff.guidance import ClassifierFreeGuidance
+    from discdiff.guidance import FUDGE, ClassifierFreeGuidance
     from discdiff.models.dit import DiT, DiTConfig
     from discdiff.models.subs import ConditionalSUBS
     from discdiff.objectives import ConditionalNELBO
     from discdiff.posteriors import MaskingPosterior, RemaskPosterior
     from discdiff.presets import STUDY
     from discdiff.remasking import CapSchedule
+    from discdiff.sampling.autoregressive import AutoregressiveSampler
     from discdiff.training.trainer import TrainConfig, Trainer
 
     start = time.perf_counter()
@@ -430,7 +495,6 @@ def run_digits_study(
             .tokens
             for name, strategy in strategies.items()
         }
-    plot_samples(panels, targets, out / "digits_samples.png")
     tail = history.losses[-50:]
     train_info = {
         "steps": trainer.step,
@@ -438,6 +502,40 @@ def run_digits_study(
         "test_nelbo_unconditional": bound.nats_per_token,
         "minutes": train_minutes_taken,
     }
+    if fudge:
+        ar, classifier, train_info["fudge"] = _train_fudge(
+            config,
+            (train_x, train_y),
+            test_x,
+            train_steps,
+            train_minutes,
+            batch_size,
+            lr,
+            seed,
+            progress,
+        )
+        rows += fudge_study(
+            ar,
+            classifier,
+            gammas,
+            judge,
+            train_x,
+            samples_per_class=samples_per_class,
+            seed=seed,
+            progress=progress,
+        )
+        fudge_targets = targets
+        panels[f"AR+FUDGE, γ={gamma:g}, T=64"] = (
+            AutoregressiveSampler()
+            .sample(
+                FUDGE(gamma)(ar, classifier, fudge_targets),
+                len(fudge_targets),
+                64,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            .tokens
+        )
+    plot_samples(panels, targets, out / "digits_samples.png")
     plot_frontier(rows, out / "digits_frontier.png", data_accuracy=judge_accuracy)
     table = format_table(rows)
     atomic_write(out / "digits_table.md", lambda tmp: Path(tmp).write_text(table + "\n"))
@@ -447,3 +545,75 @@ def run_digits_study(
         "train": train_info,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _train_fudge(
+    config: Any,
+    train: tuple[Tensor, Tensor],
+    test_x: Tensor,
+    train_steps: int | None,
+    train_minutes: float | None,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+) -> tuple[Any, Any, dict[str, float]]:
+    """An AR model and a prefix classifier for FUDGE, each with half the DiT's budget."""
+    from discdiff.baseline_objectives import PrefixClassification
+    from discdiff.data.digits import DIGITS_CLASSES, DIGITS_VOCAB, LabelledSource
+    from discdiff.models.causal import CausalConfig, CausalTransformer, PrefixClassifier
+    from discdiff.training.trainer import TrainConfig, Trainer
+
+    start = time.perf_counter()
+    causal = CausalConfig(
+        vocab_size=DIGITS_VOCAB,
+        model_length=64,
+        hidden_dim=config.hidden_dim,
+        n_blocks=config.n_blocks,
+        n_heads=config.n_heads,
+    )
+    settings = TrainConfig(
+        steps=None if train_steps is None else max(1, train_steps // 2),
+        max_minutes=None if train_minutes is None else train_minutes / 2,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=100,
+        ema=0.999,
+        eval_every=0,
+        seed=seed,
+        progress=progress,
+        objective="autoregressive",
+    )
+    process = MaskingProcess(vocab_size=DIGITS_VOCAB)
+    source = LabelledSource(*train, DIGITS_VOCAB, DIGITS_CLASSES, seed=seed)
+    ar = CausalTransformer(causal)
+    ar_trainer = Trainer(process, ar, _Unlabelled(source), settings, validation=test_x)
+    ar_trainer.fit(resume=False)
+    classifier = PrefixClassifier(causal, DIGITS_CLASSES)
+    classifier_trainer = Trainer(
+        process, classifier, source, settings, objective=PrefixClassification()
+    )
+    classifier_trainer.fit(resume=False)
+    for trainer in (ar_trainer, classifier_trainer):  # keep the EMA weights
+        with trainer.ema_weights():
+            state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.model.load_state_dict(state)
+        trainer.model.eval()
+    test_nll = ar_trainer.evaluate().nats_per_token  # the exact NLL of the held-out digits
+    info = {
+        "ar_steps": ar_trainer.step,
+        "classifier_steps": classifier_trainer.step,
+        "ar_test_nll": test_nll,
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    return ar, classifier, info
+
+
+class _Unlabelled:
+    """The images of a `LabelledSource` without their labels (for the unconditional AR model)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source, self.vocab_size, self.length = source, source.vocab_size, source.length
+
+    def batch(self, index: int, size: int) -> Tensor:
+        return self.source.batch(index, size)[0]

@@ -11,18 +11,20 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 
-from discdiff.processes import MaskingProcess
+from discdiff.baseline_objectives import AutoregressiveNLL
+from discdiff.models.causal import CausalConfig, CausalTransformer
 
 __all__ = ["ARJudge", "AutoregressiveNLL", "HFCausalJudge"]
 
 
-class ARJudge(nn.Module):
-    r"""A causal transformer language model over `vocab_size` tokens.
+class ARJudge(CausalTransformer):
+    r"""A causal transformer language model over `vocab_size` tokens, used as a judge.
 
-    It reads `<bos> x_1 … x_{L-1}` and predicts `x_1 … x_L`, so `nll` scores
-    every token: $-\sum_\ell \log p(x_\ell \mid x_{<\ell})$.
+    The architecture is `discdiff.models.CausalTransformer` (the AR baseline
+    generator's): it reads `<bos> x_1 … x_{L-1}` and predicts `x_1 … x_L`, so
+    `nll` scores every token: $-\sum_\ell \log p(x_\ell \mid x_{<\ell})$.
 
     Args:
         vocab_size: Number of tokens.
@@ -35,61 +37,15 @@ class ARJudge(nn.Module):
     def __init__(
         self, vocab_size: int, length: int, *, width: int = 128, layers: int = 3, heads: int = 4
     ) -> None:
-        super().__init__()
-        self.vocab_size, self.length = vocab_size, length
-        self.embed = nn.Embedding(vocab_size + 1, width)  # + <bos>
-        self.position = nn.Parameter(torch.zeros(length, width))
-        layer = nn.TransformerEncoderLayer(
-            width,
-            heads,
-            4 * width,
-            dropout=0.0,
-            batch_first=True,
-            norm_first=True,
-            activation="gelu",
+        super().__init__(
+            CausalConfig(
+                vocab_size=vocab_size,
+                model_length=length,
+                hidden_dim=width,
+                n_blocks=layers,
+                n_heads=heads,
+            )
         )
-        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, vocab_size)
-
-    def hidden(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length width"]:
-        r"""Final hidden states (before the output head).
-
-        Args:
-            tokens: Token ids `(B, L)`.
-
-        Returns:
-            `(B, L, width)`; position $\ell$ has seen `<bos>` and $x_{<\ell}$.
-        """
-        bos = torch.full_like(tokens[:, :1], self.vocab_size)
-        inputs = torch.cat((bos, tokens[:, :-1]), dim=1)
-        length = tokens.shape[1]
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
-        h = self.embed(inputs) + self.position[:length]
-        return self.norm(self.blocks(h, mask=causal, is_causal=True))
-
-    def forward(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch length vocab"]:
-        r"""Next-token logits: position $\ell$ predicts $x_\ell$ from $x_{<\ell}$.
-
-        Args:
-            tokens: Token ids `(B, L)`.
-
-        Returns:
-            Logits `(B, L, V)`.
-        """
-        return self.head(self.hidden(tokens))
-
-    def nll(self, tokens: Int[Tensor, "batch length"]) -> Float[Tensor, "batch"]:
-        r"""Total negative log-likelihood $-\sum_\ell \log p(x_\ell \mid x_{<\ell})$ (nats).
-
-        Args:
-            tokens: Token ids `(B, L)`.
-
-        Returns:
-            `(B,)` nats per sequence.
-        """
-        log_probs = self(tokens).float().log_softmax(-1)
-        return -log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     def scored_tokens(self, tokens: Int[Tensor, "batch length"]) -> int:
         """Every token is scored.
@@ -133,40 +89,6 @@ class ARJudge(nn.Module):
             nxt = torch.multinomial(probs.double().cpu(), 1, generator=generator)
             tokens = torch.cat((tokens, nxt.to(tokens.device)), dim=1)
         return tokens
-
-
-class AutoregressiveNLL:
-    """The judge's training loss as a trainer `Objective` (no noise; nats per sequence)."""
-
-    def noise(
-        self, process: MaskingProcess, x: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, ...]:
-        """No randomness.
-
-        Args:
-            process: The forward process (unused).
-            x: Clean tokens (unused).
-            generator: Random generator (unused).
-
-        Returns:
-            An empty tuple.
-        """
-        return ()
-
-    def loss(self, process: MaskingProcess, denoiser: Any, x: Tensor, *noise: Tensor) -> Tensor:
-        """`model.nll(x)`, reaching through a DDP wrapper if there is one.
-
-        Args:
-            process: The forward process (unused).
-            denoiser: The judge (an `ARJudge`), possibly DDP-wrapped.
-            x: Clean tokens `(B, L)`.
-            *noise: Nothing.
-
-        Returns:
-            Nats per sequence `(B,)`.
-        """
-        model = getattr(denoiser, "module", denoiser)
-        return model.nll(x)
 
 
 class HFCausalJudge:

@@ -2,9 +2,11 @@ r"""The inference-time scaling study: samplers × steps × nucleus × seeds.
 
 For every denoiser (a trained model, and optionally a perfect one), every
 sampling strategy, step count $T$, nucleus setting and seed, draw samples,
-time them, and score them with a metrics function. Rows go to CSV and JSON;
-`plot_study` draws quality against $T$ and against the number of network
-calls, with reference lines (data, an AR model).
+time them, and score them with a metrics function. `autoregressive_study`
+adds the rows of autoregressive models ("AR (T=L)": one network call per
+token, the same nucleus rule and the same random streams). Rows go to CSV and
+JSON; `plot_study` draws quality against $T$ and against the number of
+network calls, with reference lines (data).
 """
 
 import csv
@@ -24,8 +26,12 @@ from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER
 from discdiff.processes import ForwardProcess
 from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
+from discdiff.sampling.autoregressive import AutoregressiveSampler, NextTokenModel
 
-__all__ = ["plot_study", "scaling_study", "write_rows"]
+__all__ = ["AR_SAMPLER", "autoregressive_study", "plot_study", "scaling_study", "write_rows"]
+
+AR_SAMPLER = "AR (T=L)"
+"""The `sampler` of autoregressive rows."""
 
 Metrics = Callable[[torch.Tensor], dict[str, float]]
 
@@ -90,6 +96,60 @@ def scaling_study(
                 "denoiser": d,
                 "sampler": s,
                 "steps": T,
+                "top_p": p or 1.0,
+                "nucleus": nucleus if p else "off",
+                "seed": seed,
+                "nfe": int(result.sequence_nfe.max()),
+                "seconds_per_sample": seconds / samples,
+                **metrics(result.tokens),
+            }
+        )
+    return rows
+
+
+def autoregressive_study(
+    models: dict[str, NextTokenModel],
+    metrics: Metrics,
+    *,
+    samples: int,
+    length: int,
+    top_p: Sequence[float | None] = (None,),
+    nucleus: Nucleus = PAPER.nucleus,
+    seeds: Sequence[int] = (0,),
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The rows of autoregressive models, in `scaling_study`'s format.
+
+    Args:
+        models: Named causal models (`next_logits`), e.g. `CausalTransformer`s.
+        metrics: Scores a `(N, L)` tensor of samples.
+        samples: Samples per cell.
+        length: Tokens per sample.
+        top_p: Nucleus settings (`None` = off).
+        nucleus: The nucleus rule (the diffusion rows' one).
+        seeds: Sampling seeds.
+        batch_size: Samples per call; the results do not depend on it.
+        progress: Show a progress bar.
+
+    Returns:
+        One dict per (model, top_p, seed): `sampler` is `AR_SAMPLER`,
+        `steps` and `nfe` are $L$.
+    """
+    cells = [(m, p, seed) for m in models for p in top_p for seed in seeds]
+    rows = []
+    for m, p, seed in tqdm(cells, desc="AR rows", disable=not progress):
+        sampler = AutoregressiveSampler(top_p=p, nucleus=nucleus)
+        start = time.perf_counter()
+        result = sampler.sample_batches(
+            models[m], samples, length, seed=seed, batch_size=batch_size
+        )
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                "denoiser": m,
+                "sampler": AR_SAMPLER,
+                "steps": length,
                 "top_p": p or 1.0,
                 "nucleus": nucleus if p else "off",
                 "seed": seed,

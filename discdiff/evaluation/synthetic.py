@@ -5,6 +5,10 @@ language, reported as the gap to the language's exact entropy (0 for typical
 data; a sampler that lowers it below 0 does so by losing diversity), and by
 their token-histogram entropy. The language's exact denoiser is included as
 a "perfect model": what each sampler does when the model is not the bottleneck.
+
+The paper's baselines join the same table when given: score models (SEDD,
+`train.objective: score-entropy`) sampled with SEDD's analytic and Euler
+samplers at the same $T$, and autoregressive models ("AR (T=L)" rows).
 """
 
 import json
@@ -19,14 +23,20 @@ from discdiff._io import atomic_write
 from discdiff.config import build_strategy
 from discdiff.data.synthetic import ExactLanguage, SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
-from discdiff.evaluation.study import plot_study, scaling_study, write_rows
+from discdiff.evaluation.study import (
+    autoregressive_study,
+    plot_study,
+    scaling_study,
+    write_rows,
+)
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER, STUDY
 from discdiff.processes import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.sampling.ancestral import Nucleus, Strategy
+from discdiff.sampling.autoregressive import NextTokenModel
 
-__all__ = ["ASSET", "language_metrics", "run_synthetic_study", "strategies"]
+__all__ = ["ASSET", "language_metrics", "run_synthetic_study", "score_strategies", "strategies"]
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 """The shipped checkpoint trained on the built-in language (see its README.md)."""
@@ -44,6 +54,18 @@ def strategies(full: bool = False) -> dict[str, Strategy]:
     return {
         name: build_strategy(form, key=f"strategies[{name!r}]")
         for name, form in STUDY.strategies(full).items()
+    }
+
+
+def score_strategies(full: bool = False) -> dict[str, Strategy]:
+    """SEDD's samplers for score models, built from `discdiff.presets.STUDY`.
+
+    Args:
+        full: Add the Euler sampler.
+    """
+    return {
+        name: build_strategy(form, key=f"score_strategies[{name!r}]")
+        for name, form in STUDY.score_strategies(full).items()
     }
 
 
@@ -88,6 +110,9 @@ def run_synthetic_study(
     perfect: tuple[str, ...] = STUDY.quickstart_perfect,
     batch_size: int | None = None,
     progress: bool = True,
+    denoisers: dict[str, Denoiser] | None = None,
+    score_models: dict[str, Denoiser] | None = None,
+    autoregressive: dict[str, NextTokenModel] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run the study, write `study.csv`, `study.json`, `study.png` and `provenance.json` into `out`.
 
@@ -109,6 +134,11 @@ def run_synthetic_study(
         batch_size: Samples per sampler call (all of a cell at once by
             default); the tables do not depend on it.
         progress: Show progress bars.
+        denoisers: More denoisers (e.g. other MDLM runs) sampled like `model`.
+        score_models: Named SEDD score models, sampled with `score_strategies(full)`
+            at every $T$ and nucleus setting.
+        autoregressive: Named causal models, one "AR (T=L)" row per nucleus
+            setting and seed.
 
     Returns:
         The rows and the reference values (data's gap and token entropy).
@@ -127,7 +157,7 @@ def run_synthetic_study(
     chosen = strategies(full)
     rows = scaling_study(
         process,
-        {"model": model},
+        {"model": model, **(denoisers or {})},
         chosen,
         steps,
         metrics,
@@ -139,6 +169,13 @@ def run_synthetic_study(
         batch_size=batch_size,
         progress=progress,
     )
+    common = {"samples": samples, "length": length, "top_p": top_p, "nucleus": nucleus}
+    common |= {"seeds": seeds, "batch_size": batch_size, "progress": progress}
+    if score_models:
+        sedd = score_strategies(full)
+        rows += scaling_study(process, score_models, sedd, steps, metrics, **common)
+    if autoregressive:
+        rows += autoregressive_study(autoregressive, metrics, **common)
     if perfect:
         oracle = {"perfect": language.denoiser(process=process)}
         subset = {name: chosen[name] for name in perfect}
@@ -168,6 +205,9 @@ def run_synthetic_study(
         "strategies": {name: repr(strategy) for name, strategy in chosen.items()},
         "perfect": list(perfect),
         "batch_size": batch_size,
+        "denoisers": ["model", *(denoisers or {})],
+        "score_models": list(score_models or {}),
+        "autoregressive": list(autoregressive or {}),
     }
     record = json.dumps(provenance(settings, seeds[0]), indent=1)
     atomic_write(Path(out) / "provenance.json", lambda tmp: Path(tmp).write_text(record))

@@ -1,6 +1,7 @@
-"""Denoisers: protocol, SUBS, DiT and checkpoints, attention, HF adapters, LLaDA/Dream, oracles."""
+"""Networks: denoisers, SEDD score models, the causal transformer, LLaDA/Dream, oracles."""
 
 from discdiff.models.attention import AttentionBackend, attention, resolve_backend
+from discdiff.models.causal import CausalConfig, CausalTransformer, next_token_nll
 from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
 from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT, DiTClassifier, DiTConfig
@@ -18,14 +19,18 @@ from discdiff.models.protocol import (
     is_time_conditioned,
     with_label,
 )
+from discdiff.models.score import DenoiserScores, ScoreModel, log_score_ratio
 from discdiff.models.subs import SUBS, ConditionalSUBS, subs_log_probs
 
 __all__ = [
     "SUBS",
     "AttentionBackend",
+    "CausalConfig",
+    "CausalTransformer",
     "ConditionalDenoiser",
     "ConditionalSUBS",
     "Denoiser",
+    "DenoiserScores",
     "DiT",
     "DiTClassifier",
     "DiTConfig",
@@ -36,10 +41,13 @@ __all__ = [
     "LabelledDenoiser",
     "NoisyClassifier",
     "Opaque",
+    "ScoreModel",
     "attention",
     "is_time_conditioned",
     "load_diffusion_llm",
     "load_torch_checkpoint",
+    "log_score_ratio",
+    "next_token_nll",
     "resolve_backend",
     "subs_log_probs",
     "with_label",

@@ -1,4 +1,4 @@
-"""Sampling: the ancestral sampler and confidence-ordered decoders."""
+"""Sampling: the ancestral sampler, confidence-ordered decoders and SEDD's score samplers."""
 
 from discdiff.sampling.ancestral import (
     AncestralSampler,
@@ -14,6 +14,7 @@ from discdiff.sampling.decoders import (
     MaskGITDecoder,
     ThresholdDecoder,
 )
+from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
 
 __all__ = [
     "AncestralSampler",
@@ -22,7 +23,10 @@ __all__ = [
     "MarginDecoder",
     "MaskGITDecoder",
     "Nucleus",
+    "SEDDAnalytic",
+    "SEDDEuler",
     "SampleResult",
+    "ScorePosterior",
     "Strategy",
     "ThresholdDecoder",
     "shape_probs",

@@ -5,9 +5,11 @@ top-k, nucleus), and asks the strategy for $z_s$. The loop is written against
 two interfaces only: the `ForwardProcess` (the prior $z_1$ and the final
 noise-removal step) and the `Strategy` (the time grid, per-run state such as
 ReMDM-conf's decode confidences, and one draw per step): a `RemaskPosterior`
-(MDLM, ReMDM cap / rescale / conf / loop, forward-backward, DFM), a
-`ConfidenceDecoder`, or a `UniformPosterior`. The sampler never looks at which
-one it has.
+(MDLM, ReMDM cap / rescale / conf / loop, forward-backward, DFM, SEDD's score
+samplers), a `ConfidenceDecoder`, or a `UniformPosterior`. A strategy may also
+define `shape_output(logits, *, temperature, top_k, top_p, nucleus)` to make
+its `x` from the network's output itself (SEDD's keep the scores' total);
+`shape_probs` does it otherwise. The sampler never looks at which one it has.
 """
 
 import itertools
@@ -281,7 +283,9 @@ class AncestralSampler:
         self.grid = posterior.time_grid(steps, t_min)
 
     def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
-        return shape_probs(
+        # A strategy may turn the network's output into its `x` itself (SEDD's keep the scale).
+        shape = getattr(self.posterior, "shape_output", shape_probs)
+        return shape(
             denoiser(z, t),
             temperature=self.temperature,
             top_k=self.top_k,

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy
 from discdiff.data.sources import BatchSource, Padded
 from discdiff.objectives import (
     Bound,
@@ -50,7 +51,16 @@ from discdiff.provenance import environment
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed
 
-__all__ = ["TrainConfig", "Trainer"]
+__all__ = ["OBJECTIVES", "TrainConfig", "Trainer"]
+
+OBJECTIVES: dict[str, type] = {
+    "nelbo": ContinuousNELBO,
+    "score-entropy": ScoreEntropy,
+    "autoregressive": AutoregressiveNLL,
+}
+"""Names of the losses a `TrainConfig` can ask for (`train.objective` in a run config):
+MDLM's continuous NELBO (a `SUBS` denoiser), SEDD's score entropy (a `ScoreModel`)
+and the next-token NLL (a `CausalTransformer`)."""
 
 
 @dataclass
@@ -79,6 +89,9 @@ class TrainConfig:
         deterministic: Use torch's deterministic kernels while training
             (bit-reproducible CUDA runs, somewhat slower; sets
             `CUBLAS_WORKSPACE_CONFIG`). The CPU is deterministic either way.
+        objective: The loss, by name from `OBJECTIVES`: `nelbo` (MDLM),
+            `score-entropy` (SEDD) or `autoregressive` (an AR model). It is the
+            trainer's default objective (which validation reports).
     """
 
     steps: int | None = 1000
@@ -99,8 +112,13 @@ class TrainConfig:
     progress: bool = True
     fsdp: bool = False
     deterministic: bool = False
+    objective: str = "nelbo"
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"`objective` must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}"
+            )
         if self.steps is None and self.max_minutes is None:
             raise ValueError("`steps` may be None only with `max_minutes` set")
         positive = ("batch_size", "accumulate", "keep_checkpoints") + (
@@ -143,9 +161,10 @@ class Trainer:
             or `Padded(tokens, padding_mask)`: the loss is then averaged over the
             real tokens only.
         config: The settings.
-        objective: Per-sequence loss; the continuous-time NELBO by default.
+        objective: Per-sequence loss; by default the one `config.objective`
+            names (the continuous-time NELBO unless set).
         validation: Fixed validation sequences `(N, L)`, or `Padded` ones,
-            evaluated with the continuous NELBO (EMA weights when enabled).
+            evaluated with the objective (EMA weights when enabled).
         run_dir: Where checkpoints go (`run_dir/checkpoints`); none if `None`.
         on_eval: Called with each validation record (step, nats/token…) and
             the wall-clock `minutes` since `fit` started.
@@ -169,7 +188,7 @@ class Trainer:
                 f"{process.vocab_size} data tokens"
             )
         self.process, self.data, self.config = process, data, config
-        self.objective = objective or ContinuousNELBO()
+        self.objective = objective or OBJECTIVES[config.objective]()
         self.validation = validation
         self.on_eval = on_eval
         self.dist = Distributed.from_environment()
