@@ -34,7 +34,8 @@ import yaml
 
 from discdiff._io import CorruptFileError
 from discdiff.config import ConfigError, describe_config
-from discdiff.evaluation.synthetic import run_synthetic_study
+from discdiff.evaluation.study import summarize
+from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
 from discdiff.presets import PAPER, STUDY
 from discdiff.runs import (
     BUILTIN_RUNS,
@@ -78,7 +79,9 @@ def _quickstart(args: argparse.Namespace) -> int:
         length=length,
         samples=args.samples,
         steps=STUDY.quickstart_steps(length),
-        top_p=(args.top_p,),
+        top_p=(None if args.top_p == 1.0 else args.top_p,),
+        samplers=STUDY.quickstart_samplers,
+        perfect=STUDY.quickstart_perfect,
         batch_size=args.batch_size,
         **_compared(args.compare, run),
     )
@@ -111,26 +114,29 @@ def _compared(runs: Sequence[str], base: Any) -> dict[str, dict[str, Any]]:
 
 
 def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> None:
-    steps = sorted({r["steps"] for r in rows})
-    seen = dict.fromkeys((r["denoiser"], r["sampler"], r["top_p"]) for r in rows)
+    cells = summarize(rows, ["nll_gap", "token_entropy"])
+    steps = sorted({c["steps"] for c in cells})
+    seen = dict.fromkeys((c["denoiser"], c["sampler"], c["top_p"]) for c in cells)
     width = max(28, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
-    print("exact NLL gap to the entropy (nats/token) | token entropy | NFE")
-    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>24s}" for T in steps))
+    print("exact NLL gap to the entropy (nats/token) ± 95 % interval | token entropy | NFE")
+    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>30s}" for T in steps))
     for denoiser, sampler, top_p in seen:
-        cells = {
-            r["steps"]: r
-            for r in rows
-            if (r["denoiser"], r["sampler"], r["top_p"]) == (denoiser, sampler, top_p)
+        by_steps = {
+            c["steps"]: c
+            for c in cells
+            if (c["denoiser"], c["sampler"], c["top_p"]) == (denoiser, sampler, top_p)
         }
         name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f" p={top_p}")
         line = "".join(
-            f"{cells[T]['nll_gap']:>9.3f} {cells[T]['token_entropy']:6.3f} {cells[T]['nfe']:6d}"
-            if T in cells
-            else " " * 24
+            f"{c['nll_gap']:>9.3f} ±{c.get('nll_gap_ci95', math.nan):6.3f}"
+            f"{c['token_entropy']:7.3f}{c['nfe']:6d}"
+            if (c := by_steps.get(T))
+            else " " * 30
             for T in steps
         )
         print(f"{name:{width}s}{line}")
-    print(f"{'data':{width}s}{reference['nll_gap']:>9.3f} {reference['token_entropy']:6.3f}")
+    data = f"{reference['nll_gap']:>9.3f} {' ' * 7}{reference['token_entropy']:7.3f}"
+    print(f"{'data':{width}s}{data}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -199,21 +205,37 @@ def _scale(args: argparse.Namespace) -> int:
             "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
         )
     length = run.config.data.length
+    common = {
+        "language": run.config.data.language,
+        "process": run.process,
+        "length": length,
+        "batch_size": args.batch_size,
+        **_compared(args.compare, run),
+    }
+    if args.preset == "table1":
+        start = time.perf_counter()
+        run_table1(
+            run.denoiser,
+            args.out,
+            steps=tuple(args.steps) if args.steps else None,
+            samples=args.samples or STUDY.table1_samples,
+            seeds=args.seeds or STUDY.table1_seeds,
+            **common,
+        )
+        print((Path(args.out) / "table1.md").read_text(), end="")
+        print(f"wrote {Path(args.out) / 'table1.md'} ({time.perf_counter() - start:.0f} s)")
+        return 0
     top_p = (None, PAPER.top_p) if args.nucleus else (None,)
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
-        language=run.config.data.language,
-        process=run.process,
-        length=length,
-        samples=args.samples,
-        steps=tuple(args.steps),
+        samples=args.samples or 256,
+        steps=tuple(args.steps or STUDY.scale_steps),
         top_p=top_p,
-        seeds=tuple(range(args.seeds)),
+        seeds=tuple(range(args.seeds or 3)),
         full=True,
         perfect=STUDY.scale_perfect,
-        batch_size=args.batch_size,
-        **_compared(args.compare, run),
+        **common,
     )
     _print_study(rows, reference)
     return 0
@@ -303,13 +325,19 @@ def _parser() -> argparse.ArgumentParser:
         __doc__.split("\n\n")[1],
     )
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
-    quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
+    quick.add_argument(
+        "--samples",
+        type=_positive,
+        default=STUDY.quickstart_samples,
+        help=f"samples per cell ({STUDY.quickstart_samples})",
+    )
     quick.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     quick.add_argument(
         "--top-p",
         type=_probability,
-        default=None,
-        help=f"nucleus mass with ReMDM's rule, e.g. {PAPER.top_p} as in the paper (default: off)",
+        default=STUDY.quickstart_top_p,
+        help=f"nucleus mass with ReMDM's rule (default {STUDY.quickstart_top_p}, the paper's; "
+        "1 turns the nucleus off)",
     )
     quick.add_argument(
         "--from-scratch",
@@ -410,7 +438,10 @@ def _parser() -> argparse.ArgumentParser:
         _scale,
         "the full scaling study for a run on the built-in language",
         "Every sampler x T x nucleus x seed and the perfect-model rows; writes study.csv, "
-        "study.json and study.png to OUT.",
+        "study.json and study.png to OUT. With --preset table1: the ReMDM paper's Table 1 at "
+        "CPU scale (T = L/4 ... 4L, nucleus 0.9 and off, seeds pooled into cells with 95 % "
+        "intervals; table1.md, table1.csv, table1.json and one folder per nucleus setting; "
+        "resumes a setting already finished in OUT).",
     )
     scale.add_argument(
         "--run",
@@ -419,13 +450,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--out", required=True, help="output directory")
     scale.add_argument(
+        "--preset",
+        choices=["table1"],
+        default=None,
+        help="run a preset grid instead: table1 (the paper's Table 1 rows, columns and nucleus)",
+    )
+    scale.add_argument(
         "--steps",
         type=_int_list,
-        default=list(STUDY.scale_steps),
-        help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))})",
+        default=None,
+        help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))}; "
+        "table1: L/4,L/2,L,2L,4L)",
     )
-    scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
-    scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
+    scale.add_argument(
+        "--samples",
+        type=_positive,
+        default=None,
+        help=f"samples per cell and seed (256; table1: {STUDY.table1_samples})",
+    )
+    scale.add_argument(
+        "--seeds", type=_positive, default=None, help=f"number of seeds ({STUDY.table1_seeds})"
+    )
     scale.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     scale.add_argument(
         "--nucleus",

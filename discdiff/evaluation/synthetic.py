@@ -11,7 +11,9 @@ The paper's baselines join the same table when given: score models (SEDD,
 samplers at the same $T$, and autoregressive models ("AR (T=L)" rows).
 """
 
+import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +27,10 @@ from discdiff.data.synthetic import ExactLanguage, SyntheticLanguage
 from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.evaluation.study import (
     autoregressive_study,
+    format_table,
     plot_study,
     scaling_study,
+    summarize,
     write_rows,
 )
 from discdiff.models.protocol import Denoiser
@@ -36,7 +40,15 @@ from discdiff.provenance import provenance
 from discdiff.sampling.ancestral import Nucleus, Strategy
 from discdiff.sampling.autoregressive import NextTokenModel
 
-__all__ = ["ASSET", "language_metrics", "run_synthetic_study", "score_strategies", "strategies"]
+__all__ = [
+    "ASSET",
+    "TABLE1_METRICS",
+    "language_metrics",
+    "run_synthetic_study",
+    "run_table1",
+    "score_strategies",
+    "strategies",
+]
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 """The shipped checkpoint trained on the built-in language (see its README.md)."""
@@ -72,23 +84,31 @@ def score_strategies(full: bool = False) -> dict[str, Strategy]:
 def language_metrics(
     language: ExactLanguage, length: int
 ) -> Callable[[torch.Tensor], dict[str, float]]:
-    """Exact NLL per token, its gap to the entropy, and the token-histogram entropy.
+    r"""Exact NLL per token, its gap to the entropy, and the token-histogram entropy.
 
     Args:
         language: The language the samples should follow.
         length: Sequence length $L$ (for the exact entropy).
 
     Returns:
-        A function from samples `(N, L)` to `{"exact_nll", "nll_gap", "token_entropy"}`.
+        A function from samples `(N, L)` to `{"exact_nll", "nll_gap", "token_entropy"}`
+        (means over the samples) and the standard errors of those means,
+        `nll_gap_se` and `token_entropy_se` (sample standard deviation
+        $/\sqrt{N}$; `nan` for one sample). The gap's error ignores the
+        entropy's own Monte Carlo error, which is common to every row.
     """
     entropy = language.entropy(length)
 
     def metrics(tokens: torch.Tensor) -> dict[str, float]:
-        nll = float(exact_nll(language.log_prob, tokens).mean())
+        nll = exact_nll(language.log_prob, tokens).double()
+        entropies = token_entropy(tokens).double()
+        root = math.sqrt(len(tokens))
         return {
-            "exact_nll": nll,
-            "nll_gap": nll - entropy,
-            "token_entropy": float(token_entropy(tokens).mean()),
+            "exact_nll": float(nll.mean()),
+            "nll_gap": float(nll.mean()) - entropy,
+            "nll_gap_se": float(nll.std()) / root,
+            "token_entropy": float(entropies.mean()),
+            "token_entropy_se": float(entropies.std()) / root,
         }
 
     return metrics
@@ -107,6 +127,7 @@ def run_synthetic_study(
     nucleus: Nucleus = PAPER.nucleus,
     seeds: tuple[int, ...] = (0,),
     full: bool = False,
+    samplers: tuple[str, ...] | None = None,
     perfect: tuple[str, ...] = STUDY.quickstart_perfect,
     batch_size: int | None = None,
     progress: bool = True,
@@ -130,7 +151,10 @@ def run_synthetic_study(
         nucleus: The nucleus rule (ReMDM's by default, as in the paper).
         seeds: Sampling seeds.
         full: Include every sampler.
-        perfect: Samplers also run with the exact denoiser.
+        samplers: Run only these of the study's samplers (by name, e.g.
+            `STUDY.quickstart_samplers`); all by default.
+        perfect: Samplers also run with the exact denoiser, with the same
+            nucleus settings and seeds.
         batch_size: Samples per sampler call (all of a cell at once by
             default); the tables do not depend on it.
         progress: Show progress bars.
@@ -144,9 +168,15 @@ def run_synthetic_study(
         The rows and the reference values (data's gap and token entropy).
 
     Raises:
-        ValueError: If `process` and `language` disagree on the vocabulary.
+        ValueError: If `process` and `language` disagree on the vocabulary, or
+            `samplers` / `perfect` name a sampler the study does not have.
     """
     language = language or SyntheticLanguage()
+    chosen = strategies(full)
+    for key, names in (("samplers", samplers or ()), ("perfect", perfect)):
+        unknown = [name for name in names if name not in chosen]
+        if unknown:
+            raise ValueError(f"`{key}` names unknown samplers {unknown}; known: {list(chosen)}")
     process = process or MaskingProcess(vocab_size=language.vocab_size)
     if process.vocab_size != language.vocab_size:
         raise ValueError(
@@ -154,11 +184,11 @@ def run_synthetic_study(
             f"{language.vocab_size} tokens"
         )
     metrics = language_metrics(language, length)
-    chosen = strategies(full)
+    sampled = {name: chosen[name] for name in samplers} if samplers else chosen
     rows = scaling_study(
         process,
         {"model": model, **(denoisers or {})},
-        chosen,
+        sampled,
         steps,
         metrics,
         samples=samples,
@@ -179,20 +209,8 @@ def run_synthetic_study(
     if perfect:
         oracle = {"perfect": language.denoiser(process=process)}
         subset = {name: chosen[name] for name in perfect}
-        rows += scaling_study(
-            process,
-            oracle,
-            subset,
-            steps,
-            metrics,
-            samples=samples,
-            length=length,
-            seeds=seeds[:1],
-            batch_size=batch_size,
-            progress=progress,
-        )
-    data = language.sample(max(samples, 512), length, generator=torch.Generator().manual_seed(7))
-    reference = metrics(data)
+        rows += scaling_study(process, oracle, subset, steps, metrics, **common)
+    reference = _data_reference(language, length, samples)
     write_rows(rows, out, "study")
     settings = {
         "length": length,
@@ -202,12 +220,15 @@ def run_synthetic_study(
         "nucleus": nucleus,
         "language": repr(language),
         "seeds": list(seeds),
-        "strategies": {name: repr(strategy) for name, strategy in chosen.items()},
+        "strategies": {name: repr(strategy) for name, strategy in sampled.items()},
         "perfect": list(perfect),
         "batch_size": batch_size,
         "denoisers": ["model", *(denoisers or {})],
         "score_models": list(score_models or {}),
         "autoregressive": list(autoregressive or {}),
+        "fingerprints": _fingerprints(
+            {"model": model, **(denoisers or {}), **(score_models or {}), **(autoregressive or {})}
+        ),
     }
     record = json.dumps(provenance(settings, seeds[0]), indent=1)
     atomic_write(Path(out) / "provenance.json", lambda tmp: Path(tmp).write_text(record))
@@ -220,3 +241,173 @@ def run_synthetic_study(
         title=f"Synthetic language, L = {length}: sample quality vs sampling budget",
     )
     return rows, reference
+
+
+TABLE1_METRICS = ("nll_gap", "exact_nll", "token_entropy")
+"""The metrics `run_table1` pools over seeds (the first with intervals in the tables)."""
+
+
+def run_table1(
+    model: Denoiser,
+    out: str | os.PathLike,
+    *,
+    language: ExactLanguage | None = None,
+    process: MaskingProcess | None = None,
+    length: int = 64,
+    steps: tuple[int, ...] | None = None,
+    samples: int = STUDY.table1_samples,
+    seeds: int = STUDY.table1_seeds,
+    top_p: tuple[float | None, ...] = STUDY.table1_top_p,
+    nucleus: Nucleus = PAPER.nucleus,
+    batch_size: int | None = None,
+    progress: bool = True,
+    denoisers: dict[str, Denoiser] | None = None,
+    score_models: dict[str, Denoiser] | None = None,
+    autoregressive: dict[str, NextTokenModel] | None = None,
+) -> list[dict[str, Any]]:
+    r"""The ReMDM paper's Table 1 at CPU scale, on a language with exact likelihoods.
+
+    Rows: MDLM, ReMDM-cap, ReMDM-loop, forward-backward, DFM and MaskGIT on
+    `model` (and on `denoisers`), SEDD's analytic sampler on `score_models`,
+    "AR (T=L)" on `autoregressive`, and the exact denoiser ("perfect") for
+    `STUDY.scale_perfect`; columns $T \in \{L/4, L/2, L, 2L, 4L\}$; one table
+    per nucleus setting (the paper's $p = 0.9$ with ReMDM's rule, then off).
+    Every cell pools `seeds` seeds of `samples` samples (`summarize`): exact
+    NLL gap to the entropy and token entropy with 95 % intervals, NFE and
+    seconds per sample.
+
+    Each nucleus setting is one `run_synthetic_study` in its own folder of
+    `out` (`top_p=0.9/`, `top_p=off/`: rows per seed, plot, provenance); a
+    folder that already holds the rows of the same settings is read, not
+    sampled again, so an interrupted run resumes at the setting it stopped in.
+
+    Args:
+        model: The trained MDLM denoiser.
+        out: Output directory: `table1.md`, `table1.csv`, `table1.json`
+            (cells), `provenance.json` and the folders above.
+        language: The language (the built-in synthetic one by default).
+        process: The model's forward process.
+        length: Sequence length $L$.
+        steps: Step counts (default `STUDY.table1_steps(length)`).
+        samples: Samples per seed.
+        seeds: Number of sampling seeds ($0, \dots, k-1$).
+        top_p: Nucleus settings, one table each.
+        nucleus: The nucleus rule.
+        batch_size: Samples per sampler call; the results do not depend on it.
+        progress: Show progress bars.
+        denoisers: More MDLM denoisers, sampled like `model`.
+        score_models: SEDD score models.
+        autoregressive: Causal models.
+
+    Returns:
+        The cells, as written to `table1.json`.
+    """
+    out = Path(out)
+    steps = steps or STUDY.table1_steps(length)
+    rows: list[dict[str, Any]] = []
+    for p in top_p:
+        part = out / f"top_p={'off' if p is None else f'{p:g}'}"
+        arguments = {
+            "language": language,
+            "process": process,
+            "length": length,
+            "steps": tuple(steps),
+            "samples": samples,
+            "top_p": (p,),
+            "nucleus": nucleus,
+            "seeds": tuple(range(seeds)),
+            "perfect": STUDY.scale_perfect,
+            "denoisers": denoisers,
+            "score_models": score_models,
+            "autoregressive": autoregressive,
+        }
+        done = _finished_part(part, model, arguments)
+        if done is None:
+            done, _ = run_synthetic_study(
+                model, part, batch_size=batch_size, progress=progress, **arguments
+            )
+        rows += done
+    reference = _data_reference(language or SyntheticLanguage(), length, samples)
+    cells = summarize(rows, TABLE1_METRICS)
+    write_rows(cells, out, "table1")
+    sections = []
+    for p in top_p:
+        chosen = [cell for cell in cells if cell["top_p"] == (p or 1.0)]
+        title = "no nucleus" if p is None else f"nucleus p = {p:g} ({nucleus} rule)"
+        sections.append(
+            f"### {title}\n\nExact NLL gap to the entropy (nats/token) ± 95 % interval · "
+            f"token entropy · NFE; {seeds} seeds × {samples} samples per cell.\n\n"
+            + format_table(chosen, "nll_gap", second="token_entropy")
+            + f"\n| data | {reference['nll_gap']:.3f} · {reference['token_entropy']:.3f} |"
+        )
+    table = "\n\n".join(sections) + "\n"
+    atomic_write(out / "table1.md", lambda tmp: Path(tmp).write_text(table))
+    settings = {
+        "length": length,
+        "steps": list(steps),
+        "samples": samples,
+        "seeds": seeds,
+        "top_p": list(top_p),
+        "nucleus": nucleus,
+        "language": repr(language or SyntheticLanguage()),
+        "denoisers": ["model", *(denoisers or {})],
+        "score_models": list(score_models or {}),
+        "autoregressive": list(autoregressive or {}),
+        "perfect": list(STUDY.scale_perfect),
+    }
+    record = json.dumps(provenance(settings, 0), indent=1)
+    atomic_write(out / "provenance.json", lambda tmp: Path(tmp).write_text(record))
+    return cells
+
+
+def _finished_part(
+    part: Path, model: Denoiser, arguments: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The rows of a finished `run_table1` part with the same settings and models, else `None`."""
+    try:
+        written = json.loads((part / "provenance.json").read_text())["settings"]
+        rows = json.loads((part / "study.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    expected = {
+        "length": arguments["length"],
+        "steps": list(arguments["steps"]),
+        "samples": arguments["samples"],
+        "top_p": list(arguments["top_p"]),
+        "nucleus": arguments["nucleus"],
+        "seeds": list(arguments["seeds"]),
+        "perfect": list(arguments["perfect"]),
+        "language": repr(arguments["language"] or SyntheticLanguage()),
+        "score_models": list(arguments["score_models"] or {}),
+        "autoregressive": list(arguments["autoregressive"] or {}),
+        "fingerprints": _fingerprints(
+            {
+                "model": model,
+                **(arguments["denoisers"] or {}),
+                **(arguments["score_models"] or {}),
+                **(arguments["autoregressive"] or {}),
+            }
+        ),
+    }
+    same = all(written.get(key) == value for key, value in expected.items())
+    return rows if same else None
+
+
+def _data_reference(language: ExactLanguage, length: int, samples: int) -> dict[str, float]:
+    """`language_metrics` of held-out data: `max(samples, 512)` sequences of seed 7."""
+    data = language.sample(max(samples, 512), length, generator=torch.Generator().manual_seed(7))
+    return language_metrics(language, length)(data)
+
+
+def _fingerprints(models: dict[str, Any]) -> dict[str, str]:
+    """A short SHA-256 of each model's weights (`state_dict`), to tell runs apart."""
+    prints = {}
+    for name, model in models.items():
+        digest = hashlib.sha256()
+        for key, value in sorted(getattr(model, "state_dict", dict)().items()):
+            digest.update(key.encode())
+            digest.update(
+                value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+            )
+        prints[name] = digest.hexdigest()[:16]
+    return prints
