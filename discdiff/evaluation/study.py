@@ -59,6 +59,7 @@ def scaling_study(
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,
+    keep: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Sample and score every combination.
 
@@ -76,6 +77,8 @@ def scaling_study(
         batch_size: Samples per sampler call (all at once by default); the
             results do not depend on it.
         progress: Show a progress bar.
+        keep: If given, every row's samples `(samples, L)` are appended to
+            it, in row order.
 
     Returns:
         One dict per cell: denoiser, sampler, steps, top_p, nucleus, seed, nfe
@@ -114,6 +117,8 @@ def scaling_study(
                 **metrics(result.tokens),
             }
         )
+        if keep is not None:
+            keep.append(result.tokens)
     return rows
 
 
@@ -128,6 +133,7 @@ def autoregressive_study(
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,
+    keep: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of autoregressive models, in `scaling_study`'s format.
 
@@ -141,6 +147,7 @@ def autoregressive_study(
         seeds: Sampling seeds.
         batch_size: Samples per call; the results do not depend on it.
         progress: Show a progress bar.
+        keep: If given, every row's samples are appended to it, in row order.
 
     Returns:
         One dict per (model, top_p, seed): `sampler` is `AR_SAMPLER`,
@@ -169,6 +176,8 @@ def autoregressive_study(
                 **metrics(result.tokens),
             }
         )
+        if keep is not None:
+            keep.append(result.tokens)
     return rows
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from discdiff._io import atomic_write
 from discdiff.config import build_strategy
@@ -137,6 +138,9 @@ def run_synthetic_study(
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run the study, write `study.csv`, `study.json`, `study.png` and `provenance.json` into `out`.
 
+    The samples of row `i` of `study.json` go to `samples.safetensors`
+    under the key `"i"`.
+
     Args:
         model: The trained denoiser.
         out: Output directory.
@@ -184,6 +188,7 @@ def run_synthetic_study(
             f"{language.vocab_size} tokens"
         )
     metrics = language_metrics(language, length)
+    tokens: list[torch.Tensor] = []
     sampled = {name: chosen[name] for name in samplers} if samplers else chosen
     rows = scaling_study(
         process,
@@ -198,9 +203,10 @@ def run_synthetic_study(
         seeds=seeds,
         batch_size=batch_size,
         progress=progress,
+        keep=tokens,
     )
     common = {"samples": samples, "length": length, "top_p": top_p, "nucleus": nucleus}
-    common |= {"seeds": seeds, "batch_size": batch_size, "progress": progress}
+    common |= {"seeds": seeds, "batch_size": batch_size, "progress": progress, "keep": tokens}
     if score_models:
         sedd = score_strategies(full)
         rows += scaling_study(process, score_models, sedd, steps, metrics, **common)
@@ -212,6 +218,8 @@ def run_synthetic_study(
         rows += scaling_study(process, oracle, subset, steps, metrics, **common)
     reference = _data_reference(language, length, samples)
     write_rows(rows, out, "study")
+    named = {str(i): t.contiguous() for i, t in enumerate(tokens)}
+    atomic_write(Path(out) / "samples.safetensors", lambda tmp: save_file(named, tmp))
     settings = {
         "length": length,
         "steps": list(steps),
