@@ -214,12 +214,21 @@ def _scale(args: argparse.Namespace) -> int:
     }
     if args.preset == "table1":
         start = time.perf_counter()
+        judge = None
+        if args.judge is not None:
+            judged = load_run(args.judge)
+            if judged.objective != "autoregressive":
+                raise ConfigError(
+                    "train.objective", f"--judge {args.judge}: needs an autoregressive run"
+                )
+            judge = judged.network.eval()
         run_table1(
             run.denoiser,
             args.out,
             steps=tuple(args.steps) if args.steps else None,
             samples=args.samples or STUDY.table1_samples,
             seeds=args.seeds or STUDY.table1_seeds,
+            judge=judge,
             **common,
         )
         print((Path(args.out) / "table1.md").read_text(), end="")
@@ -478,6 +487,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"also run with the paper's top_p = {PAPER.top_p} (ReMDM's nucleus rule)",
     )
     scale.add_argument("--compare", nargs="*", default=[], metavar="RUN", help=COMPARE_HELP)
+    scale.add_argument(
+        "--judge",
+        default=None,
+        metavar="RUN",
+        help="table1: an autoregressive run trained apart from every row, whose features give "
+        "the MAUVE column",
+    )
     return parser
 
 

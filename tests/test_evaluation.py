@@ -137,11 +137,19 @@ def test_scaling_study_writes_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
+    """The small Table 1 in the paper's setting: nucleus 0.9 with ReMDM's rule."""
+    from discdiff.presets import PAPER, STUDY
+
     assert main(["quickstart", "--samples", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "MDLM (model)" in out and "ReMDM-loop (perfect)" in out and "data" in out
+    assert "MDLM (model) p=0.9" in out and "ReMDM-loop (perfect) p=0.9" in out and "data" in out
     rows = json.loads((tmp_path / "study.json").read_text())
     assert {r["steps"] for r in rows} == {16, 64, 256}
+    assert {r["sampler"] for r in rows} == set(STUDY.quickstart_samplers)
+    assert {r["denoiser"] for r in rows} == {"model", "perfect"}
+    assert {(r["top_p"], r["nucleus"]) for r in rows} == {(PAPER.top_p, PAPER.nucleus)}
+    fields = {"denoiser", "sampler", "steps", "top_p", "seed", "nfe", "nll_gap", "token_entropy"}
+    assert all(fields <= r.keys() and r["nll_gap_se"] > 0 for r in rows)
     assert (tmp_path / "study.png").is_file()
 
 
@@ -189,7 +197,10 @@ def test_summarize_pools_seeds_into_intervals_that_cover():
     assert cell["gap_se"] == pytest.approx(0.05 / 2)  # sqrt(0.03² + 0.04²) / 2
     assert cell["gap_ci95"] == pytest.approx(1.96 * 0.025)
     assert cell["gap_seed_sd"] == pytest.approx(0.3 / math.sqrt(2))
-    assert "entropy_ci95" not in cell and cell["entropy"] == 2.0
+    assert cell["entropy_ci95"] == 0.0 and cell["entropy"] == 2.0  # no spread between seeds
+    rows[1]["entropy"] = 3.0  # no per-seed error: Student's t on the seeds' spread
+    (cell,) = summarize(rows, ["entropy"])
+    assert cell["entropy_ci95"] == pytest.approx(12.706 * (1 / math.sqrt(2)) / math.sqrt(2))
 
     generator = torch.Generator().manual_seed(0)
     simulated = []
@@ -217,6 +228,13 @@ def test_language_metrics_standard_errors():
     assert values["nll_gap_se"] == pytest.approx(float(nll.std()) / math.sqrt(40))
     entropies = token_entropy(tokens).double()
     assert values["token_entropy_se"] == pytest.approx(float(entropies.std()) / math.sqrt(40))
+
+
+def _fail_with(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
 
 
 def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, capsys):
@@ -250,6 +268,8 @@ def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, ca
     for i in (0, len(rows) - 1):
         nll = float(exact_nll(language.log_prob, kept[str(i)]).mean())
         assert kept[str(i)].shape == (3, 64) and nll == pytest.approx(rows[i]["exact_nll"])
+
+    assert "autoregressive run" in _fail_with(capsys, [*argv, "--judge", "synthetic"])
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished setting was sampled again")

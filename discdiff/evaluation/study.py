@@ -193,18 +193,21 @@ def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[s
     $\sqrt{\sum_i \mathrm{se}_i^2}/k$ from the seeds' own errors (a metric
     `m` of the rows with an `m_se` field), and the 95 % interval
     $\bar m \pm 1.96\,\mathrm{se}$ (the normal quantile: every cell pools
-    hundreds of samples). The seed-to-seed standard deviation is kept beside
-    it as a check.
+    hundreds of samples). A metric without a per-seed error (e.g. MAUVE of
+    each seed's samples) gets its error from the seeds' spread,
+    $s/\sqrt k$, and Student's $t_{k-1}$ quantile. The seed-to-seed
+    standard deviation $s$ is kept beside every metric as a check.
 
     Args:
         rows: `scaling_study` / `autoregressive_study` rows.
-        metrics: Row keys to pool; those with an `_se` field get intervals.
+        metrics: Row keys to pool.
 
     Returns:
         One dict per cell, in first-seen order: the `CELL` fields, `seeds`,
         `samples` (all seeds), `nfe` (the most over seeds),
         `seconds_per_sample` (mean), and per metric `m`, `m_se`, `m_ci95`,
-        `m_seed_sd` (the last three where the rows have `m_se`).
+        `m_seed_sd` (a metric without `m_se` in the rows and only one seed
+        gets the mean only).
     """
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -221,18 +224,30 @@ def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[s
         }
         for metric in metrics:
             values = [float(row[metric]) for row in members]
-            cell[metric] = sum(values) / k
+            mean = sum(values) / k
+            spread = (
+                math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1)) if k > 1 else math.nan
+            )
+            cell[metric] = mean
             if f"{metric}_se" in members[0]:
                 se = math.sqrt(sum(float(row[f"{metric}_se"]) ** 2 for row in members)) / k
-                spread = (
-                    math.sqrt(sum((v - cell[metric]) ** 2 for v in values) / (k - 1))
-                    if k > 1
-                    else math.nan
-                )
-                cell |= {f"{metric}_se": se, f"{metric}_ci95": 1.96 * se}
-                cell[f"{metric}_seed_sd"] = spread
+                quantile = 1.96
+            elif k > 1:
+                se, quantile = spread / math.sqrt(k), _t975(k - 1)
+            else:
+                continue
+            cell |= {f"{metric}_se": se, f"{metric}_ci95": quantile * se}
+            cell[f"{metric}_seed_sd"] = spread
         out.append(cell)
     return out
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def _t975(df: int) -> float:
+    """Student's $t$ 97.5 % quantile at `df` degrees of freedom (tabled to 10; then ±0.3 %)."""
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
 
 
 def format_table(

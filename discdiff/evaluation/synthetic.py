@@ -17,15 +17,16 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from discdiff._io import atomic_write
 from discdiff.config import build_strategy
 from discdiff.data.synthetic import ExactLanguage, SyntheticLanguage
-from discdiff.evaluation.metrics import exact_nll, token_entropy
+from discdiff.evaluation.metrics import exact_nll, mauve_score, token_entropy
 from discdiff.evaluation.study import (
     autoregressive_study,
     format_table,
@@ -44,6 +45,7 @@ from discdiff.sampling.autoregressive import NextTokenModel
 __all__ = [
     "ASSET",
     "TABLE1_METRICS",
+    "Featurizer",
     "language_metrics",
     "run_synthetic_study",
     "run_table1",
@@ -251,6 +253,15 @@ def run_synthetic_study(
     return rows, reference
 
 
+@runtime_checkable
+class Featurizer(Protocol):
+    """A model whose mean-pooled hidden states are MAUVE's features (`CausalTransformer`)."""
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states `(B, L, width)` of token ids `(B, L)`."""
+        ...
+
+
 TABLE1_METRICS = ("nll_gap", "exact_nll", "token_entropy")
 """The metrics `run_table1` pools over seeds (the first with intervals in the tables)."""
 
@@ -272,6 +283,7 @@ def run_table1(
     denoisers: dict[str, Denoiser] | None = None,
     score_models: dict[str, Denoiser] | None = None,
     autoregressive: dict[str, NextTokenModel] | None = None,
+    judge: Featurizer | None = None,
 ) -> list[dict[str, Any]]:
     r"""The ReMDM paper's Table 1 at CPU scale, on a language with exact likelihoods.
 
@@ -282,7 +294,12 @@ def run_table1(
     per nucleus setting (the paper's $p = 0.9$ with ReMDM's rule, then off).
     Every cell pools `seeds` seeds of `samples` samples (`summarize`): exact
     NLL gap to the entropy and token entropy with 95 % intervals, NFE and
-    seconds per sample.
+    seconds per sample. With a `judge` (e.g. an `ARJudge` or any causal
+    model with `hidden`, trained on the language apart from every row), also
+    MAUVE of each seed's samples against 1024 held-out sequences in the
+    judge's features (mean-pooled hidden states), its interval from the
+    seeds' spread: the paper's headline metric, which, unlike the NLL gap,
+    also falls when samples lose diversity.
 
     Each nucleus setting is one `run_synthetic_study` in its own folder of
     `out` (`top_p=0.9/`, `top_p=off/`: rows per seed, plot, provenance); a
@@ -306,6 +323,7 @@ def run_table1(
         denoisers: More MDLM denoisers, sampled like `model`.
         score_models: SEDD score models.
         autoregressive: Causal models.
+        judge: The featuriser of MAUVE (none: no MAUVE column).
 
     Returns:
         The cells, as written to `table1.json`.
@@ -334,9 +352,11 @@ def run_table1(
             done, _ = run_synthetic_study(
                 model, part, batch_size=batch_size, progress=progress, **arguments
             )
+        if judge is not None:
+            _add_mauve(done, load_file(part / "samples.safetensors"), judge, language, length)
         rows += done
     reference = _data_reference(language or SyntheticLanguage(), length, samples)
-    cells = summarize(rows, TABLE1_METRICS)
+    cells = summarize(rows, TABLE1_METRICS + (("mauve",) if judge is not None else ()))
     write_rows(cells, out, "table1")
     sections = []
     for p in top_p:
@@ -348,6 +368,11 @@ def run_table1(
             + format_table(chosen, "nll_gap", second="token_entropy")
             + f"\n| data | {reference['nll_gap']:.3f} · {reference['token_entropy']:.3f} |"
         )
+        if judge is not None:
+            sections.append(
+                f"MAUVE against held-out data in the judge's features ± 95 % interval (seeds) · "
+                f"NFE, {title}:\n\n" + format_table(chosen, "mauve")
+            )
     table = "\n\n".join(sections) + "\n"
     atomic_write(out / "table1.md", lambda tmp: Path(tmp).write_text(table))
     settings = {
@@ -419,3 +444,24 @@ def _fingerprints(models: dict[str, Any]) -> dict[str, str]:
             )
         prints[name] = digest.hexdigest()[:16]
     return prints
+
+
+@torch.no_grad()
+def _features(judge: Featurizer, tokens: torch.Tensor) -> np.ndarray:
+    return torch.cat([judge.hidden(chunk).mean(1) for chunk in tokens.split(256)]).float().numpy()
+
+
+def _add_mauve(
+    rows: list[dict[str, Any]],
+    samples: dict[str, torch.Tensor],
+    judge: Featurizer,
+    language: ExactLanguage | None,
+    length: int,
+) -> None:
+    """Add `mauve` to every row: its samples against 1024 held-out sequences (seed 8)."""
+    data = (language or SyntheticLanguage()).sample(
+        1024, length, generator=torch.Generator().manual_seed(8)
+    )
+    reference = _features(judge, data)
+    for i, row in enumerate(rows):
+        row["mauve"] = mauve_score(_features(judge, samples[str(i)]), reference)
