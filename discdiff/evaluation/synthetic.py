@@ -222,25 +222,22 @@ def run_synthetic_study(
     write_rows(rows, out, "study")
     named = {str(i): t.contiguous() for i, t in enumerate(tokens)}
     atomic_write(Path(out) / "samples.safetensors", lambda tmp: save_file(named, tmp))
-    settings = {
-        "length": length,
-        "steps": list(steps),
-        "samples": samples,
-        "top_p": list(top_p),
-        "nucleus": nucleus,
-        "language": repr(language),
-        "seeds": list(seeds),
-        "strategies": {name: repr(strategy) for name, strategy in sampled.items()},
-        "perfect": list(perfect),
-        "batch_size": batch_size,
-        "denoisers": ["model", *(denoisers or {})],
-        "score_models": list(score_models or {}),
-        "autoregressive": list(autoregressive or {}),
-        "fingerprints": _fingerprints(
-            {"model": model, **(denoisers or {}), **(score_models or {}), **(autoregressive or {})}
-        ),
-    }
-    record = json.dumps(provenance(settings, seeds[0]), indent=1)
+    settings = _settings(
+        model,
+        language=language,
+        length=length,
+        steps=steps,
+        samples=samples,
+        top_p=top_p,
+        nucleus=nucleus,
+        seeds=seeds,
+        strategies=sampled,
+        perfect=perfect,
+        denoisers=denoisers,
+        score_models=score_models,
+        autoregressive=autoregressive,
+    )
+    record = json.dumps(provenance(settings | {"batch_size": batch_size}, seeds[0]), indent=1)
     atomic_write(Path(out) / "provenance.json", lambda tmp: Path(tmp).write_text(record))
     plot_study(
         rows,
@@ -329,6 +326,7 @@ def run_table1(
         The cells, as written to `table1.json`.
     """
     out = Path(out)
+    language = language or SyntheticLanguage()
     steps = steps or STUDY.table1_steps(length)
     rows: list[dict[str, Any]] = []
     for p in top_p:
@@ -355,7 +353,7 @@ def run_table1(
         if judge is not None:
             _add_mauve(done, load_file(part / "samples.safetensors"), judge, language, length)
         rows += done
-    reference = _data_reference(language or SyntheticLanguage(), length, samples)
+    reference = _data_reference(language, length, samples)
     cells = summarize(rows, TABLE1_METRICS + (("mauve",) if judge is not None else ()))
     write_rows(cells, out, "table1")
     sections = []
@@ -382,7 +380,7 @@ def run_table1(
         "seeds": seeds,
         "top_p": list(top_p),
         "nucleus": nucleus,
-        "language": repr(language or SyntheticLanguage()),
+        "language": repr(language),
         "denoisers": ["model", *(denoisers or {})],
         "score_models": list(score_models or {}),
         "autoregressive": list(autoregressive or {}),
@@ -402,28 +400,32 @@ def _finished_part(
         rows = json.loads((part / "study.json").read_text())
     except (OSError, ValueError, KeyError):
         return None
-    expected = {
-        "length": arguments["length"],
-        "steps": list(arguments["steps"]),
-        "samples": arguments["samples"],
-        "top_p": list(arguments["top_p"]),
-        "nucleus": arguments["nucleus"],
-        "seeds": list(arguments["seeds"]),
-        "perfect": list(arguments["perfect"]),
-        "language": repr(arguments["language"] or SyntheticLanguage()),
-        "score_models": list(arguments["score_models"] or {}),
-        "autoregressive": list(arguments["autoregressive"] or {}),
-        "fingerprints": _fingerprints(
-            {
-                "model": model,
-                **(arguments["denoisers"] or {}),
-                **(arguments["score_models"] or {}),
-                **(arguments["autoregressive"] or {}),
-            }
-        ),
+    recorded = {key: value for key, value in arguments.items() if key != "process"}
+    expected = _settings(model, strategies=strategies(), **recorded)
+    return rows if all(written.get(key) == value for key, value in expected.items()) else None
+
+
+def _settings(
+    model: Denoiser,
+    *,
+    language: ExactLanguage,
+    strategies: dict[str, Strategy],
+    denoisers: dict[str, Denoiser] | None,
+    score_models: dict[str, Denoiser] | None,
+    autoregressive: dict[str, NextTokenModel] | None,
+    **values: Any,
+) -> dict[str, Any]:
+    """A study's settings as its `provenance.json` stores them (JSON values), with model hashes."""
+    models = {"model": model, **(denoisers or {}), **(score_models or {}), **(autoregressive or {})}
+    settings = values | {
+        "language": repr(language),
+        "strategies": {name: repr(strategy) for name, strategy in strategies.items()},
+        "denoisers": ["model", *(denoisers or {})],
+        "score_models": list(score_models or {}),
+        "autoregressive": list(autoregressive or {}),
+        "fingerprints": _fingerprints(models),
     }
-    same = all(written.get(key) == value for key, value in expected.items())
-    return rows if same else None
+    return json.loads(json.dumps(settings))
 
 
 def _data_reference(language: ExactLanguage, length: int, samples: int) -> dict[str, float]:
@@ -455,13 +457,11 @@ def _add_mauve(
     rows: list[dict[str, Any]],
     samples: dict[str, torch.Tensor],
     judge: Featurizer,
-    language: ExactLanguage | None,
+    language: ExactLanguage,
     length: int,
 ) -> None:
     """Add `mauve` to every row: its samples against 1024 held-out sequences (seed 8)."""
-    data = (language or SyntheticLanguage()).sample(
-        1024, length, generator=torch.Generator().manual_seed(8)
-    )
+    data = language.sample(1024, length, generator=torch.Generator().manual_seed(8))
     reference = _features(judge, data)
     for i, row in enumerate(rows):
         row["mauve"] = mauve_score(_features(judge, samples[str(i)]), reference)
