@@ -37,6 +37,7 @@ from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
 from discdiff.presets import PAPER, STUDY
+from discdiff.processes import MaskingProcess
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,
@@ -198,7 +199,43 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table2(args: argparse.Namespace) -> int:
+    from discdiff.data.digits import DIGITS_VOCAB
+    from discdiff.evaluation.table2 import run_table2
+    from discdiff.models.dit import DiT
+    from discdiff.models.subs import ConditionalSUBS
+
+    if args.model is None:
+        raise ConfigError(
+            "--model",
+            "--preset table2 needs a class-conditional digits DiT folder (the model/ "
+            "that benchmarks/digits_study.py writes)",
+        )
+    if not (Path(args.model) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"--model {args.model}: no model.safetensors in that folder")
+    network = DiT.from_pretrained(args.model)
+    if network.config.num_classes != 10 or network.config.vocab_size != DIGITS_VOCAB + 1:
+        raise ConfigError("--model", f"{args.model} is not a 10-class digits DiT")
+    model = ConditionalSUBS(network, MaskingProcess(vocab_size=DIGITS_VOCAB)).eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        run_table2(
+            model,
+            args.out,
+            steps=tuple(args.steps or STUDY.table2_steps),
+            seeds=args.seeds or STUDY.table1_seeds,
+            samples_per_class=args.samples or STUDY.table2_samples_per_class,
+        )
+    print((Path(args.out) / "table2.md").read_text(), end="")
+    print(f"wrote {Path(args.out) / 'table2.md'} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _scale(args: argparse.Namespace) -> int:
+    if args.preset == "table2":
+        return _table2(args)
+    if args.run is None:
+        raise ConfigError("--run", "the scaling study needs a run (a folder or a built-in run)")
     run = load_run(args.run)
     if run.config.data.kind != "synthetic":
         raise ConfigError(
@@ -454,28 +491,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--run",
-        required=True,
+        default=None,
         help=f"a run directory trained on synthetic data, or a built-in run ({builtin})",
     )
     scale.add_argument("--out", required=True, help="output directory")
     scale.add_argument(
         "--preset",
-        choices=["table1"],
+        choices=["table1", "table2"],
         default=None,
-        help="run a preset grid instead: table1 (the paper's Table 1 rows, columns and nucleus)",
+        help="run a preset grid instead: table1 (the paper's Table 1 rows, columns and nucleus) "
+        "or table2 (class-conditional digits: MaskGIT, MDLM, ReMDM; FID and IS; needs --model)",
+    )
+    scale.add_argument(
+        "--model",
+        default=None,
+        help="table2: a class-conditional digits DiT folder (config.json + model.safetensors)",
     )
     scale.add_argument(
         "--steps",
         type=_int_list,
         default=None,
         help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))}; "
-        "table1: L/4,L/2,L,2L,4L)",
+        "table1: L/4,L/2,L,2L,4L; table2: "
+        f"{','.join(map(str, STUDY.table2_steps))})",
     )
     scale.add_argument(
         "--samples",
         type=_positive,
         default=None,
-        help=f"samples per cell and seed (256; table1: {STUDY.table1_samples})",
+        help=f"samples per cell and seed (256; table1: {STUDY.table1_samples}; table2: per "
+        f"class, {STUDY.table2_samples_per_class})",
     )
     scale.add_argument(
         "--seeds", type=_positive, default=None, help=f"number of seeds ({STUDY.table1_seeds})"

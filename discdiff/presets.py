@@ -103,6 +103,9 @@ class StudySettings:
         table1_top_p: Table 1's nucleus settings: the paper's $p = 0.9$, then off.
         table1_seeds: Sampling seeds of every Table 1 cell.
         table1_samples: Samples per seed (a cell pools its seeds: 288).
+        table2_steps: Table 2's step counts on the digits ($L = 64$): $L/4$, $L$, $4L$.
+        table2_samplers: Table 2's samplers (the paper's: MaskGIT, MDLM, ReMDM).
+        table2_samples_per_class: Table 2's samples of each digit per seed.
     """
 
     cap_eta: float = 0.02
@@ -116,6 +119,9 @@ class StudySettings:
     table1_top_p: tuple[float | None, ...] = (PAPER.top_p, None)
     table1_seeds: int = 3
     table1_samples: int = 96
+    table2_steps: tuple[int, ...] = (16, 64, 256)
+    table2_samplers: tuple[str, ...] = ("MaskGIT", "MDLM", "ReMDM-cap", "ReMDM-loop")
+    table2_samples_per_class: int = 50
     scale_perfect: tuple[str, ...] = (
         "MDLM",
         "ReMDM-cap",
