@@ -371,6 +371,10 @@ def run_table1(
                 f"MAUVE against held-out data in the judge's features ± 95 % interval (seeds) · "
                 f"NFE, {title}:\n\n" + format_table(chosen, "mauve")
             )
+        sections.append(
+            f"Wall time: seconds per sample (mean of the seeds) · NFE, {title}:\n\n"
+            + format_table(chosen, "seconds_per_sample", digits=4)
+        )
     table = "\n\n".join(sections) + "\n"
     atomic_write(out / "table1.md", lambda tmp: Path(tmp).write_text(table))
     settings = {
