@@ -59,7 +59,7 @@ def main() -> None:
         steps=(steps,),
         samples=STUDY.table1_samples,
         top_p=tuple(args.top_p),
-        seeds=tuple(range(STUDY.table1_seeds)),
+        seeds=tuple(range(STUDY.scale_seeds)),
         samplers=("MDLM",),
         perfect=("MDLM",),
     )

@@ -1,12 +1,13 @@
 r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval` and `scale`.
 
-`discdiff quickstart` is the main job: a reduced inference-time scaling study
-on the default benchmark language (a hidden Markov model with exact
+`discdiff quickstart` is the main job: the small version of the ReMDM paper's
+Table 1 on the default benchmark language (a hidden Markov model with exact
 likelihoods), with the small checkpoint shipped in the package (or one trained
-on the spot with `--from-scratch`). It samples with
-MDLM, ReMDM (cap, loop), forward-backward, DFM and MaskGIT at
-T = L/4, L and 4L, scores every sample by its exact likelihood, prints the
-table and writes `study.csv`, `study.json` and `study.png`. `--compare RUN ...`
+on the spot with `--from-scratch`). In the paper's setting (nucleus 0.9 with
+ReMDM's rule) it samples with MDLM, ReMDM-cap and ReMDM-loop at T = L/4, L
+and 4L, with the model and with the language's exact denoiser, scores every
+sample by its exact likelihood, prints the table with 95 % intervals and
+writes `study.csv`, `study.json`, `study.png` and the samples. `--compare RUN ...`
 adds the paper's baselines trained on the same language to the same table:
 SEDD runs (`train.objective=score-entropy`, sampled with SEDD's analytic and
 Euler samplers), AR runs (`train.objective=autoregressive`, "AR (T=L)" rows)
@@ -15,7 +16,8 @@ and other MDLM runs.
 The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
-sample set, `scale` runs the full scaling study.
+sample set, `scale` runs the full scaling study, or with `--preset table1` /
+`--preset table2` the paper's Table 1 and Table 2 at CPU scale.
 """
 
 import argparse
@@ -223,7 +225,7 @@ def _table2(args: argparse.Namespace) -> int:
             model,
             args.out,
             steps=tuple(args.steps or STUDY.table2_steps),
-            seeds=args.seeds or STUDY.table1_seeds,
+            seeds=args.seeds or STUDY.scale_seeds,
             samples_per_class=args.samples or STUDY.table2_samples_per_class,
         )
     print((Path(args.out) / "table2.md").read_text(), end="")
@@ -264,7 +266,7 @@ def _scale(args: argparse.Namespace) -> int:
             args.out,
             steps=tuple(args.steps) if args.steps else None,
             samples=args.samples or STUDY.table1_samples,
-            seeds=args.seeds or STUDY.table1_seeds,
+            seeds=args.seeds or STUDY.scale_seeds,
             judge=judge,
             **common,
         )
@@ -275,10 +277,10 @@ def _scale(args: argparse.Namespace) -> int:
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
-        samples=args.samples or 256,
+        samples=args.samples or STUDY.scale_samples,
         steps=tuple(args.steps or STUDY.scale_steps),
         top_p=top_p,
-        seeds=tuple(range(args.seeds or 3)),
+        seeds=tuple(range(args.seeds or STUDY.scale_seeds)),
         full=True,
         perfect=STUDY.scale_perfect,
         **common,
@@ -519,11 +521,11 @@ def _parser() -> argparse.ArgumentParser:
         "--samples",
         type=_positive,
         default=None,
-        help=f"samples per cell and seed (256; table1: {STUDY.table1_samples}; table2: per "
+        help=f"samples per cell and seed ({STUDY.scale_samples}; table1: {STUDY.table1_samples}; table2: per "
         f"class, {STUDY.table2_samples_per_class})",
     )
     scale.add_argument(
-        "--seeds", type=_positive, default=None, help=f"number of seeds ({STUDY.table1_seeds})"
+        "--seeds", type=_positive, default=None, help=f"number of seeds ({STUDY.scale_seeds})"
     )
     scale.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     scale.add_argument(

@@ -88,6 +88,8 @@ class StudySettings:
     Attributes:
         cap_eta: The cap $\eta$ of the studies (one value for every $T$).
         scale_steps: `discdiff scale`'s step counts $T$.
+        scale_samples: `discdiff scale`'s samples per cell and seed.
+        scale_seeds: `discdiff scale`'s seeds (and every table's).
         quickstart_samplers: The samplers of `discdiff quickstart` (the small
             Table 1): MDLM and ReMDM's two main schedules.
         quickstart_perfect: Strategies `discdiff quickstart` also runs with
@@ -101,7 +103,6 @@ class StudySettings:
         table_steps: Table 1's step counts as multiples of $L$:
             $T \in \{L/4, L/2, L, 2L, 4L\}$, the paper's columns.
         table1_top_p: Table 1's nucleus settings: the paper's $p = 0.9$, then off.
-        table1_seeds: Sampling seeds of every Table 1 cell.
         table1_samples: Samples per seed (a cell pools its seeds: 288).
         table2_steps: Table 2's step counts on the digits ($L = 64$): $L/4$, $L$, $4L$.
         table2_samplers: Table 2's samplers (the paper's: MaskGIT, MDLM, ReMDM).
@@ -111,13 +112,14 @@ class StudySettings:
     cap_eta: float = 0.02
     quickstart_run: str = "hmm"
     scale_steps: tuple[int, ...] = (8, 16, 64, 256, 512)
+    scale_samples: int = 256
+    scale_seeds: int = 3
     quickstart_samplers: tuple[str, ...] = ("MDLM", "ReMDM-cap", "ReMDM-loop")
     quickstart_perfect: tuple[str, ...] = ("MDLM", "ReMDM-cap", "ReMDM-loop")
     quickstart_top_p: float | None = PAPER.top_p
     quickstart_samples: int = 128
     table_steps: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
     table1_top_p: tuple[float | None, ...] = (PAPER.top_p, None)
-    table1_seeds: int = 3
     table1_samples: int = 96
     table2_steps: tuple[int, ...] = (16, 64, 256)
     table2_samplers: tuple[str, ...] = ("MaskGIT", "MDLM", "ReMDM-cap", "ReMDM-loop")

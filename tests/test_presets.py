@@ -41,7 +41,7 @@ def test_studies_and_cli_run_the_study_presets():
     assert STUDY.quickstart_steps(64) == (16, 64, 256)
     assert STUDY.table1_steps(64) == (16, 32, 64, 128, 256)  # L/4 ... 4L
     assert STUDY.table1_top_p == (PAPER.top_p, None)
-    assert STUDY.table1_seeds >= 3 and STUDY.table1_seeds * STUDY.table1_samples >= 256
+    assert STUDY.scale_seeds >= 3 and STUDY.scale_seeds * STUDY.table1_samples >= 256
     # The shipped run's recipe samples with the studies' cap.
     recipe = yaml.safe_load((BUILTIN_RUNS["synthetic"] / "run.yaml").read_text())
     assert recipe["sampler"]["posterior"] == STUDY.strategies()["ReMDM-cap"]

@@ -272,7 +272,7 @@ def run_table1(
     length: int = 64,
     steps: tuple[int, ...] | None = None,
     samples: int = STUDY.table1_samples,
-    seeds: int = STUDY.table1_seeds,
+    seeds: int = STUDY.scale_seeds,
     top_p: tuple[float | None, ...] = STUDY.table1_top_p,
     nucleus: Nucleus = PAPER.nucleus,
     batch_size: int | None = None,

@@ -167,7 +167,7 @@ def run_table2(
     *,
     steps: Sequence[int] = STUDY.table2_steps,
     samplers: Sequence[str] = STUDY.table2_samplers,
-    seeds: int = STUDY.table1_seeds,
+    seeds: int = STUDY.scale_seeds,
     samples_per_class: int = STUDY.table2_samples_per_class,
     gamma: float = 1.0,
     progress: bool = True,
