@@ -521,8 +521,8 @@ def _parser() -> argparse.ArgumentParser:
         "--samples",
         type=_positive,
         default=None,
-        help=f"samples per cell and seed ({STUDY.scale_samples}; table1: {STUDY.table1_samples}; table2: per "
-        f"class, {STUDY.table2_samples_per_class})",
+        help=f"samples per cell and seed ({STUDY.scale_samples}; table1: "
+        f"{STUDY.table1_samples}; table2: per class, {STUDY.table2_samples_per_class})",
     )
     scale.add_argument(
         "--seeds", type=_positive, default=None, help=f"number of seeds ({STUDY.scale_seeds})"
