@@ -8,7 +8,8 @@ ReMDM's falls further than MDLM's. A lower gap below zero is not better by
 itself: truncating harder (a smaller p) lowers it too, by dropping diversity.
 This script asks the two-sided question. It samples MDLM at $T = 4L$ on a grid
 of nucleus masses (the trained model and the exact denoiser, the seeds and
-samples of `discdiff scale --preset table1`, whose cells it reads for ReMDM),
+samples of `discdiff scale --preset table1`, whose nucleus-0.9 rows it reads
+for ReMDM),
 and for each ReMDM row at $p = 0.9$ interpolates MDLM's gap at ReMDM's token
 entropy: if ReMDM's gap is below MDLM's at the same diversity, ReMDM wins on
 both sides; if not, its lower gap is the nucleus applied more often.
@@ -67,11 +68,11 @@ def main() -> None:
     mdlm = summarize(rows, metrics)
     for cell in mdlm:
         print(json.dumps(cell))
-    table = json.loads((Path(args.table1) / "table1.json").read_text())
+    part = Path(args.table1) / f"top_p={PAPER.top_p:g}" / "study.json"
     remdm = [
         c
-        for c in table
-        if c["steps"] == steps and c["top_p"] == PAPER.top_p and c["sampler"].startswith("ReMDM")
+        for c in summarize(json.loads(part.read_text()), metrics)
+        if c["steps"] == steps and c["sampler"].startswith("ReMDM")
     ]
     matched = []
     print("| sampler (denoiser), p = 0.9, T = 4L | token entropy | NLL gap | MDLM's gap there |")
