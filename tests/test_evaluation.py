@@ -256,8 +256,8 @@ def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, ca
     assert {c["top_p"] for c in cells} == {0.9, 1.0}
     assert all(c["seeds"] == 2 and c["samples"] == 6 for c in cells)
     assert all(c["nll_gap_ci95"] > 0 and "token_entropy_ci95" in c for c in cells)
-    for part in ("top_p=0.9", "top_p=off"):
-        assert (out / part / "study.png").read_bytes()[:4] == b"\x89PNG"
+    for part in ("top_p=0.9/study.png", "top_p=off/study.png", "table1_0.9.png", "table1_off.png"):
+        assert (out / part).read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((out / "top_p=0.9" / "study.json").read_text())
     assert {r["seed"] for r in rows} == {0, 1}  # the perfect rows too
     from safetensors.torch import load_file

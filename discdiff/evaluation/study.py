@@ -361,6 +361,10 @@ def plot_study(
     for cell in cells:
         groups.setdefault((cell["denoiser"], cell["sampler"], cell["top_p"]), []).append(cell)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    # One colour per sampler (and nucleus setting), one line style per denoiser.
+    colours = {
+        key: f"C{i % 10}" for i, key in enumerate(dict.fromkeys((s, p) for _, s, p in groups))
+    }
     for (denoiser, sampler, top_p), members in groups.items():
         members.sort(key=lambda cell: cell["steps"])
         values = [cell[metric] for cell in members]
@@ -368,7 +372,8 @@ def plot_study(
         style = "--" if denoiser != next(iter(groups))[0] else "-"
         for axis, x in zip(axes, ("steps", "nfe"), strict=True):
             xs = [cell[x] for cell in members]
-            (line,) = axis.plot(xs, values, style, marker="o", label=name)
+            colour = colours[sampler, top_p]
+            (line,) = axis.plot(xs, values, style, color=colour, marker="o", label=name)
             if f"{metric}_ci95" in members[0]:
                 ci = [cell[f"{metric}_ci95"] for cell in members]
                 low = [v - c for v, c in zip(values, ci, strict=True)]

@@ -306,7 +306,9 @@ def run_table1(
     Args:
         model: The trained MDLM denoiser.
         out: Output directory: `table1.md`, `table1.csv`, `table1.json`
-            (cells), `provenance.json` and the folders above.
+            (cells), a plot per nucleus setting (`table1_0.9.png`,
+            `table1_off.png`: the gap against $T$ and NFE with 95 % bands),
+            `provenance.json` and the folders above.
         language: The language (the built-in synthetic one by default).
         process: The model's forward process.
         length: Sequence length $L$.
@@ -330,7 +332,7 @@ def run_table1(
     steps = steps or STUDY.table1_steps(length)
     rows: list[dict[str, Any]] = []
     for p in top_p:
-        part = out / f"top_p={'off' if p is None else f'{p:g}'}"
+        part = out / f"top_p={_tag(p)}"
         arguments = {
             "language": language,
             "process": process,
@@ -360,6 +362,14 @@ def run_table1(
     for p in top_p:
         chosen = [cell for cell in cells if cell["top_p"] == (p or 1.0)]
         title = "no nucleus" if p is None else f"nucleus p = {p:g} ({nucleus} rule)"
+        plot_study(
+            [row for row in rows if row["top_p"] == (p or 1.0)],
+            out / f"table1_{_tag(p)}.png",
+            metric="nll_gap",
+            label="exact NLL − entropy (nats/token)",
+            references={"data": reference["nll_gap"]},
+            title=f"Table 1 at CPU scale, L = {length}, {title}: quality vs sampling budget",
+        )
         sections.append(
             f"### {title}\n\nExact NLL gap to the entropy (nats/token) ± 95 % interval · "
             f"token entropy · NFE; {seeds} seeds × {samples} samples per cell.\n\n"
@@ -393,6 +403,10 @@ def run_table1(
     record = json.dumps(provenance(settings, 0), indent=1)
     atomic_write(out / "provenance.json", lambda tmp: Path(tmp).write_text(record))
     return cells
+
+
+def _tag(top_p: float | None) -> str:
+    return "off" if top_p is None else f"{top_p:g}"
 
 
 def _finished_part(
