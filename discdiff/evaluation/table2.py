@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float, Int
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
-from discdiff.evaluation.study import format_table, plot_study, summarize, write_rows
+from discdiff.evaluation.study import _t975, format_table, plot_study, summarize, write_rows
 from discdiff.presets import STUDY
 from discdiff.processes import MaskingProcess
 from discdiff.provenance import provenance
@@ -54,6 +55,7 @@ __all__ = [
     "FeatureJudge",
     "frechet_distance",
     "inception_score",
+    "paired_differences",
     "run_table2",
 ]
 
@@ -161,6 +163,65 @@ def inception_score(probabilities: Float[np.ndarray, "n classes"]) -> float:
     return float(np.exp(terms.sum(-1).mean()))
 
 
+def paired_differences(
+    rows: Sequence[dict[str, Any]], metric: str, *, baseline: str = "MDLM"
+) -> list[dict[str, Any]]:
+    r"""Each sampler minus `baseline` at the same $T$ and seed: mean difference and interval.
+
+    Seed $i$ of every sampler uses the same targets and generator seed, so
+    the per-seed differences $d_i = m_i - m_i^{\mathrm{base}}$ are $k$
+    independent draws; their mean $\bar d$ gets the 95 % interval
+    $\bar d \pm t_{k-1}\, s_d / \sqrt k$ (Student's $t$). Variation common
+    to both samplers at a seed (the same labels, correlated random streams)
+    cancels, so this interval is the one to read when asking whether two
+    samplers differ; the cells' own intervals overlap more easily.
+
+    Args:
+        rows: `run_table2`'s per-seed rows (`sampler`, `steps`, `seed`, `metric`).
+        metric: The row key to compare, e.g. `"fid"`.
+        baseline: The sampler to subtract.
+
+    Returns:
+        One dict per (sampler, steps) other than the baseline, in first-seen
+        order: `sampler`, `steps`, `seeds` (paired), `metric`,
+        `difference` ($\bar d$), `ci95` (NaN with one seed), `per_seed`.
+
+    Raises:
+        ValueError: If no row has sampler `baseline`.
+
+    Example:
+        >>> rows = [{"sampler": s, "steps": 4, "seed": i, "fid": f}
+        ...         for s, fids in (("MDLM", (5.0, 6.0)), ("ReMDM", (3.0, 3.5)))
+        ...         for i, f in enumerate(fids)]
+        >>> [(d["sampler"], d["difference"]) for d in paired_differences(rows, "fid")]
+        [('ReMDM', -2.25)]
+    """
+    base = {(r["steps"], r["seed"]): float(r[metric]) for r in rows if r["sampler"] == baseline}
+    if not base:
+        raise ValueError(f"`baseline` {baseline!r} names no sampler of `rows`")
+    pairs: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        key = (r["steps"], r["seed"])
+        if r["sampler"] != baseline and key in base:
+            pairs.setdefault((r["sampler"], r["steps"]), []).append(float(r[metric]) - base[key])
+    out = []
+    for (sampler, steps), d in pairs.items():
+        k, mean = len(d), float(np.mean(d))
+        ci = _t975(k - 1) * float(np.std(d, ddof=1)) / np.sqrt(k) if k > 1 else float("nan")
+        out.append(
+            {
+                "sampler": sampler,
+                "steps": steps,
+                "seeds": k,
+                "metric": metric,
+                "difference": mean,
+                "ci95": ci,
+                "per_seed": d,
+            }
+        )
+    return out
+
+
 def run_table2(
     model: Any,
     out: str | os.PathLike,
@@ -188,7 +249,12 @@ def run_table2(
             `num_classes = 10`, in eval mode).
         out: Output directory: `table2.json`/`.csv` (cells), `table2_rows.json`
             (per seed), `table2.md`, `table2.png` (FID against $T$ and NFE,
-            with interval bands) and `provenance.json`. The data row: FID of
+            with interval bands), `table2_samples.safetensors` (row `i` of
+            `table2_rows.json` under the key `"i"`, the target digits under
+            `"targets"`, for rescoring) and `provenance.json`. With `MDLM`
+            among `samplers`, `table2.md` and `table2_rows.json` also hold
+            every other sampler's per-seed FID, IS and accuracy differences
+            from MDLM (`paired_differences`). The data row: FID of
             as many training digits (per seed, balanced) against the same
             test digits, IS and accuracy of the test digits (which the
             judge never saw).
@@ -236,7 +302,7 @@ def run_table2(
         }
 
     cells = [(name, T, seed) for name in samplers for T in steps for seed in range(seeds)]
-    rows = []
+    rows, tokens = [], []
     for name, T, seed in tqdm(cells, desc="table 2", disable=not progress):
         strategy = build_strategy(known[name], key=f"samplers[{name!r}]")
         sampler = AncestralSampler(process, strategy, steps=T)
@@ -244,6 +310,7 @@ def run_table2(
         generator = torch.Generator().manual_seed(seed)
         result = sampler.sample(denoiser, len(targets), DIGITS_LENGTH, generator=generator)
         seconds = time.perf_counter() - start
+        tokens.append(result.tokens.contiguous())
         rows.append(
             {
                 "denoiser": "model",
@@ -269,15 +336,21 @@ def run_table2(
         floor.append(frechet_distance(judge.features(train_x[chosen]), reference))
     data = {
         "fid": float(np.mean(floor)),
+        "fid_per_seed": floor,
         "inception_score": inception_score(judge.probabilities(test_x)),
         "accuracy": judge.accuracy(test_x, test_y),
     }
     summary = summarize(rows, TABLE2_METRICS)
     write_rows(summary, out, "table2")
-    atomic_write(
-        out / "table2_rows.json",
-        lambda tmp: Path(tmp).write_text(json.dumps({"rows": rows, "data": data}, indent=1)),
+    paired = (
+        {metric: paired_differences(rows, metric) for metric in TABLE2_METRICS}
+        if "MDLM" in samplers and len(samplers) > 1
+        else {}
     )
+    stored = json.dumps({"rows": rows, "data": data, "paired_with_mdlm": paired}, indent=1)
+    atomic_write(out / "table2_rows.json", lambda tmp: Path(tmp).write_text(stored))
+    named = {str(i): t for i, t in enumerate(tokens)} | {"targets": targets.contiguous()}
+    atomic_write(out / "table2_samples.safetensors", lambda tmp: save_file(named, tmp))
     sections = [
         f"{title} ± 95 % interval ({seeds} seeds × {len(targets)} samples) · NFE:\n\n"
         + format_table(summary, metric, digits=digits)
@@ -288,6 +361,24 @@ def run_table2(
             ("accuracy", "The judge's accuracy on the target class", 3),
         )
     ]
+    if paired:
+        lines = [
+            f"Paired against MDLM (same T and seed; mean difference ± 95 % interval over "
+            f"{seeds} seeds, Student's t):\n",
+            "| sampler | T | ΔFID | ΔIS | Δaccuracy |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for i, fid in enumerate(paired["fid"]):
+            entries = [
+                f"{d['difference']:+.{digits}f} ± {d['ci95']:.{digits}f}"
+                for d, digits in (
+                    (fid, 2),
+                    (paired["inception_score"][i], 2),
+                    (paired["accuracy"][i], 3),
+                )
+            ]
+            lines.append(f"| {fid['sampler']} | {fid['steps']} | " + " | ".join(entries) + " |")
+        sections.append("\n".join(lines))
     table = "\n\n".join(sections) + "\n"
     atomic_write(out / "table2.md", lambda tmp: Path(tmp).write_text(table))
     plot_study(
