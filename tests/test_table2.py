@@ -12,9 +12,12 @@ pytest.importorskip("sklearn")
 from discdiff.cli import main
 from discdiff.evaluation.table2 import (
     FeatureJudge,
+    balanced_subset,
     frechet_distance,
     inception_score,
+    paired_differences,
     run_table2,
+    table2_metrics,
 )
 
 
@@ -82,6 +85,28 @@ def test_table2_writes_cells_with_intervals(tmp_path, tiny_digits_model):
     assert len(stored["rows"]) == 2 * 2 * 2 and stored["data"]["accuracy"] > 0.9
     assert "| data |" in (tmp_path / "table2.md").read_text()
     assert (tmp_path / "table2.png").read_bytes()[:4] == b"\x89PNG"
+    # The kept samples rescore to the rows' numbers; the pairs subtract MDLM seed by seed.
+    from safetensors.torch import load_file
+
+    from discdiff.data.digits import split_digits
+
+    kept = load_file(tmp_path / "table2_samples.safetensors")
+    assert kept["targets"].tolist() == torch.arange(10).repeat_interleave(2).tolist()
+    (train_x, train_y), (test_x, _) = split_digits(seed=0)
+    judge = FeatureJudge(train_x, train_y)
+    row = stored["rows"][5]
+    assert table2_metrics(kept["5"], kept["targets"], judge, judge.features(test_x)) == {
+        k: pytest.approx(row[k], rel=1e-12) for k in ("fid", "inception_score", "accuracy")
+    }
+    paired = stored["paired_with_mdlm"]["fid"]
+    assert [(d["sampler"], d["steps"], d["seeds"]) for d in paired] == [
+        ("MaskGIT", 2, 2),
+        ("MaskGIT", 4, 2),
+    ]
+    by = {(r["sampler"], r["steps"], r["seed"]): r["fid"] for r in stored["rows"]}
+    expected = [by[("MaskGIT", 4, i)] - by[("MDLM", 4, i)] for i in range(2)]
+    assert paired[1]["per_seed"] == pytest.approx(expected)
+    assert "Paired against MDLM" in (tmp_path / "table2.md").read_text()
     settings = json.loads((tmp_path / "provenance.json").read_text())["settings"]
     assert settings["samples_per_class"] == 2 and settings["gamma"] == 1.0
     with pytest.raises(ValueError, match="samplers"):
@@ -101,3 +126,29 @@ def test_table2_preset_needs_a_digits_model(tmp_path, capsys, tiny_digits_model)
     assert main([*argv, *extra, "--threads", "1"]) == 0
     assert "FID on the judge's features" in capsys.readouterr().out
     assert (tmp_path / "t2" / "table2.md").is_file()
+
+
+def test_paired_differences_against_a_hand_computation():
+    fids = {"MDLM": (5.0, 6.0, 7.0), "ReMDM": (3.0, 3.0, 6.0), "MaskGIT": (9.0, 9.5, 9.0)}
+    rows = [
+        {"sampler": name, "steps": 8, "seed": i, "fid": f}
+        for name, values in fids.items()
+        for i, f in enumerate(values)
+    ]
+    remdm, maskgit = paired_differences(rows, "fid")
+    assert remdm["sampler"] == "ReMDM" and remdm["per_seed"] == [-2.0, -3.0, -1.0]
+    # mean -2, sd 1, t_2 = 4.303: interval 4.303 / sqrt(3).
+    assert remdm["difference"] == pytest.approx(-2.0)
+    assert remdm["ci95"] == pytest.approx(4.303 / math.sqrt(3), rel=1e-3)
+    assert maskgit["per_seed"] == [4.0, 3.5, 2.0]
+    with pytest.raises(ValueError, match="baseline"):
+        paired_differences(rows, "fid", baseline="AR")
+
+
+def test_balanced_subset_draws_each_class_equally():
+    labels = torch.tensor([0, 1, 2] * 5 + [2, 2])
+    chosen = balanced_subset(labels, 3, seed=1)
+    assert labels[chosen].tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    assert len(set(chosen.tolist())) == 9
+    assert torch.equal(chosen, balanced_subset(labels, 3, seed=1))
+    assert not torch.equal(chosen, balanced_subset(labels, 3, seed=2))

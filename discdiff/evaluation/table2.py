@@ -53,10 +53,12 @@ from discdiff.sampling.ancestral import AncestralSampler
 __all__ = [
     "TABLE2_METRICS",
     "FeatureJudge",
+    "balanced_subset",
     "frechet_distance",
     "inception_score",
     "paired_differences",
     "run_table2",
+    "table2_metrics",
 ]
 
 TABLE2_METRICS = ("fid", "inception_score", "accuracy")
@@ -161,6 +163,45 @@ def inception_score(probabilities: Float[np.ndarray, "n classes"]) -> float:
     marginal = p.mean(0, keepdims=True)
     terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(marginal)), 0.0)
     return float(np.exp(terms.sum(-1).mean()))
+
+
+def balanced_subset(labels: Int[Tensor, "n"], per_class: int, seed: int) -> Int[Tensor, "k"]:
+    """Indices of `per_class` random items of every class of `labels` (the data row's draw).
+
+    Classes in order `0..max(labels)`, each class's items in the order of a
+    seeded permutation.
+
+    Example:
+        >>> balanced_subset(torch.tensor([0, 1, 0, 1, 1]), 1, seed=0).tolist()
+        [2, 3]
+    """
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    classes = int(labels.max()) + 1
+    return torch.cat([order[labels[order] == c][:per_class] for c in range(classes)])
+
+
+def table2_metrics(
+    tokens: Int[Tensor, "n length"],
+    targets: Int[Tensor, "n"],
+    judge: FeatureJudge,
+    reference: Float[np.ndarray, "m width"],
+) -> dict[str, float]:
+    """A set of samples' FID against `reference` features, Inception Score and target accuracy.
+
+    Args:
+        tokens: Samples `(n, 64)`, intensities `0..16`.
+        targets: The digit each sample was drawn for `(n,)`.
+        judge: The independent judge.
+        reference: `judge.features` of the held-out digits.
+
+    Returns:
+        `{"fid": ..., "inception_score": ..., "accuracy": ...}` (`TABLE2_METRICS`).
+    """
+    return {
+        "fid": frechet_distance(judge.features(tokens), reference),
+        "inception_score": inception_score(judge.probabilities(tokens)),
+        "accuracy": judge.accuracy(tokens, targets),
+    }
 
 
 def paired_differences(
@@ -294,13 +335,6 @@ def run_table2(
     targets = torch.arange(DIGITS_CLASSES).repeat_interleave(samples_per_class)
     denoiser = ClassifierFreeGuidance(gamma)(model, targets)
 
-    def metrics(tokens: Tensor) -> dict[str, float]:
-        return {
-            "fid": frechet_distance(judge.features(tokens), reference),
-            "inception_score": inception_score(judge.probabilities(tokens)),
-            "accuracy": judge.accuracy(tokens, targets),
-        }
-
     cells = [(name, T, seed) for name in samplers for T in steps for seed in range(seeds)]
     rows, tokens = [], []
     for name, T, seed in tqdm(cells, desc="table 2", disable=not progress):
@@ -322,18 +356,17 @@ def run_table2(
                 "samples": len(targets),
                 "nfe": result.nfe,
                 "seconds_per_sample": seconds / len(targets),
-                **metrics(result.tokens),
+                **table2_metrics(result.tokens, targets, judge, reference),
             }
         )
     # The floor: FID of training digits (as many, balanced like the samples);
     # IS and accuracy of the test digits, which the judge never saw.
-    floor = []
-    for seed in range(seeds):
-        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
-        chosen = torch.cat(
-            [order[train_y[order] == c][:samples_per_class] for c in range(DIGITS_CLASSES)]
+    floor = [
+        frechet_distance(
+            judge.features(train_x[balanced_subset(train_y, samples_per_class, seed)]), reference
         )
-        floor.append(frechet_distance(judge.features(train_x[chosen]), reference))
+        for seed in range(seeds)
+    ]
     data = {
         "fid": float(np.mean(floor)),
         "fid_per_seed": floor,
