@@ -173,7 +173,7 @@ def balanced_subset(labels: Int[Tensor, "n"], per_class: int, seed: int) -> Int[
 
     Example:
         >>> balanced_subset(torch.tensor([0, 1, 0, 1, 1]), 1, seed=0).tolist()
-        [2, 3]
+        [0, 4]
     """
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     classes = int(labels.max()) + 1
