@@ -54,7 +54,7 @@ from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT
 from discdiff.models.score import ScoreModel
 from discdiff.models.subs import SUBS
-from discdiff.objectives import held_out_bound
+from discdiff.objectives import BlockNELBO, held_out_bound
 from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
@@ -207,6 +207,12 @@ _FAMILIES: dict[str, _Family] = {
 assert _FAMILIES.keys() == OBJECTIVES.keys()
 
 
+def _objective(config: RunConfig) -> Any:
+    """The run's loss: its `train.objective`, the block NELBO for a block diffusion DiT."""
+    block = config.model.get("block_size")
+    return BlockNELBO(block) if block else OBJECTIVES[config.train.objective]()
+
+
 def _read_json(path: Path) -> Any:
     """A JSON file this library wrote; a damaged one is a `CorruptFileError` naming it."""
     try:
@@ -285,6 +291,7 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
         settings,
         validation=data.validation,
         run_dir=out,
+        objective=_objective(config),
     )
     trainer.resume()  # reads (and checks) the last checkpoint before anything is written
     config.dump(out / "run.yaml")
@@ -496,7 +503,7 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     """
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
-    objective = OBJECTIVES[loaded.objective]()
+    objective = _objective(loaded.config)
     bound = held_out_bound(loaded.process, loaded.network, held_out, objective=objective)
     table: dict[str, Any] = {
         "validation": bound.summary(),
