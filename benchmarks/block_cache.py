@@ -57,6 +57,7 @@ def main():
     parser.add_argument("--block", type=int, default=16)
     parser.add_argument("--bd-run", default="/work/runs17/hmm-bd16")
     parser.add_argument("--out", default=None, help="JSON lines file")
+    parser.add_argument("--skip-hmm", action="store_true", help="only the block diffusion rows")
     args = parser.parse_args()
     run = load_run("hmm")
     language, length = run.config.data.language, run.config.data.length
@@ -83,26 +84,30 @@ def main():
         print(json.dumps(row), flush=True)
 
     process = run.process
-    for steps in (length, length // 2):
+    if not args.skip_hmm:
+        for steps in (length, length // 2):
+            report(
+                f"MDLM T={steps}",
+                dd.AncestralSampler(process, dd.MaskingPosterior(), steps),
+                run.denoiser,
+                "hmm",
+            )
         report(
-            f"MDLM T={steps}",
-            dd.AncestralSampler(process, dd.MaskingPosterior(), steps),
+            f"threshold τ=0.7 T={length}",
+            dd.AncestralSampler(process, dd.ThresholdDecoder(0.7), length),
             run.denoiser,
             "hmm",
         )
-    report(
-        f"threshold τ=0.7 T={length}",
-        dd.AncestralSampler(process, dd.ThresholdDecoder(0.7), length),
-        run.denoiser,
-        "hmm",
-    )
-    for per_block in (args.block, args.block // 2, args.block // 4):
-        inner = dd.AncestralSampler(process, dd.MaskingPosterior(), per_block)
-        for cache in ("none", "prefix", "dual"):
-            sampler = dd.BlockSampler(inner, args.block, cache=cache)
-            report(
-                f"semi-AR n={args.block} S={per_block} cache={cache}", sampler, run.denoiser, "hmm"
-            )
+        for per_block in (args.block, args.block // 2, args.block // 4):
+            inner = dd.AncestralSampler(process, dd.MaskingPosterior(), per_block)
+            for cache in ("none", "prefix", "dual"):
+                sampler = dd.BlockSampler(inner, args.block, cache=cache)
+                report(
+                    f"semi-AR n={args.block} S={per_block} cache={cache}",
+                    sampler,
+                    run.denoiser,
+                    "hmm",
+                )
     if args.bd_run and Path(args.bd_run, "run.yaml").is_file():
         bd = load_run(args.bd_run)
         for per_block in (args.block, args.block // 2, args.block // 4):

@@ -59,6 +59,7 @@ from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
+from discdiff.sampling.blocks import BlockSampler
 from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
@@ -436,6 +437,8 @@ def sample_run(
         model = loaded.model
     else:
         sampler, model = spec.build(loaded.process, progress=progress), loaded.denoiser
+        if getattr(loaded.model.config, "block_size", None):  # block diffusion: block by block
+            sampler = BlockSampler(sampler)
     start = time.perf_counter()
     with torch.no_grad():
         result = sampler.sample_batches(

@@ -280,7 +280,7 @@ def test_run_config_takes_a_block_size():
 
 def test_a_block_diffusion_run_trains_and_samples(tmp_path):
     """`discdiff train --config hmm model.block_size=...` in small: the Trainer's BD3-LM loss."""
-    from discdiff.runs import _objective, load_run, train_run
+    from discdiff.runs import _objective, load_run, sample_run, train_run
 
     config = RunConfig.from_dict(
         {
@@ -309,3 +309,9 @@ def test_a_block_diffusion_run_trains_and_samples(tmp_path):
     sampler = BlockSampler(AncestralSampler(run.process, MaskingPosterior(), steps=2))
     result = sampler.sample(run.denoiser, 2, 16, generator=torch.Generator().manual_seed(0))
     assert (result.tokens < run.data.vocab_size).all()
+    folder = sample_run(
+        tmp_path / "run",
+        ["sampler.samples=3", "sampler.steps=2", "sampler.batch_size=2"],
+        progress=False,
+    )
+    assert (folder / "samples.txt").read_text().count("\n") == 3

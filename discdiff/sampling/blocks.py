@@ -48,7 +48,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.models.dit import KVCache
-from discdiff.rng import RandomSource
+from discdiff.rng import RandomSource, SequenceGenerator
 from discdiff.sampling.ancestral import AncestralSampler, SampleResult
 from discdiff.typing import Times, Tokens
 
@@ -287,4 +287,54 @@ class BlockSampler:
             steps=steps,
             sequence_nfe=sequence_nfe,
             tokens_processed=model.processed,
+        )
+
+    def sample_batches(
+        self,
+        denoiser: Any,
+        samples: int,
+        length: int,
+        *,
+        seed: int,
+        batch_size: int | None = None,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> BlockSampleResult:
+        """Draw `samples` sequences, `batch_size` at a time; sequence $i$ uses stream $(seed, i)$.
+
+        As `AncestralSampler.sample_batches`: the tokens do not depend on `batch_size`.
+
+        Args:
+            denoiser: A `SUBS` over a `DiT`.
+            samples: Number of sequences $N$.
+            length: Tokens per sequence $L$.
+            seed: Seed of the streams.
+            batch_size: Sequences per call (all at once by default).
+            device: Where to sample.
+            **kwargs: Passed on to `sample` (`prompt`, `infill`).
+
+        Returns:
+            A `BlockSampleResult` with `(N, L)` tokens on the CPU, `sequence_nfe`
+            `(N,)`, the total `nfe` and the `tokens_processed` per sequence.
+        """
+        batch_size = batch_size or samples
+        if samples < 1 or batch_size < 1:
+            raise ValueError(
+                f"`samples` and `batch_size` must be positive; got {samples}, {batch_size}"
+            )
+        tokens, per_sequence, nfe, steps, processed = [], [], 0, 0, 0
+        for first in range(0, samples, batch_size):
+            size = min(batch_size, samples - first)
+            generator = SequenceGenerator(seed, size, start=first, device=device)
+            result = self.sample(denoiser, size, length, generator=generator, **kwargs)
+            tokens.append(result.tokens.cpu())
+            per_sequence.append(result.sequence_nfe.cpu())
+            nfe, steps = nfe + result.nfe, max(steps, result.steps)
+            processed = max(processed, result.tokens_processed)
+        return BlockSampleResult(
+            tokens=torch.cat(tokens),
+            nfe=nfe,
+            steps=steps,
+            sequence_nfe=torch.cat(per_sequence),
+            tokens_processed=processed,
         )
