@@ -1,12 +1,13 @@
 r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval` and `scale`.
 
-`discdiff quickstart` is the main job: a reduced inference-time scaling study
-on the default benchmark language (a hidden Markov model with exact
+`discdiff quickstart` is the main job: the small version of the ReMDM paper's
+Table 1 on the default benchmark language (a hidden Markov model with exact
 likelihoods), with the small checkpoint shipped in the package (or one trained
-on the spot with `--from-scratch`). It samples with
-MDLM, ReMDM (cap, loop), forward-backward, DFM and MaskGIT at
-T = L/4, L and 4L, scores every sample by its exact likelihood, prints the
-table and writes `study.csv`, `study.json` and `study.png`. `--compare RUN ...`
+on the spot with `--from-scratch`). In the paper's setting (nucleus 0.9 with
+ReMDM's rule) it samples with MDLM, ReMDM-cap and ReMDM-loop at T = L/4, L
+and 4L, with the model and with the language's exact denoiser, scores every
+sample by its exact likelihood, prints the table with 95 % intervals and
+writes `study.csv`, `study.json`, `study.png` and the samples. `--compare RUN ...`
 adds the paper's baselines trained on the same language to the same table:
 SEDD runs (`train.objective=score-entropy`, sampled with SEDD's analytic and
 Euler samplers), AR runs (`train.objective=autoregressive`, "AR (T=L)" rows)
@@ -15,7 +16,8 @@ and other MDLM runs.
 The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
-sample set, `scale` runs the full scaling study.
+sample set, `scale` runs the full scaling study, or with `--preset table1` /
+`--preset table2` the paper's Table 1 and Table 2 at CPU scale.
 """
 
 import argparse
@@ -34,8 +36,10 @@ import yaml
 
 from discdiff._io import CorruptFileError
 from discdiff.config import ConfigError, describe_config
-from discdiff.evaluation.synthetic import run_synthetic_study
+from discdiff.evaluation.study import summarize
+from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
 from discdiff.presets import PAPER, STUDY
+from discdiff.processes import MaskingProcess
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,
@@ -78,7 +82,9 @@ def _quickstart(args: argparse.Namespace) -> int:
         length=length,
         samples=args.samples,
         steps=STUDY.quickstart_steps(length),
-        top_p=(args.top_p,),
+        top_p=(None if args.top_p == 1.0 else args.top_p,),
+        samplers=STUDY.quickstart_samplers,
+        perfect=STUDY.quickstart_perfect,
         batch_size=args.batch_size,
         **_compared(args.compare, run),
     )
@@ -111,26 +117,29 @@ def _compared(runs: Sequence[str], base: Any) -> dict[str, dict[str, Any]]:
 
 
 def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> None:
-    steps = sorted({r["steps"] for r in rows})
-    seen = dict.fromkeys((r["denoiser"], r["sampler"], r["top_p"]) for r in rows)
+    cells = summarize(rows, ["nll_gap", "token_entropy"])
+    steps = sorted({c["steps"] for c in cells})
+    seen = dict.fromkeys((c["denoiser"], c["sampler"], c["top_p"]) for c in cells)
     width = max(28, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
-    print("exact NLL gap to the entropy (nats/token) | token entropy | NFE")
-    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>24s}" for T in steps))
+    print("exact NLL gap to the entropy (nats/token) ± 95 % interval | token entropy | NFE")
+    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>30s}" for T in steps))
     for denoiser, sampler, top_p in seen:
-        cells = {
-            r["steps"]: r
-            for r in rows
-            if (r["denoiser"], r["sampler"], r["top_p"]) == (denoiser, sampler, top_p)
+        by_steps = {
+            c["steps"]: c
+            for c in cells
+            if (c["denoiser"], c["sampler"], c["top_p"]) == (denoiser, sampler, top_p)
         }
         name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f" p={top_p}")
         line = "".join(
-            f"{cells[T]['nll_gap']:>9.3f} {cells[T]['token_entropy']:6.3f} {cells[T]['nfe']:6d}"
-            if T in cells
-            else " " * 24
+            f"{c['nll_gap']:>9.3f} ±{c.get('nll_gap_ci95', math.nan):6.3f}"
+            f"{c['token_entropy']:7.3f}{c['nfe']:6d}"
+            if (c := by_steps.get(T))
+            else " " * 30
             for T in steps
         )
         print(f"{name:{width}s}{line}")
-    print(f"{'data':{width}s}{reference['nll_gap']:>9.3f} {reference['token_entropy']:6.3f}")
+    data = f"{reference['nll_gap']:>9.3f} {' ' * 7}{reference['token_entropy']:7.3f}"
+    print(f"{'data':{width}s}{data}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -192,28 +201,89 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table2(args: argparse.Namespace) -> int:
+    from discdiff.data.digits import DIGITS_VOCAB
+    from discdiff.evaluation.table2 import run_table2
+    from discdiff.models.dit import DiT
+    from discdiff.models.subs import ConditionalSUBS
+
+    if args.model is None:
+        raise ConfigError(
+            "--model",
+            "--preset table2 needs a class-conditional digits DiT folder (the model/ "
+            "that benchmarks/digits_study.py writes)",
+        )
+    if not (Path(args.model) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"--model {args.model}: no model.safetensors in that folder")
+    network = DiT.from_pretrained(args.model)
+    if network.config.num_classes != 10 or network.config.vocab_size != DIGITS_VOCAB + 1:
+        raise ConfigError("--model", f"{args.model} is not a 10-class digits DiT")
+    model = ConditionalSUBS(network, MaskingProcess(vocab_size=DIGITS_VOCAB)).eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        run_table2(
+            model,
+            args.out,
+            steps=tuple(args.steps or STUDY.table2_steps),
+            seeds=args.seeds or STUDY.scale_seeds,
+            samples_per_class=args.samples or STUDY.table2_samples_per_class,
+        )
+    print((Path(args.out) / "table2.md").read_text(), end="")
+    print(f"wrote {Path(args.out) / 'table2.md'} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _scale(args: argparse.Namespace) -> int:
+    if args.preset == "table2":
+        return _table2(args)
+    if args.run is None:
+        raise ConfigError("--run", "the scaling study needs a run (a folder or a built-in run)")
     run = load_run(args.run)
     if run.config.data.kind != "synthetic":
         raise ConfigError(
             "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
         )
     length = run.config.data.length
+    common = {
+        "language": run.config.data.language,
+        "process": run.process,
+        "length": length,
+        "batch_size": args.batch_size,
+        **_compared(args.compare, run),
+    }
+    if args.preset == "table1":
+        start = time.perf_counter()
+        judge = None
+        if args.judge is not None:
+            judged = load_run(args.judge)
+            if judged.objective != "autoregressive":
+                raise ConfigError(
+                    "train.objective", f"--judge {args.judge}: needs an autoregressive run"
+                )
+            judge = judged.network.eval()
+        run_table1(
+            run.denoiser,
+            args.out,
+            steps=tuple(args.steps) if args.steps else None,
+            samples=args.samples or STUDY.table1_samples,
+            seeds=args.seeds or STUDY.scale_seeds,
+            judge=judge,
+            **common,
+        )
+        print((Path(args.out) / "table1.md").read_text(), end="")
+        print(f"wrote {Path(args.out) / 'table1.md'} ({time.perf_counter() - start:.0f} s)")
+        return 0
     top_p = (None, PAPER.top_p) if args.nucleus else (None,)
     rows, reference = run_synthetic_study(
         run.denoiser,
         args.out,
-        language=run.config.data.language,
-        process=run.process,
-        length=length,
-        samples=args.samples,
-        steps=tuple(args.steps),
+        samples=args.samples or STUDY.scale_samples,
+        steps=tuple(args.steps or STUDY.scale_steps),
         top_p=top_p,
-        seeds=tuple(range(args.seeds)),
+        seeds=tuple(range(args.seeds or STUDY.scale_seeds)),
         full=True,
         perfect=STUDY.scale_perfect,
-        batch_size=args.batch_size,
-        **_compared(args.compare, run),
+        **common,
     )
     _print_study(rows, reference)
     return 0
@@ -303,13 +373,19 @@ def _parser() -> argparse.ArgumentParser:
         __doc__.split("\n\n")[1],
     )
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
-    quick.add_argument("--samples", type=_positive, default=64, help="samples per cell (64)")
+    quick.add_argument(
+        "--samples",
+        type=_positive,
+        default=STUDY.quickstart_samples,
+        help=f"samples per cell ({STUDY.quickstart_samples})",
+    )
     quick.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     quick.add_argument(
         "--top-p",
         type=_probability,
-        default=None,
-        help=f"nucleus mass with ReMDM's rule, e.g. {PAPER.top_p} as in the paper (default: off)",
+        default=STUDY.quickstart_top_p,
+        help=f"nucleus mass with ReMDM's rule (default {STUDY.quickstart_top_p}, the paper's; "
+        "1 turns the nucleus off)",
     )
     quick.add_argument(
         "--from-scratch",
@@ -410,22 +486,47 @@ def _parser() -> argparse.ArgumentParser:
         _scale,
         "the full scaling study for a run on the built-in language",
         "Every sampler x T x nucleus x seed and the perfect-model rows; writes study.csv, "
-        "study.json and study.png to OUT.",
+        "study.json and study.png to OUT. With --preset table1: the ReMDM paper's Table 1 at "
+        "CPU scale (T = L/4 ... 4L, nucleus 0.9 and off, seeds pooled into cells with 95 % "
+        "intervals; table1.md, table1.csv, table1.json and one folder per nucleus setting; "
+        "resumes a setting already finished in OUT).",
     )
     scale.add_argument(
         "--run",
-        required=True,
+        default=None,
         help=f"a run directory trained on synthetic data, or a built-in run ({builtin})",
     )
     scale.add_argument("--out", required=True, help="output directory")
     scale.add_argument(
+        "--preset",
+        choices=["table1", "table2"],
+        default=None,
+        help="run a preset grid instead: table1 (the paper's Table 1 rows, columns and nucleus) "
+        "or table2 (class-conditional digits: MaskGIT, MDLM, ReMDM; FID and IS; needs --model)",
+    )
+    scale.add_argument(
+        "--model",
+        default=None,
+        help="table2: a class-conditional digits DiT folder (config.json + model.safetensors)",
+    )
+    scale.add_argument(
         "--steps",
         type=_int_list,
-        default=list(STUDY.scale_steps),
-        help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))})",
+        default=None,
+        help=f"comma-separated step counts ({','.join(map(str, STUDY.scale_steps))}; "
+        "table1: L/4,L/2,L,2L,4L; table2: "
+        f"{','.join(map(str, STUDY.table2_steps))})",
     )
-    scale.add_argument("--samples", type=_positive, default=256, help="samples per cell (256)")
-    scale.add_argument("--seeds", type=_positive, default=3, help="number of seeds (3)")
+    scale.add_argument(
+        "--samples",
+        type=_positive,
+        default=None,
+        help=f"samples per cell and seed ({STUDY.scale_samples}; table1: "
+        f"{STUDY.table1_samples}; table2: per class, {STUDY.table2_samples_per_class})",
+    )
+    scale.add_argument(
+        "--seeds", type=_positive, default=None, help=f"number of seeds ({STUDY.scale_seeds})"
+    )
     scale.add_argument("--batch-size", type=_positive, default=None, help=BATCH_HELP)
     scale.add_argument(
         "--nucleus",
@@ -433,6 +534,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"also run with the paper's top_p = {PAPER.top_p} (ReMDM's nucleus rule)",
     )
     scale.add_argument("--compare", nargs="*", default=[], metavar="RUN", help=COMPARE_HELP)
+    scale.add_argument(
+        "--judge",
+        default=None,
+        metavar="RUN",
+        help="table1: an autoregressive run trained apart from every row, whose features give "
+        "the MAUVE column",
+    )
     return parser
 
 

@@ -88,18 +88,42 @@ class StudySettings:
     Attributes:
         cap_eta: The cap $\eta$ of the studies (one value for every $T$).
         scale_steps: `discdiff scale`'s step counts $T$.
+        scale_samples: `discdiff scale`'s samples per cell and seed.
+        scale_seeds: `discdiff scale`'s seeds (and every table's).
+        quickstart_samplers: The samplers of `discdiff quickstart` (the small
+            Table 1): MDLM and ReMDM's two main schedules.
         quickstart_perfect: Strategies `discdiff quickstart` also runs with
             the exact denoiser.
-        scale_perfect: Strategies `discdiff scale` also runs with the exact
-            denoiser.
+        quickstart_top_p: `discdiff quickstart`'s nucleus mass: the paper's.
+        quickstart_samples: `discdiff quickstart`'s samples per cell.
+        scale_perfect: Strategies `discdiff scale` (and Table 1) also runs
+            with the exact denoiser.
         quickstart_run: The built-in run `discdiff quickstart` samples from
             (`hmm`: the default benchmark language, see `discdiff.data.HMMLanguage`).
+        table_steps: Table 1's step counts as multiples of $L$:
+            $T \in \{L/4, L/2, L, 2L, 4L\}$, the paper's columns.
+        table1_top_p: Table 1's nucleus settings: the paper's $p = 0.9$, then off.
+        table1_samples: Samples per seed (a cell pools its seeds: 288).
+        table2_steps: Table 2's step counts on the digits ($L = 64$): $L/4$, $L$, $4L$.
+        table2_samplers: Table 2's samplers (the paper's: MaskGIT, MDLM, ReMDM).
+        table2_samples_per_class: Table 2's samples of each digit per seed.
     """
 
     cap_eta: float = 0.02
     quickstart_run: str = "hmm"
     scale_steps: tuple[int, ...] = (8, 16, 64, 256, 512)
-    quickstart_perfect: tuple[str, ...] = ("MDLM", "ReMDM-loop")
+    scale_samples: int = 256
+    scale_seeds: int = 3
+    quickstart_samplers: tuple[str, ...] = ("MDLM", "ReMDM-cap", "ReMDM-loop")
+    quickstart_perfect: tuple[str, ...] = ("MDLM", "ReMDM-cap", "ReMDM-loop")
+    quickstart_top_p: float | None = PAPER.top_p
+    quickstart_samples: int = 128
+    table_steps: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    table1_top_p: tuple[float | None, ...] = (PAPER.top_p, None)
+    table1_samples: int = 96
+    table2_steps: tuple[int, ...] = (16, 64, 256)
+    table2_samplers: tuple[str, ...] = ("MaskGIT", "MDLM", "ReMDM-cap", "ReMDM-loop")
+    table2_samples_per_class: int = 50
     scale_perfect: tuple[str, ...] = (
         "MDLM",
         "ReMDM-cap",
@@ -146,6 +170,10 @@ class StudySettings:
     def quickstart_steps(self, length: int) -> tuple[int, ...]:
         """`discdiff quickstart`'s step counts: $T = L/4$, $L$ and $4L$."""
         return (max(1, length // 4), length, 4 * length)
+
+    def table1_steps(self, length: int) -> tuple[int, ...]:
+        """Table 1's step counts at $L$ = `length`: `table_steps` times $L$ (at least 1)."""
+        return tuple(dict.fromkeys(max(1, round(f * length)) for f in self.table_steps))
 
 
 STUDY = StudySettings()

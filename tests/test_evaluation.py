@@ -137,11 +137,19 @@ def test_scaling_study_writes_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
+    """The small Table 1 in the paper's setting: nucleus 0.9 with ReMDM's rule."""
+    from discdiff.presets import PAPER, STUDY
+
     assert main(["quickstart", "--samples", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "MDLM (model)" in out and "ReMDM-loop (perfect)" in out and "data" in out
+    assert "MDLM (model) p=0.9" in out and "ReMDM-loop (perfect) p=0.9" in out and "data" in out
     rows = json.loads((tmp_path / "study.json").read_text())
     assert {r["steps"] for r in rows} == {16, 64, 256}
+    assert {r["sampler"] for r in rows} == set(STUDY.quickstart_samplers)
+    assert {r["denoiser"] for r in rows} == {"model", "perfect"}
+    assert {(r["top_p"], r["nucleus"]) for r in rows} == {(PAPER.top_p, PAPER.nucleus)}
+    fields = {"denoiser", "sampler", "steps", "top_p", "seed", "nfe", "nll_gap", "token_entropy"}
+    assert all(fields <= r.keys() and r["nll_gap_se"] > 0 for r in rows)
     assert (tmp_path / "study.png").is_file()
 
 
@@ -166,3 +174,108 @@ def test_hf_causal_judge_scores_retokenised_text():
         torch.testing.assert_close(judge.nll(tokens), manual)
     assert judge.scored_tokens(tokens) == 6
     assert gen_ppl(judge, tokens) == pytest.approx(math.exp(float(manual.sum()) / 6), rel=1e-5)
+
+
+def test_summarize_pools_seeds_into_intervals_that_cover():
+    """Pooled mean and standard error by formula, and the 95 % interval's coverage.
+
+    400 simulated cells of 3 seeds × 50 normal draws (mean 0.3, sd 2): the
+    interval must cover the true mean in 95 % ± 2.5 % of them (binomial sd
+    at 400 cells: 1.1 %).
+    """
+    from discdiff.evaluation import summarize
+
+    rows = [
+        {"denoiser": "m", "sampler": "s", "steps": 4, "top_p": 1.0, "nucleus": "off",
+         "seed": seed, "samples": 10, "nfe": nfe, "seconds_per_sample": 1.0,
+         "gap": gap, "gap_se": se, "entropy": 2.0}
+        for seed, (gap, se, nfe) in enumerate([(0.1, 0.03, 5), (0.4, 0.04, 7)])
+    ]  # fmt: skip
+    (cell,) = summarize(rows, ["gap", "entropy"])
+    assert cell["seeds"] == 2 and cell["samples"] == 20 and cell["nfe"] == 7
+    assert cell["gap"] == pytest.approx(0.25)
+    assert cell["gap_se"] == pytest.approx(0.05 / 2)  # sqrt(0.03² + 0.04²) / 2
+    assert cell["gap_ci95"] == pytest.approx(1.96 * 0.025)
+    assert cell["gap_seed_sd"] == pytest.approx(0.3 / math.sqrt(2))
+    assert cell["entropy_ci95"] == 0.0 and cell["entropy"] == 2.0  # no spread between seeds
+    rows[1]["entropy"] = 3.0  # no per-seed error: Student's t on the seeds' spread
+    (cell,) = summarize(rows, ["entropy"])
+    assert cell["entropy_ci95"] == pytest.approx(12.706 * (1 / math.sqrt(2)) / math.sqrt(2))
+
+    generator = torch.Generator().manual_seed(0)
+    simulated = []
+    for cell_id in range(400):
+        for seed in range(3):
+            draws = 0.3 + 2.0 * torch.randn(50, generator=generator, dtype=torch.float64)
+            simulated.append(
+                {"denoiser": "m", "sampler": str(cell_id), "steps": 1, "top_p": 1.0,
+                 "nucleus": "off", "seed": seed, "nfe": 1, "seconds_per_sample": 0.0,
+                 "gap": float(draws.mean()), "gap_se": float(draws.std()) / math.sqrt(50)}
+            )  # fmt: skip
+    cells = summarize(simulated, ["gap"])
+    covered = [abs(c["gap"] - 0.3) <= c["gap_ci95"] for c in cells]
+    assert 0.925 <= sum(covered) / len(covered) <= 0.975
+
+
+def test_language_metrics_standard_errors():
+    from discdiff.evaluation.synthetic import language_metrics
+
+    language = SyntheticLanguage()
+    tokens = language.sample(40, 16, generator=torch.Generator().manual_seed(3))
+    values = language_metrics(language, 16)(tokens)
+    nll = exact_nll(language.log_prob, tokens).double()
+    assert values["nll_gap"] == pytest.approx(float(nll.mean()) - language.entropy(16))
+    assert values["nll_gap_se"] == pytest.approx(float(nll.std()) / math.sqrt(40))
+    entropies = token_entropy(tokens).double()
+    assert values["token_entropy_se"] == pytest.approx(float(entropies.std()) / math.sqrt(40))
+
+
+def _fail_with(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, capsys):
+    """`discdiff scale --preset table1`: the paper's grid, one folder per nucleus setting,
+    cells pooled over seeds with intervals; a second run reads the finished folders."""
+    from discdiff.evaluation import synthetic
+    from discdiff.presets import STUDY
+
+    out = tmp_path / "table1"
+    argv = ["scale", "--preset", "table1", "--run", "synthetic", "--out", str(out)]
+    argv += ["--samples", "3", "--seeds", "2", "--steps", "2,4", "--threads", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "### nucleus p = 0.9 (remdm rule)" in printed and "### no nucleus" in printed
+    cells = json.loads((out / "table1.json").read_text())
+    samplers = set(STUDY.strategies())
+    expected = 2 * 2 * (len(samplers) + len(STUDY.scale_perfect))  # top_p × T × rows
+    assert len(cells) == expected
+    assert {c["top_p"] for c in cells} == {0.9, 1.0}
+    assert all(c["seeds"] == 2 and c["samples"] == 6 for c in cells)
+    assert all(c["nll_gap_ci95"] > 0 and "token_entropy_ci95" in c for c in cells)
+    for part in ("top_p=0.9/study.png", "top_p=off/study.png", "table1_0.9.png", "table1_off.png"):
+        assert (out / part).read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((out / "top_p=0.9" / "study.json").read_text())
+    assert {r["seed"] for r in rows} == {0, 1}  # the perfect rows too
+    from safetensors.torch import load_file
+
+    kept = load_file(out / "top_p=0.9" / "samples.safetensors")
+    assert sorted(kept, key=int) == [str(i) for i in range(len(rows))]
+    language = SyntheticLanguage()
+    for i in (0, len(rows) - 1):
+        nll = float(exact_nll(language.log_prob, kept[str(i)]).mean())
+        assert kept[str(i)].shape == (3, 64) and nll == pytest.approx(rows[i]["exact_nll"])
+
+    assert "autoregressive run" in _fail_with(capsys, [*argv, "--judge", "synthetic"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished setting was sampled again")
+
+    monkeypatch.setattr(synthetic, "run_synthetic_study", refuse)
+    assert main(argv) == 0
+    assert json.loads((out / "table1.json").read_text()) == cells
+    with pytest.raises(AssertionError, match="sampled again"):  # other settings: sampled anew
+        main([*argv[:-8], "--samples", "4", *argv[-6:]])

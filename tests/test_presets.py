@@ -34,9 +34,14 @@ def test_studies_and_cli_run_the_study_presets():
     assert set(STUDY.scale_perfect) <= set(built) and set(STUDY.quickstart_perfect) <= set(built)
     defaults = inspect.signature(run_synthetic_study).parameters
     assert defaults["perfect"].default == STUDY.quickstart_perfect
-    scale = _parser().parse_args(["scale", "--run", "synthetic", "--out", "o"])
-    assert isinstance(scale, argparse.Namespace) and tuple(scale.steps) == STUDY.scale_steps
+    quick = _parser().parse_args(["quickstart"])
+    assert isinstance(quick, argparse.Namespace)
+    assert (quick.top_p, quick.samples) == (STUDY.quickstart_top_p, STUDY.quickstart_samples)
+    assert STUDY.quickstart_top_p == PAPER.top_p  # the paper's setting
     assert STUDY.quickstart_steps(64) == (16, 64, 256)
+    assert STUDY.table1_steps(64) == (16, 32, 64, 128, 256)  # L/4 ... 4L
+    assert STUDY.table1_top_p == (PAPER.top_p, None)
+    assert STUDY.scale_seeds >= 3 and STUDY.scale_seeds * STUDY.table1_samples >= 256
     # The shipped run's recipe samples with the studies' cap.
     recipe = yaml.safe_load((BUILTIN_RUNS["synthetic"] / "run.yaml").read_text())
     assert recipe["sampler"]["posterior"] == STUDY.strategies()["ReMDM-cap"]

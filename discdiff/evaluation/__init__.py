@@ -2,7 +2,14 @@
 
 from discdiff.evaluation.judges import ARJudge, AutoregressiveNLL, HFCausalJudge
 from discdiff.evaluation.metrics import Judge, exact_nll, gen_ppl, mauve_score, token_entropy
-from discdiff.evaluation.study import autoregressive_study, plot_study, scaling_study, write_rows
+from discdiff.evaluation.study import (
+    autoregressive_study,
+    format_table,
+    plot_study,
+    scaling_study,
+    summarize,
+    write_rows,
+)
 
 __all__ = [
     "ARJudge",
@@ -11,10 +18,12 @@ __all__ = [
     "Judge",
     "autoregressive_study",
     "exact_nll",
+    "format_table",
     "gen_ppl",
     "mauve_score",
     "plot_study",
     "scaling_study",
+    "summarize",
     "token_entropy",
     "write_rows",
 ]

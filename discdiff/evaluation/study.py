@@ -28,7 +28,16 @@ from discdiff.processes import ForwardProcess
 from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
 from discdiff.sampling.autoregressive import AutoregressiveSampler, NextTokenModel
 
-__all__ = ["AR_SAMPLER", "autoregressive_study", "plot_study", "scaling_study", "write_rows"]
+__all__ = [
+    "AR_SAMPLER",
+    "CELL",
+    "autoregressive_study",
+    "format_table",
+    "plot_study",
+    "scaling_study",
+    "summarize",
+    "write_rows",
+]
 
 AR_SAMPLER = "AR (T=L)"
 """The `sampler` of autoregressive rows."""
@@ -50,6 +59,7 @@ def scaling_study(
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,
+    keep: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Sample and score every combination.
 
@@ -67,6 +77,8 @@ def scaling_study(
         batch_size: Samples per sampler call (all at once by default); the
             results do not depend on it.
         progress: Show a progress bar.
+        keep: If given, every row's samples `(samples, L)` are appended to
+            it, in row order.
 
     Returns:
         One dict per cell: denoiser, sampler, steps, top_p, nucleus, seed, nfe
@@ -99,11 +111,14 @@ def scaling_study(
                 "top_p": p or 1.0,
                 "nucleus": nucleus if p else "off",
                 "seed": seed,
+                "samples": samples,
                 "nfe": int(result.sequence_nfe.max()),
                 "seconds_per_sample": seconds / samples,
                 **metrics(result.tokens),
             }
         )
+        if keep is not None:
+            keep.append(result.tokens)
     return rows
 
 
@@ -118,6 +133,7 @@ def autoregressive_study(
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
     progress: bool = True,
+    keep: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of autoregressive models, in `scaling_study`'s format.
 
@@ -131,6 +147,7 @@ def autoregressive_study(
         seeds: Sampling seeds.
         batch_size: Samples per call; the results do not depend on it.
         progress: Show a progress bar.
+        keep: If given, every row's samples are appended to it, in row order.
 
     Returns:
         One dict per (model, top_p, seed): `sampler` is `AR_SAMPLER`,
@@ -153,12 +170,129 @@ def autoregressive_study(
                 "top_p": p or 1.0,
                 "nucleus": nucleus if p else "off",
                 "seed": seed,
+                "samples": samples,
                 "nfe": int(result.sequence_nfe.max()),
                 "seconds_per_sample": seconds / samples,
                 **metrics(result.tokens),
             }
         )
+        if keep is not None:
+            keep.append(result.tokens)
     return rows
+
+
+CELL = ("denoiser", "sampler", "steps", "top_p", "nucleus")
+"""The fields that name a cell of a study table (rows of one cell differ by seed)."""
+
+
+def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    r"""Pool the seeds of every cell: means, standard errors and 95 % intervals.
+
+    A cell's $k$ seeds draw disjoint random streams of $n$ samples each, so
+    its mean $\bar m = \frac1k \sum_i m_i$ has the standard error
+    $\sqrt{\sum_i \mathrm{se}_i^2}/k$ from the seeds' own errors (a metric
+    `m` of the rows with an `m_se` field), and the 95 % interval
+    $\bar m \pm 1.96\,\mathrm{se}$ (the normal quantile: every cell pools
+    hundreds of samples). A metric without a per-seed error (e.g. MAUVE of
+    each seed's samples) gets its error from the seeds' spread,
+    $s/\sqrt k$, and Student's $t_{k-1}$ quantile. The seed-to-seed
+    standard deviation $s$ is kept beside every metric as a check.
+
+    Args:
+        rows: `scaling_study` / `autoregressive_study` rows.
+        metrics: Row keys to pool.
+
+    Returns:
+        One dict per cell, in first-seen order: the `CELL` fields, `seeds`,
+        `samples` (all seeds), `nfe` (the most over seeds),
+        `seconds_per_sample` (mean), and per metric `m`, `m_se`, `m_ci95`,
+        `m_seed_sd` (a metric without `m_se` in the rows and only one seed
+        gets the mean only).
+    """
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault(tuple(row[k] for k in CELL), []).append(row)
+    out = []
+    for key, members in cells.items():
+        k = len(members)
+        cell = dict(zip(CELL, key, strict=True))
+        cell |= {
+            "seeds": k,
+            "samples": sum(row.get("samples", 0) for row in members),
+            "nfe": max(row["nfe"] for row in members),
+            "seconds_per_sample": sum(row["seconds_per_sample"] for row in members) / k,
+        }
+        for metric in metrics:
+            values = [float(row[metric]) for row in members]
+            mean = sum(values) / k
+            spread = (
+                math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1)) if k > 1 else math.nan
+            )
+            cell[metric] = mean
+            if f"{metric}_se" in members[0]:
+                se = math.sqrt(sum(float(row[f"{metric}_se"]) ** 2 for row in members)) / k
+                quantile = 1.96
+            elif k > 1:
+                se, quantile = spread / math.sqrt(k), _t975(k - 1)
+            else:
+                continue
+            cell |= {f"{metric}_se": se, f"{metric}_ci95": quantile * se}
+            cell[f"{metric}_seed_sd"] = spread
+        out.append(cell)
+    return out
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def _t975(df: int) -> float:
+    """Student's $t$ 97.5 % quantile at `df` degrees of freedom (tabled to 10; then ±0.3 %)."""
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+def format_table(
+    cells: list[dict[str, Any]], metric: str, *, second: str | None = None, digits: int = 3
+) -> str:
+    """A Markdown table of `summarize` cells: one row per (denoiser, sampler), one column per $T$.
+
+    Each entry reads `metric ± 95 % interval · second · NFE` (the interval
+    where the cells have one, `second` when given).
+
+    Args:
+        cells: `summarize` output for one nucleus setting.
+        metric: The main number.
+        second: A second number shown after it (e.g. `token_entropy`).
+        digits: Decimals.
+
+    Returns:
+        The table, with a header line naming the columns.
+    """
+    steps = sorted({cell["steps"] for cell in cells})
+    names = list(dict.fromkeys((cell["sampler"], cell["denoiser"]) for cell in cells))
+    lines = [
+        "| sampler (denoiser) | " + " | ".join(f"T = {T}" for T in steps) + " |",
+        "| --- |" + " ---: |" * len(steps),
+    ]
+    for sampler, denoiser in names:
+        entries = []
+        for T in steps:
+            found = [
+                c
+                for c in cells
+                if (c["sampler"], c["denoiser"], c["steps"]) == (sampler, denoiser, T)
+            ]
+            if not found:
+                entries.append("")
+                continue
+            cell = found[0]
+            text = f"{cell[metric]:.{digits}f}"
+            if f"{metric}_ci95" in cell:
+                text += f" ± {cell[f'{metric}_ci95']:.{digits}f}"
+            if second is not None:
+                text += f" · {cell[second]:.{digits}f}"
+            entries.append(f"{text} · {cell['nfe']}")
+        lines.append(f"| {sampler} ({denoiser}) | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
 
 
 def write_rows(rows: list[dict[str, Any]], directory: str | os.PathLike, name: str) -> Path:
@@ -201,8 +335,12 @@ def plot_study(
 ) -> Path:
     """Plot `metric` against $T$ and against NFE, one line per (denoiser, sampler, top_p).
 
+    Seeds are pooled by `summarize`; where the rows carry `metric_se`, a band
+    shows each point's 95 % interval. The NFE of a point is the most over its
+    seeds.
+
     Args:
-        rows: Output of `scaling_study` (averaged over seeds here).
+        rows: Output of `scaling_study`.
         path: PNG file to write (atomically).
         metric: Row key to plot.
         label: Its axis label.
@@ -218,21 +356,29 @@ def plot_study(
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    groups: dict[tuple, dict[int, list[tuple[float, float]]]] = {}
-    for row in rows:
-        if not math.isfinite(row[metric]):
-            continue
-        key = (row["denoiser"], row["sampler"], row["top_p"])
-        groups.setdefault(key, {}).setdefault(row["steps"], []).append((row["nfe"], row[metric]))
+    cells = summarize([row for row in rows if math.isfinite(row[metric])], [metric])
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault((cell["denoiser"], cell["sampler"], cell["top_p"]), []).append(cell)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for (denoiser, sampler, top_p), by_steps in groups.items():
-        steps = sorted(by_steps)
-        values = [sum(v for _, v in by_steps[T]) / len(by_steps[T]) for T in steps]
-        nfe = [sum(n for n, _ in by_steps[T]) / len(by_steps[T]) for T in steps]
+    # One colour per sampler (and nucleus setting), one line style per denoiser.
+    colours = {
+        key: f"C{i % 10}" for i, key in enumerate(dict.fromkeys((s, p) for _, s, p in groups))
+    }
+    for (denoiser, sampler, top_p), members in groups.items():
+        members.sort(key=lambda cell: cell["steps"])
+        values = [cell[metric] for cell in members]
         name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f", p={top_p}")
         style = "--" if denoiser != next(iter(groups))[0] else "-"
-        axes[0].plot(steps, values, style, marker="o", label=name)
-        axes[1].plot(nfe, values, style, marker="o", label=name)
+        for axis, x in zip(axes, ("steps", "nfe"), strict=True):
+            xs = [cell[x] for cell in members]
+            colour = colours[sampler, top_p]
+            (line,) = axis.plot(xs, values, style, color=colour, marker="o", label=name)
+            if f"{metric}_ci95" in members[0]:
+                ci = [cell[f"{metric}_ci95"] for cell in members]
+                low = [v - c for v, c in zip(values, ci, strict=True)]
+                high = [v + c for v, c in zip(values, ci, strict=True)]
+                axis.fill_between(xs, low, high, color=line.get_color(), alpha=0.15, lw=0)
     for axis, xlabel in zip(axes, ("sampling steps T", "network calls (NFE)"), strict=True):
         for ref_name, value in (references or {}).items():
             axis.axhline(value, color="grey", linestyle=":", linewidth=1)

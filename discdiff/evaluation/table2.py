@@ -1,0 +1,312 @@
+r"""The ReMDM paper's Table 2 at CPU scale: class-conditional digits, FID and IS.
+
+The paper's Table 2 draws class-conditional ImageNet images with MaskGIT,
+MDLM and ReMDM at a few step counts and scores them by FID and Inception
+Score. Here the images are the built-in digits ($L = 64$ pixels, 17
+intensities, 10 classes), the model a class-conditional DiT
+(`ConditionalSUBS`, the one the digits guidance study trains), and the
+Inception network an *independent judge*: a one-hidden-layer classifier
+trained only on clean training digits (`FeatureJudge`). Its hidden
+activations are FID's features and its class probabilities the Inception
+Score's:
+
+$$
+\mathrm{FID} = \lVert \mu_s - \mu_d \rVert^2 + \operatorname{tr}\big(\Sigma_s + \Sigma_d
+  - 2 (\Sigma_s^{1/2} \Sigma_d \Sigma_s^{1/2})^{1/2}\big),
+$$
+
+$$
+\mathrm{IS} = \exp \mathbb{E}_x \, \mathrm{KL}\big(p(y \mid x)
+  \,\Vert\, \textstyle\mathbb{E}_x p(y \mid x)\big),
+$$
+
+with $(\mu_s, \Sigma_s)$ the samples' feature mean and covariance and
+$(\mu_d, \Sigma_d)$ the held-out test digits'. FID is biased upwards at small
+sample sizes, so every row uses the same number of samples, and a data row
+(training digits of the same size against the same test digits) gives the
+floor.
+
+scikit-learn is an optional dependency (`pip install discdiff[digits]`).
+"""
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from discdiff._io import atomic_write
+from discdiff.evaluation.study import format_table, plot_study, summarize, write_rows
+from discdiff.presets import STUDY
+from discdiff.processes import MaskingProcess
+from discdiff.provenance import provenance
+from discdiff.sampling.ancestral import AncestralSampler
+
+__all__ = [
+    "TABLE2_METRICS",
+    "FeatureJudge",
+    "frechet_distance",
+    "inception_score",
+    "run_table2",
+]
+
+TABLE2_METRICS = ("fid", "inception_score", "accuracy")
+"""The metrics of `run_table2`'s cells."""
+
+
+class FeatureJudge:
+    r"""An independent digit classifier with one hidden layer: FID's features, IS's classes.
+
+    A scikit-learn `MLPClassifier` (ReLU, `width` units, Adam, fixed seed) on
+    intensities scaled to $[0, 1]$, trained on clean training digits only.
+
+    Args:
+        tokens: Training images `(N, 64)`, intensities `0..16`.
+        labels: Their digits `(N,)`.
+        width: Hidden units (the feature dimension).
+        seed: Seed of the initialisation and batches.
+
+    Raises:
+        ImportError: Without scikit-learn.
+    """
+
+    def __init__(
+        self,
+        tokens: Int[Tensor, "n length"],
+        labels: Int[Tensor, "n"],
+        *,
+        width: int = 64,
+        seed: int = 0,
+    ) -> None:
+        try:
+            from sklearn.neural_network import MLPClassifier
+        except ImportError:
+            raise ImportError(
+                "the digits judge needs scikit-learn; install it with `pip install scikit-learn` "
+                "(or `pip install discdiff[digits]`)"
+            ) from None
+        self.model = MLPClassifier(hidden_layer_sizes=(width,), max_iter=2000, random_state=seed)
+        self.model.fit(_scaled(tokens), labels.numpy())
+
+    def features(self, tokens: Int[Tensor, "n length"]) -> Float[np.ndarray, "n width"]:
+        r"""The hidden layer's activations, $\max(0, x W_1 + b_1)$."""
+        hidden = _scaled(tokens) @ self.model.coefs_[0] + self.model.intercepts_[0]
+        return np.maximum(hidden, 0.0)
+
+    def probabilities(self, tokens: Int[Tensor, "n length"]) -> Float[np.ndarray, "n classes"]:
+        r"""The judge's class probabilities $p(y \mid x)$."""
+        return self.model.predict_proba(_scaled(tokens))
+
+    def accuracy(self, tokens: Int[Tensor, "n length"], labels: Int[Tensor, "n"]) -> float:
+        """Fraction of `tokens` the judge assigns to `labels`."""
+        predicted = self.probabilities(tokens).argmax(-1)
+        return float((predicted == labels.cpu().numpy()).mean())
+
+
+def _scaled(tokens: Tensor) -> np.ndarray:
+    return tokens.cpu().double().numpy() / 16.0
+
+
+def frechet_distance(a: Float[np.ndarray, "n d"], b: Float[np.ndarray, "m d"]) -> float:
+    r"""Fréchet distance between Gaussian fits of two feature sets.
+
+    $\lVert \mu_a - \mu_b \rVert^2 + \operatorname{tr}\Sigma_a + \operatorname{tr}\Sigma_b
+    - 2 \operatorname{tr}(\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2})^{1/2}$, the last
+    trace from the eigenvalues of a symmetric matrix (no complex square root).
+
+    Args:
+        a: Features `(n, d)`, `n >= 2`.
+        b: Features `(m, d)`, `m >= 2`.
+
+    Returns:
+        The distance (0 for identical sets).
+
+    Raises:
+        ValueError: If the feature dimensions differ or a set has fewer than 2 rows.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"`a` and `b` must be (n, d) with the same d; got {a.shape}, {b.shape}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"each set needs at least 2 rows; got {len(a)} and {len(b)}")
+    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    values, vectors = np.linalg.eigh(sigma_a)
+    root_a = (vectors * np.sqrt(values.clip(min=0.0))) @ vectors.T
+    middle = np.linalg.eigvalsh(root_a @ sigma_b @ root_a).clip(min=0.0)
+    mean = float(((a.mean(0) - b.mean(0)) ** 2).sum())
+    return mean + float(np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.sqrt(middle).sum())
+
+
+def inception_score(probabilities: Float[np.ndarray, "n classes"]) -> float:
+    r"""The Inception Score $\exp \mathbb{E}_x \mathrm{KL}(p(y \mid x) \Vert \bar p(y))$.
+
+    $\bar p$ is the mean of the rows.
+
+    1 when every row is the same distribution; the number of classes when
+    the rows are one-hot and the classes balanced.
+
+    Args:
+        probabilities: Rows of class probabilities `(n, classes)`.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    marginal = p.mean(0, keepdims=True)
+    terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(marginal)), 0.0)
+    return float(np.exp(terms.sum(-1).mean()))
+
+
+def run_table2(
+    model: Any,
+    out: str | os.PathLike,
+    *,
+    steps: Sequence[int] = STUDY.table2_steps,
+    samplers: Sequence[str] = STUDY.table2_samplers,
+    seeds: int = STUDY.scale_seeds,
+    samples_per_class: int = STUDY.table2_samples_per_class,
+    gamma: float = 1.0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    r"""Table 2 on digits: class-conditional samples by each sampler and $T$, FID and IS.
+
+    For every sampler (by name, from `discdiff.presets.STUDY.strategies()`),
+    step count and seed, draws `samples_per_class` digits of each class from
+    `ClassifierFreeGuidance(gamma)(model, labels)` ($\gamma = 1$: the
+    conditional model itself, no guidance) and scores them with a
+    `FeatureJudge` trained on the training split (`split_digits(seed=0)`):
+    FID against the test split, Inception Score and the judge's accuracy on
+    the target classes. Cells pool the seeds (`summarize`: mean and a 95 %
+    interval from the seeds' spread, Student's $t$).
+
+    Args:
+        model: A class-conditional denoiser (`ConditionalSUBS` over a DiT with
+            `num_classes = 10`, in eval mode).
+        out: Output directory: `table2.json`/`.csv` (cells), `table2_rows.json`
+            (per seed), `table2.md`, `table2.png` (FID against $T$ and NFE,
+            with interval bands) and `provenance.json`. The data row: FID of
+            as many training digits (per seed, balanced) against the same
+            test digits, IS and accuracy of the test digits (which the
+            judge never saw).
+        steps: Step counts $T$ (default $L/4$, $L$, $4L$).
+        samplers: Sampler names.
+        seeds: Sampling seeds per cell ($0, \dots, k-1$).
+        samples_per_class: Digits of each class per seed.
+        gamma: Guidance strength ($1$: none).
+        progress: Show a progress bar.
+
+    Returns:
+        The cells, as written to `table2.json`.
+
+    Raises:
+        ValueError: If `samplers` names an unknown sampler, `seeds` is below
+            1, or `samples_per_class` is not in `1..` the rarest training class.
+    """
+    from discdiff.config import build_strategy
+    from discdiff.data.digits import DIGITS_CLASSES, DIGITS_LENGTH, DIGITS_VOCAB, split_digits
+    from discdiff.guidance import ClassifierFreeGuidance
+
+    known = STUDY.strategies(full=True)
+    unknown = [name for name in samplers if name not in known]
+    if unknown:
+        raise ValueError(f"`samplers` names unknown samplers {unknown}; known: {list(known)}")
+    (train_x, train_y), (test_x, test_y) = split_digits(seed=0)
+    rarest = int(train_y.bincount(minlength=DIGITS_CLASSES).min())
+    if seeds < 1 or not 1 <= samples_per_class <= rarest:
+        raise ValueError(
+            f"`seeds` must be at least 1 and `samples_per_class` in [1, {rarest}] (the rarest "
+            f"training class); got seeds={seeds}, samples_per_class={samples_per_class}"
+        )
+    out = Path(out)
+    judge = FeatureJudge(train_x, train_y)
+    reference = judge.features(test_x)
+    process = MaskingProcess(vocab_size=DIGITS_VOCAB)
+    targets = torch.arange(DIGITS_CLASSES).repeat_interleave(samples_per_class)
+    denoiser = ClassifierFreeGuidance(gamma)(model, targets)
+
+    def metrics(tokens: Tensor) -> dict[str, float]:
+        return {
+            "fid": frechet_distance(judge.features(tokens), reference),
+            "inception_score": inception_score(judge.probabilities(tokens)),
+            "accuracy": judge.accuracy(tokens, targets),
+        }
+
+    cells = [(name, T, seed) for name in samplers for T in steps for seed in range(seeds)]
+    rows = []
+    for name, T, seed in tqdm(cells, desc="table 2", disable=not progress):
+        strategy = build_strategy(known[name], key=f"samplers[{name!r}]")
+        sampler = AncestralSampler(process, strategy, steps=T)
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed)
+        result = sampler.sample(denoiser, len(targets), DIGITS_LENGTH, generator=generator)
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                "denoiser": "model",
+                "sampler": name,
+                "steps": T,
+                "top_p": 1.0,
+                "nucleus": "off",
+                "seed": seed,
+                "samples": len(targets),
+                "nfe": result.nfe,
+                "seconds_per_sample": seconds / len(targets),
+                **metrics(result.tokens),
+            }
+        )
+    # The floor: FID of training digits (as many, balanced like the samples);
+    # IS and accuracy of the test digits, which the judge never saw.
+    floor = []
+    for seed in range(seeds):
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+        chosen = torch.cat(
+            [order[train_y[order] == c][:samples_per_class] for c in range(DIGITS_CLASSES)]
+        )
+        floor.append(frechet_distance(judge.features(train_x[chosen]), reference))
+    data = {
+        "fid": float(np.mean(floor)),
+        "inception_score": inception_score(judge.probabilities(test_x)),
+        "accuracy": judge.accuracy(test_x, test_y),
+    }
+    summary = summarize(rows, TABLE2_METRICS)
+    write_rows(summary, out, "table2")
+    atomic_write(
+        out / "table2_rows.json",
+        lambda tmp: Path(tmp).write_text(json.dumps({"rows": rows, "data": data}, indent=1)),
+    )
+    sections = [
+        f"{title} ± 95 % interval ({seeds} seeds × {len(targets)} samples) · NFE:\n\n"
+        + format_table(summary, metric, digits=digits)
+        + f"\n| data | {data[metric]:.{digits}f} |"
+        for metric, title, digits in (
+            ("fid", "FID on the judge's features (lower is better)", 2),
+            ("inception_score", "Inception Score from the judge (higher is better)", 2),
+            ("accuracy", "The judge's accuracy on the target class", 3),
+        )
+    ]
+    table = "\n\n".join(sections) + "\n"
+    atomic_write(out / "table2.md", lambda tmp: Path(tmp).write_text(table))
+    plot_study(
+        rows,
+        out / "table2.png",
+        metric="fid",
+        label="FID on the judge's features",
+        references={"data": data["fid"]},
+        title="Class-conditional digits (Table 2 at CPU scale): FID vs sampling budget",
+    )
+    settings = {
+        "steps": list(steps),
+        "samplers": {name: known[name] for name in samplers},
+        "seeds": seeds,
+        "samples_per_class": samples_per_class,
+        "gamma": gamma,
+        "judge": repr(judge.model),
+        "data": data,
+    }
+    record = json.dumps(provenance(settings, 0), indent=1)
+    atomic_write(out / "provenance.json", lambda tmp: Path(tmp).write_text(record))
+    return summary
