@@ -16,7 +16,7 @@ For each: mean network calls per sequence (`sequence_nfe`), positions the
 network processed per sequence, wall time, and the exact NLL gap to the
 language's entropy (nats/token) with its 95 % interval (1.96 standard errors).
 
-    python benchmarks/block_cache.py [--samples 512] [--bd-run /work/runs17/hmm-bd16]
+    python benchmarks/block_cache.py [--samples 512] [--bd-run runs/hmm-bd16]
         [--out block_cache.jsonl]
 """
 
@@ -55,7 +55,7 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block", type=int, default=16)
-    parser.add_argument("--bd-run", default="/work/runs17/hmm-bd16")
+    parser.add_argument("--bd-run", default="runs/hmm-bd16")
     parser.add_argument("--out", default=None, help="JSON lines file")
     parser.add_argument("--skip-hmm", action="store_true", help="only the block diffusion rows")
     args = parser.parse_args()
