@@ -33,7 +33,13 @@ from discdiff.models import (
     load_diffusion_llm,
     with_label,
 )
-from discdiff.objectives import ConditionalNELBO, NoisyClassification, discrete_nelbo, nelbo
+from discdiff.objectives import (
+    BlockNELBO,
+    ConditionalNELBO,
+    NoisyClassification,
+    discrete_nelbo,
+    nelbo,
+)
 from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.remasking import (
@@ -50,6 +56,7 @@ from discdiff.remasking import (
 from discdiff.rng import SequenceGenerator
 from discdiff.sampling import (
     AncestralSampler,
+    BlockSampler,
     EntropyDecoder,
     MarginDecoder,
     MaskGITDecoder,
@@ -73,6 +80,8 @@ __all__ = [
     "SUBS",
     "AncestralSampler",
     "AutoregressiveNLL",
+    "BlockNELBO",
+    "BlockSampler",
     "CapSchedule",
     "CausalConfig",
     "CausalTransformer",

@@ -529,13 +529,19 @@ class RunConfig:
                 f"works with a {process_type.__name__}, not process.name {process.name!r}; "
                 f"use one of {', '.join(fits)}",
             )
-        return cls(
-            data=data,
-            model=model,
-            process=process,
-            train=_construct("train", TrainConfig, given["train"]),
-            sampler=sampler,
-        )
+        train = _construct("train", TrainConfig, given["train"])
+        block = model.get("block_size")
+        if block is not None:  # block diffusion: the BD3-LM NELBO of a masking DiT
+            if train.objective != "nelbo" or example.mask_id is None:
+                raise ConfigError(
+                    "model.block_size",
+                    "needs train.objective 'nelbo' and a masking process (block diffusion)",
+                )
+            if data.length % block:
+                raise ConfigError(
+                    "model.block_size", f"must divide data.length={data.length}; got {block}"
+                )
+        return cls(data=data, model=model, process=process, train=train, sampler=sampler)
 
     @classmethod
     def load(

@@ -54,11 +54,12 @@ from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT
 from discdiff.models.score import ScoreModel
 from discdiff.models.subs import SUBS
-from discdiff.objectives import held_out_bound
+from discdiff.objectives import BlockNELBO, held_out_bound
 from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
+from discdiff.sampling.blocks import BlockSampler
 from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
@@ -207,6 +208,12 @@ _FAMILIES: dict[str, _Family] = {
 assert _FAMILIES.keys() == OBJECTIVES.keys()
 
 
+def _objective(config: RunConfig) -> Any:
+    """The run's loss: its `train.objective`, the block NELBO for a block diffusion DiT."""
+    block = config.model.get("block_size")
+    return BlockNELBO(block) if block else OBJECTIVES[config.train.objective]()
+
+
 def _read_json(path: Path) -> Any:
     """A JSON file this library wrote; a damaged one is a `CorruptFileError` naming it."""
     try:
@@ -285,6 +292,7 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
         settings,
         validation=data.validation,
         run_dir=out,
+        objective=_objective(config),
     )
     trainer.resume()  # reads (and checks) the last checkpoint before anything is written
     config.dump(out / "run.yaml")
@@ -429,6 +437,8 @@ def sample_run(
         model = loaded.model
     else:
         sampler, model = spec.build(loaded.process, progress=progress), loaded.denoiser
+        if getattr(loaded.model.config, "block_size", None):  # block diffusion: block by block
+            sampler = BlockSampler(sampler)
     start = time.perf_counter()
     with torch.no_grad():
         result = sampler.sample_batches(
@@ -496,7 +506,7 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
     """
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
-    objective = OBJECTIVES[loaded.objective]()
+    objective = _objective(loaded.config)
     bound = held_out_bound(loaded.process, loaded.network, held_out, objective=objective)
     table: dict[str, Any] = {
         "validation": bound.summary(),

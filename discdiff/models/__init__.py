@@ -4,7 +4,7 @@ from discdiff.models.attention import AttentionBackend, attention, resolve_backe
 from discdiff.models.causal import CausalConfig, CausalTransformer, next_token_nll
 from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
 from discdiff.models.diffusion_llms import load_diffusion_llm
-from discdiff.models.dit import DiT, DiTClassifier, DiTConfig
+from discdiff.models.dit import DiT, DiTClassifier, DiTConfig, KVCache, block_attention_mask
 from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.oracle import (
     EnumerableClassifier,
@@ -38,11 +38,13 @@ __all__ = [
     "EnumerableConditionalOracle",
     "EnumerableOracle",
     "HuggingFaceDenoiser",
+    "KVCache",
     "LabelledDenoiser",
     "NoisyClassifier",
     "Opaque",
     "ScoreModel",
     "attention",
+    "block_attention_mask",
     "is_time_conditioned",
     "load_diffusion_llm",
     "load_torch_checkpoint",

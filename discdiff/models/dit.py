@@ -28,6 +28,28 @@ $x_\theta(z_t \mid c)$ and $x_\theta(z_t \mid \varnothing)$, the two
 ingredients of classifier-free guidance. An unconditional config
 (`num_classes = 0`, the default) has no label table, so MDLM's checkpoints and
 earlier ones of this library load unchanged.
+
+**Block diffusion** (optional, `block_size = n`; BD3-LM, Arriola et al. 2025):
+the sequence is cut into blocks $b(\ell) = \lfloor \ell / n \rfloor$ and
+attention is bidirectional inside a block and causal across blocks, so
+position $\ell$ attends to $\ell'$ iff $b(\ell') \le b(\ell)$. Training
+(`forward(z_t, σ, clean=x)`) runs the noisy and the clean sequence side by
+side, $z_t \oplus x$ (length $2L$, both with positions $0..L-1$), with
+BD3-LM's mask: a noisy token attends to the noisy tokens of its own block
+and to the clean tokens of the blocks before it; a clean token attends
+block-causally to clean tokens. Each noisy block $b$ thus sees exactly what
+sampling gives it, $(x^{<b}, z_t^b)$: the output at block $b$ equals the
+block-causal forward of the sequence $x^{<b} \oplus z_t^b$ (the clean half's
+hidden states at blocks $< b$ are those of that forward, layer by layer).
+Since a finished block's keys and values never change afterwards, sampling
+block by block can cache them exactly (`step` with a `KVCache`).
+
+**KV caches** (`step`): a call may run only some positions, `tokens` at
+positions `offset .. offset + n - 1`, with the keys and values of every other
+position taken from a `KVCache` of an earlier call. For a block-causal model
+with a cache of whole finished blocks this is exact; for a full-attention
+model it is Fast-dLLM's approximate prefix / dual cache (the cached positions
+would have seen the new tokens).
 """
 
 import math
@@ -55,7 +77,7 @@ from discdiff.models.checkpoints import (
 )
 from discdiff.typing import Tokens
 
-__all__ = ["DiT", "DiTClassifier", "DiTConfig"]
+__all__ = ["DiT", "DiTClassifier", "DiTConfig", "KVCache", "block_attention_mask"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,11 @@ class DiTConfig:
         label_dropout: Probability, in training mode, of replacing a label by
             the null label (classifier-free guidance training); ignored when
             `num_classes = 0`.
+        block_size: Block diffusion (BD3-LM): attention is bidirectional
+            inside blocks of this many positions and causal across them.
+            `None` (default): bidirectional attention over the whole sequence
+            (MDLM). Block models are not time-conditioned (each block has its
+            own noise level, a per-sequence $\sigma$ cannot carry them).
     """
 
     hidden_dim: int = 768
@@ -91,6 +118,7 @@ class DiTConfig:
     attention: AttentionBackend = "auto"
     num_classes: int = 0
     label_dropout: float = 0.1
+    block_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "cond_dim", "n_blocks", "n_heads", "vocab_size", "model_length"):
@@ -107,6 +135,17 @@ class DiTConfig:
             raise ValueError(f"`num_classes` must be at least 0; got {self.num_classes}")
         if not 0.0 <= self.label_dropout <= 1.0:
             raise ValueError(f"`label_dropout` must lie in [0, 1]; got {self.label_dropout}")
+        if self.block_size is not None:
+            if isinstance(self.block_size, bool) or not 1 <= self.block_size <= self.model_length:
+                raise ValueError(
+                    f"`block_size` must be None or lie in [1, model_length={self.model_length}]; "
+                    f"got {self.block_size!r}"
+                )
+            if self.time_conditioning:
+                raise ValueError(
+                    "`block_size` needs `time_conditioning=False`: each block has its own "
+                    "noise level, which one per-sequence sigma cannot carry"
+                )
 
     @classmethod
     def small(cls, vocab_size: int = 50258, **overrides: Any) -> "DiTConfig":
@@ -135,6 +174,97 @@ class DiTConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+@dataclass(frozen=True)
+class KVCache:
+    r"""Keys and values of every layer at positions `0 .. length - 1`, from `DiT.step`.
+
+    Attributes:
+        keys: One `(B, C, H, D)` tensor per block (rotated keys).
+        values: One `(B, C, H, D)` tensor per block.
+        padding_mask: `(B, C)`, `True` at real tokens; `None`: all real.
+    """
+
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
+    padding_mask: Bool[Tensor, "batch cached"] | None = None
+
+    @property
+    def length(self) -> int:
+        """The number of cached positions $C$."""
+        return self.keys[0].shape[1]
+
+    def prefix(self, length: int) -> "KVCache":
+        """The cache of positions `0 .. length - 1` only (views, no copy)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"`length` must lie in [0, {self.length}]; got {length}")
+        mask = None if self.padding_mask is None else self.padding_mask[:, :length]
+        return KVCache(
+            tuple(k[:, :length] for k in self.keys),
+            tuple(v[:, :length] for v in self.values),
+            mask,
+        )
+
+
+def block_attention_mask(
+    block_size: int | None,
+    query_positions: Int[Tensor, "queries"],
+    key_positions: Int[Tensor, "keys"],
+    *,
+    query_noisy: Bool[Tensor, "queries"] | None = None,
+    key_noisy: Bool[Tensor, "keys"] | None = None,
+) -> Bool[Tensor, "queries keys"]:
+    r"""BD3-LM's attention mask: who may attend to whom, by block $b = \lfloor \ell / n \rfloor$.
+
+    With every token clean (one sequence, as in sampling) it is block-causal:
+    query $i$ sees key $j$ iff $b_j \le b_i$. In training on $z_t \oplus x$,
+    a noisy query sees the noisy keys of its own block and the clean keys of
+    earlier blocks; a clean query sees clean keys block-causally:
+
+    $$
+    M_{ij} = \begin{cases}
+    [b_j = b_i] & \text{$i$ noisy, $j$ noisy} \\
+    [b_j < b_i] & \text{$i$ noisy, $j$ clean} \\
+    0 & \text{$i$ clean, $j$ noisy} \\
+    [b_j \le b_i] & \text{$i$ clean, $j$ clean.}
+    \end{cases}
+    $$
+
+    Args:
+        block_size: $n$; `None` means one block (every entry `True`).
+        query_positions: Positions `(L_q,)` of the queries.
+        key_positions: Positions `(L_k,)` of the keys.
+        query_noisy: `(L_q,)`, `True` at noisy queries; `None`: all clean.
+        key_noisy: `(L_k,)`, `True` at noisy keys; `None`: all clean.
+
+    Returns:
+        `(L_q, L_k)`, `True` where the query may attend to the key.
+
+    Example:
+        >>> block_attention_mask(2, torch.arange(4), torch.arange(4)).int()
+        tensor([[1, 1, 0, 0],
+                [1, 1, 0, 0],
+                [1, 1, 1, 1],
+                [1, 1, 1, 1]], dtype=torch.int32)
+    """
+    if block_size is None:
+        return torch.ones(
+            len(query_positions), len(key_positions), dtype=torch.bool, device=key_positions.device
+        )
+    q_block = (query_positions // block_size)[:, None]
+    k_block = (key_positions // block_size)[None, :]
+    q_noisy = torch.zeros_like(q_block, dtype=torch.bool) if query_noisy is None else query_noisy
+    k_noisy = torch.zeros_like(k_block, dtype=torch.bool) if key_noisy is None else key_noisy
+    q_noisy, k_noisy = q_noisy.reshape(-1, 1), k_noisy.reshape(1, -1)
+    clean_key = (k_block < q_block) | ((k_block == q_block) & ~q_noisy)
+    noisy_key = q_noisy & (k_block == q_block)
+    return torch.where(k_noisy, noisy_key, clean_key)
+
+
+def _splice(cached: Tensor, fresh: Tensor, offset: int) -> Tensor:
+    """`cached` along dim 1 with positions `offset .. offset + n - 1` replaced by `fresh`."""
+    return torch.cat((cached[:, :offset], fresh, cached[:, offset + fresh.shape[1] :]), dim=1)
+
+
 class LayerNorm(nn.Module):
     """Bias-free LayerNorm computed in float32."""
 
@@ -143,9 +273,9 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Normalise the last dimension in float32, then scale."""
+        """Normalise the last dimension in float32 (float64 stays float64), then scale."""
         with torch.autocast(x.device.type, enabled=False):
-            return F.layer_norm(x.float(), self.weight.shape) * self.weight
+            return F.layer_norm(_upcast(x), self.weight.shape) * self.weight
 
 
 class Rotary(nn.Module):
@@ -157,16 +287,21 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq)
 
     def forward(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        """`cos` and `sin` tables `(L, head_dim)` in float32."""
+        """`cos` and `sin` tables `(L, head_dim)` in float32 for positions `0..L-1`."""
         positions = torch.arange(length, device=device, dtype=torch.float32)
         angles = torch.outer(positions, self.inv_freq.to(device))
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos(), angles.sin()
 
 
+def _upcast(x: Tensor) -> Tensor:
+    """Half precisions to float32; float32 and float64 as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Apply the rotation to `(B, L, H, D)` in float32."""
-    x32 = x.float()
+    """Apply the rotation to `(B, L, H, D)` in float32 (float64 stays float64)."""
+    x32 = _upcast(x)
     half = x32.shape[-1] // 2
     rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
     return (x32 * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
@@ -189,7 +324,8 @@ class TimestepEmbedder(nn.Module):
             -math.log(10_000.0) * torch.arange(half, device=sigma.device).float() / half
         )
         args = sigma.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat((args.cos(), args.sin()), dim=-1))
+        embedded = torch.cat((args.cos(), args.sin()), dim=-1)
+        return self.mlp(embedded.to(_upcast(self.mlp[0].weight).dtype))
 
 
 class EmbeddingLayer(nn.Module):
@@ -233,18 +369,32 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation.bias)
 
     def forward(
-        self, x: Tensor, rotary: tuple[Tensor, Tensor], c: Tensor, padding_mask: Tensor | None
-    ) -> Tensor:
-        """Attention then MLP, each gated and residual."""
+        self,
+        x: Tensor,
+        rotary: tuple[Tensor, Tensor],
+        c: Tensor,
+        padding_mask: Tensor | None,
+        mask: Tensor | None = None,
+        past: tuple[Tensor, Tensor, int] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Attention then MLP, each gated and residual; also this layer's keys and values.
+
+        `past = (keys, values, offset)` supplies the keys and values of the other
+        positions: the ones of `x` replace positions `offset ..` of them.
+        `padding_mask` and `mask` refer to the attended keys.
+        """
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
         batch, length, _ = x.shape
         qkv = self.attn_qkv(_modulate(self.norm1(x), shift1, scale1))
         q, k, v = qkv.view(batch, length, 3, self.n_heads, -1).unbind(2)
         q, k = _rotate(q, *rotary), _rotate(k, *rotary)
-        h = attention(q, k, v, backend=self.backend, padding_mask=padding_mask)
+        keys, values = k, v
+        if past is not None:
+            keys, values = _splice(past[0], k, past[2]), _splice(past[1], v, past[2])
+        h = attention(q, keys, values, backend=self.backend, padding_mask=padding_mask, mask=mask)
         x = x + gate1[:, None] * self.dropout1(self.attn_out(h.reshape(batch, length, -1)))
         h = self.mlp(_modulate(self.norm2(x), shift2, scale2))
-        return x + gate2[:, None] * self.dropout2(h)
+        return x + gate2[:, None] * self.dropout2(h), keys, values
 
 
 class FinalLayer(nn.Module):
@@ -304,6 +454,8 @@ class DiT(nn.Module):
         sigma: Float[Tensor, "batch"],
         padding_mask: Bool[Tensor, "batch length"] | None = None,
         label: Int[Tensor, "batch"] | None = None,
+        *,
+        clean: Tokens | None = None,
     ) -> Float[Tensor, "batch length model_vocab"]:
         r"""Logits for every position.
 
@@ -316,19 +468,67 @@ class DiT(nn.Module):
             padding_mask: `(B, L)`, `True` at real tokens; padding is not attended to.
             label: Class labels `(B,)` in `0..num_classes` (`num_classes` is the
                 null label), for a conditional config; `None` means null.
+            clean: Block diffusion training: the clean tokens $x$ `(B, L)` of
+                which `tokens` is a noisy draw; block $b$ of `tokens` then sees
+                the clean blocks before it (BD3-LM's $z_t \oplus x$ pass, see
+                the module docstring). Needs `block_size`.
 
         Returns:
-            Float32 logits `(B, L, vocab_size)`.
+            Logits `(B, L, vocab_size)`: float32 (float64 for a float64 model).
 
         Raises:
             ValueError: On ids outside the vocabulary, sequences longer than
-                `model_length`, or labels out of range (or given to an
-                unconditional model).
+                `model_length`, labels out of range (or given to an
+                unconditional model), or `clean` without `block_size`.
         """
-        x, c = self.features(tokens, sigma, padding_mask, label)
+        x, c, _ = self._run(tokens, sigma, padding_mask, label, clean=clean)
+        return self._logits(x[:, : tokens.shape[1]], c)
+
+    def step(
+        self,
+        tokens: Tokens,
+        sigma: Float[Tensor, "batch"],
+        padding_mask: Bool[Tensor, "batch length"] | None = None,
+        label: Int[Tensor, "batch"] | None = None,
+        *,
+        cache: KVCache | None = None,
+        offset: int = 0,
+    ) -> tuple[Float[Tensor, "batch length model_vocab"], KVCache]:
+        r"""Logits of `tokens` at positions `offset .. offset + n - 1`, and the keys and values.
+
+        The keys and values of every other position come from `cache`; this
+        call's replace positions `offset .. offset + n - 1` of it. With a
+        block-causal model (`block_size`) and a cache of whole earlier blocks
+        this is exact: the logits equal those of `forward` on the whole
+        sequence (the later positions of the cache, if any, are not attended
+        to). With full attention the cached positions did not see these
+        tokens, so it is an approximation (Fast-dLLM's prefix / dual cache).
+
+        Args:
+            tokens: Ids `(B, n)` of the positions to run.
+            sigma: $\sigma(t)$ `(B,)` (zeros when not time-conditioned).
+            padding_mask: `(B, n)`, `True` at real tokens.
+            label: Class labels `(B,)`, as for `forward`.
+            cache: Keys and values of positions `0 .. C - 1` (`offset <= C`);
+                `None` runs `tokens` alone (then `offset` must be 0).
+            offset: Position of the first token.
+
+        Returns:
+            Logits `(B, n, vocab_size)` and the cache of positions
+            `0 .. max(C, offset + n) - 1` with this call's keys and values spliced in.
+
+        Raises:
+            ValueError: For an `offset` outside `[0, C]`, a block-causal model's
+                `offset` that is not a multiple of `block_size`, or positions past
+                `model_length`.
+        """
+        x, c, new = self._run(tokens, sigma, padding_mask, label, cache=cache, offset=offset)
+        return self._logits(x, c), new
+
+    def _logits(self, x: Tensor, c: Tensor) -> Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
             logits = self.output_layer(x, c)
-        return logits.float()
+        return _upcast(logits)
 
     def features(
         self,
@@ -338,32 +538,110 @@ class DiT(nn.Module):
         label: Int[Tensor, "batch"] | None = None,
     ) -> tuple[Float[Tensor, "batch length hidden"], Float[Tensor, "batch cond"]]:
         """The last block's hidden states and the conditioning vector (see `forward`)."""
-        if tokens.shape[1] > self.config.model_length:
-            raise ValueError(
-                f"`tokens` has length {tokens.shape[1]} > model_length={self.config.model_length}"
-            )
+        x, c, _ = self._run(tokens, sigma, padding_mask, label)
+        return x, c
+
+    def _check_tokens(self, name: str, tokens: Tensor) -> None:
         if tokens.is_floating_point():
             if tokens.dim() != 3 or tokens.shape[-1] != self.config.vocab_size:
                 raise ValueError(
-                    f"float `tokens` must have shape (B, L, vocab_size={self.config.vocab_size}); "
+                    f"float `{name}` must have shape (B, L, vocab_size={self.config.vocab_size}); "
                     f"got {tuple(tokens.shape)}"
                 )
         elif validation_enabled() and bool(
             ((tokens < 0) | (tokens >= self.config.vocab_size)).any()
         ):
-            raise ValueError(f"`tokens` holds ids outside 0..{self.config.vocab_size - 1}")
+            raise ValueError(f"`{name}` holds ids outside 0..{self.config.vocab_size - 1}")
+
+    def _run(
+        self,
+        tokens: Tensor,
+        sigma: Tensor,
+        padding_mask: Tensor | None,
+        label: Tensor | None,
+        *,
+        clean: Tensor | None = None,
+        cache: KVCache | None = None,
+        offset: int = 0,
+    ) -> tuple[Tensor, Tensor, KVCache]:
+        """Hidden states, conditioning and the attended keys/values (see `forward`, `step`)."""
+        batch, length = tokens.shape[:2]
+        block = self.config.block_size
+        if offset + length > self.config.model_length:
+            raise ValueError(
+                f"`tokens` has length {length} at offset {offset}: past "
+                f"model_length={self.config.model_length}"
+            )
+        self._check_tokens("tokens", tokens)
+        if clean is not None:
+            if block is None:
+                raise ValueError(
+                    "`clean` is for block diffusion training; this DiT has no block_size"
+                )
+            if clean.shape != tokens.shape or clean.is_floating_point():
+                raise ValueError(
+                    f"`clean` must be ids of the shape of `tokens` {tuple(tokens.shape)}; "
+                    f"got {clean.dtype} {tuple(clean.shape)}"
+                )
+            self._check_tokens("clean", clean)
+        cached = 0 if cache is None else cache.length
+        if not 0 <= offset <= cached:
+            raise ValueError(
+                f"`offset` must lie in [0, {cached}] (the cached length); got {offset}"
+            )
+        if cache is not None and block is not None and offset % block:
+            raise ValueError(
+                f"`offset` ({offset}) must be a multiple of block_size={block}: a cache of a "
+                "partial block would not have seen the rest of it"
+            )
+        device = tokens.device
         x = self.vocab_embed(tokens)
         c = self.sigma_map(sigma)
         if self.config.num_classes:
-            c = c + self.label_embed(self._labels(label, tokens.shape[0], tokens.device))
+            c = c + self.label_embed(self._labels(label, batch, device))
         elif label is not None:
             raise ValueError("`label` was given, but this DiT is unconditional (num_classes=0)")
         c = F.silu(c)
-        rotary = self.rotary_emb(tokens.shape[1], tokens.device)
+        cos, sin = self.rotary_emb(offset + length, device)
+        cos, sin = cos[offset:], sin[offset:]
+        positions = torch.arange(offset, offset + length, device=device)
+        keys, noisy = positions, None
+        if clean is not None:  # z_t ⊕ x, both at positions 0..L-1
+            x = torch.cat((x, self.vocab_embed(clean)), dim=1)
+            cos, sin = torch.cat((cos, cos)), torch.cat((sin, sin))
+            positions = keys = torch.cat((positions, positions))
+            noisy = torch.arange(2 * length, device=device) < length
+            if padding_mask is not None:
+                padding_mask = torch.cat((padding_mask, padding_mask), dim=1)
+        if cache is not None:
+            keys = torch.arange(max(cached, offset + length), device=device)
+            if padding_mask is not None or cache.padding_mask is not None:
+                real = torch.ones(batch, cached, dtype=torch.bool, device=device)
+                fresh = torch.ones(batch, length, dtype=torch.bool, device=device)
+                padding_mask = _splice(
+                    real if cache.padding_mask is None else cache.padding_mask,
+                    fresh if padding_mask is None else padding_mask,
+                    offset,
+                )
+        key_padding, mask = padding_mask, None
+        if block is not None:
+            mask = block_attention_mask(block, positions, keys, query_noisy=noisy, key_noisy=noisy)
+            if padding_mask is not None:
+                # fold the padding in, but let every query see itself: a padded query with
+                # no real key in reach would otherwise turn into NaN
+                own = torch.zeros_like(mask)
+                rows = torch.arange(len(positions), device=device)
+                own[rows, rows + (offset if cache is not None else 0)] = True
+                mask = (mask & padding_mask[:, None, :]) | own
+                key_padding = None
+        new_keys, new_values = [], []
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
-            for block in self.blocks:
-                x = block(x, rotary, c, padding_mask)
-        return x, c
+            for i, layer in enumerate(self.blocks):
+                past = None if cache is None else (cache.keys[i], cache.values[i], offset)
+                x, k, v = layer(x, (cos, sin), c, key_padding, mask, past)
+                new_keys.append(k)
+                new_values.append(v)
+        return x, c, KVCache(tuple(new_keys), tuple(new_values), padding_mask)
 
     def _labels(self, label: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Check `label`, fill in the null label, and apply label dropout in training."""

@@ -94,7 +94,12 @@ class SUBS(nn.Module):
         self.time_conditioned = time_conditioning
 
     def forward(
-        self, z_t: Tokens, t: Times, padding_mask: torch.Tensor | None = None
+        self,
+        z_t: Tokens,
+        t: Times,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        clean: Tokens | None = None,
     ) -> Float[Tensor, "batch length vocab"]:
         r"""$\log x_\theta(z_t)$ over the data tokens.
 
@@ -103,17 +108,28 @@ class SUBS(nn.Module):
             t: Times `(B,)`; used only when time-conditioned (as
                 $\sigma(t) = -\log\alpha_t$).
             padding_mask: `(B, L)`, `True` at real tokens; `None` attends to all.
+            clean: Block diffusion training only: the clean tokens, passed on to
+                a block-causal backbone (`DiT(..., clean=x)`, BD3-LM's
+                $z_t \oplus x$ pass).
 
         Returns:
             Float32 log-probabilities `(B, L, V)` (see `subs_log_probs`).
         """
-        return self._log_probs(z_t, t, padding_mask=padding_mask)
+        if clean is None:
+            return self._log_probs(z_t, t, padding_mask=padding_mask)
+        return self._log_probs(z_t, t, padding_mask=padding_mask, clean=clean)
+
+    def sigma(self, t: Times) -> Float[Tensor, "batch"]:
+        r"""The backbone's input: $\sigma(t) = -\log\alpha_t$ if time-conditioned, else zeros."""
+        if self.time_conditioned:
+            # α_1 = 0 (e.g. LogLinear(eps=0)) would feed σ = inf: cap σ at -log(1e-12)
+            return -torch.log(self.process.schedule.alpha(t).clamp_min(1e-12)).float()
+        return torch.zeros(t.shape[0], device=t.device)
 
     def _log_probs(self, z_t: Tokens, t: Times, **backbone_kwargs: Any) -> Tensor:
         r"""Feed $\sigma(t)$ (or zeros) and `backbone_kwargs` to the backbone, then SUBS."""
         if self.time_conditioned:
-            # α_1 = 0 (e.g. LogLinear(eps=0)) would feed σ = inf: cap σ at -log(1e-12)
-            sigma = -torch.log(self.process.schedule.alpha(t).clamp_min(1e-12)).float()
+            sigma = self.sigma(t)
         else:
             sigma = torch.zeros(z_t.shape[0], device=z_t.device)
         return self.process.log_probs(self.backbone(z_t, sigma, **backbone_kwargs), z_t)

@@ -1,4 +1,4 @@
-"""Sampling: the ancestral sampler, confidence-ordered decoders and SEDD's score samplers."""
+"""Sampling: the ancestral sampler, block sampling with KV caches, decoders, SEDD samplers."""
 
 from discdiff.sampling.ancestral import (
     AncestralSampler,
@@ -7,6 +7,7 @@ from discdiff.sampling.ancestral import (
     Strategy,
     shape_probs,
 )
+from discdiff.sampling.blocks import BlockCache, BlockSampler, BlockSampleResult
 from discdiff.sampling.decoders import (
     ConfidenceDecoder,
     EntropyDecoder,
@@ -18,6 +19,9 @@ from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
 
 __all__ = [
     "AncestralSampler",
+    "BlockCache",
+    "BlockSampleResult",
+    "BlockSampler",
     "ConfidenceDecoder",
     "EntropyDecoder",
     "MarginDecoder",
