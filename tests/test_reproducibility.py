@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import discdiff as dd
 from discdiff.data import SyntheticLanguage
+from discdiff.presets import STUDY
 from discdiff.rng import SequenceGenerator, derive_seed, seeded, uniform
 from discdiff.runs import load_run, sample_run
 
@@ -179,7 +180,8 @@ def test_the_study_twice_in_two_processes_and_another_batch_size_gives_identical
         rows = json.loads((tmp_path / name / "study.json").read_text())
         assert all(row.pop("seconds_per_sample") > 0 for row in rows)
         tables.append(rows)
-    assert len(tables[0]) == 2 * (6 + 2)  # six samplers and two perfect-model rows, two T
+    # Six samplers and the perfect-model rows, two T.
+    assert len(tables[0]) == 2 * (6 + len(STUDY.quickstart_perfect))
     assert tables[0] == tables[1] == tables[2]
     made_by = json.loads((tmp_path / "c" / "provenance.json").read_text())
     assert made_by["settings"]["batch_size"] == 4 and made_by["threads"] == 1
