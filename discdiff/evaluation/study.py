@@ -35,6 +35,7 @@ __all__ = [
     "format_table",
     "plot_study",
     "scaling_study",
+    "student_t975",
     "summarize",
     "write_rows",
 ]
@@ -233,7 +234,7 @@ def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[s
                 se = math.sqrt(sum(float(row[f"{metric}_se"]) ** 2 for row in members)) / k
                 quantile = 1.96
             elif k > 1:
-                se, quantile = spread / math.sqrt(k), _t975(k - 1)
+                se, quantile = spread / math.sqrt(k), student_t975(k - 1)
             else:
                 continue
             cell |= {f"{metric}_se": se, f"{metric}_ci95": quantile * se}
@@ -242,12 +243,17 @@ def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[s
     return out
 
 
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+_STUDENT_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
-def _t975(df: int) -> float:
-    """Student's $t$ 97.5 % quantile at `df` degrees of freedom (tabled to 10; then ±0.3 %)."""
-    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+def student_t975(df: int) -> float:
+    """Student's $t$ 97.5 % quantile at `df` degrees of freedom (tabled to 10; then ±0.3 %).
+
+    Example:
+        >>> student_t975(2)
+        4.303
+    """
+    return _STUDENT_T975[df - 1] if df <= len(_STUDENT_T975) else 1.96 + 2.4 / df
 
 
 def format_table(

@@ -44,7 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
-from discdiff.evaluation.study import _t975, format_table, plot_study, summarize, write_rows
+from discdiff.evaluation.study import format_table, plot_study, student_t975, summarize, write_rows
 from discdiff.presets import STUDY
 from discdiff.processes import MaskingProcess
 from discdiff.provenance import provenance
@@ -248,7 +248,7 @@ def paired_differences(
     out = []
     for (sampler, steps), d in pairs.items():
         k, mean = len(d), float(np.mean(d))
-        ci = _t975(k - 1) * float(np.std(d, ddof=1)) / np.sqrt(k) if k > 1 else float("nan")
+        ci = student_t975(k - 1) * float(np.std(d, ddof=1)) / np.sqrt(k) if k > 1 else float("nan")
         out.append(
             {
                 "sampler": sampler,
