@@ -234,8 +234,9 @@ def paired_differences(
         >>> rows = [{"sampler": s, "steps": 4, "seed": i, "fid": f}
         ...         for s, fids in (("MDLM", (5.0, 6.0)), ("ReMDM", (3.0, 3.5)))
         ...         for i, f in enumerate(fids)]
-        >>> [(d["sampler"], d["difference"]) for d in paired_differences(rows, "fid")]
-        [('ReMDM', -2.25)]
+        >>> (only,) = paired_differences(rows, "fid")
+        >>> only["sampler"], only["difference"], only["per_seed"]
+        ('ReMDM', -2.25, [-2.0, -2.5])
     """
     base = {(r["steps"], r["seed"]): float(r[metric]) for r in rows if r["sampler"] == baseline}
     if not base:
