@@ -99,27 +99,10 @@ def scaling_study(
     rows = []
     for d, s, T, p, seed in tqdm(cells, desc="scaling study", disable=not progress):
         sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p, nucleus=nucleus)
-        start = time.perf_counter()
-        result = sampler.sample_batches(
-            denoisers[d], samples, length, seed=seed, batch_size=batch_size
-        )
-        seconds = time.perf_counter() - start
+        run = {"denoiser": d, "sampler": s, "steps": T, "top_p": p, "nucleus": nucleus}
         rows.append(
-            {
-                "denoiser": d,
-                "sampler": s,
-                "steps": T,
-                "top_p": p or 1.0,
-                "nucleus": nucleus if p else "off",
-                "seed": seed,
-                "samples": samples,
-                "nfe": int(result.sequence_nfe.max()),
-                "seconds_per_sample": seconds / samples,
-                **metrics(result.tokens),
-            }
+            _scored(sampler, denoisers[d], run, seed, samples, length, batch_size, metrics, keep)
         )
-        if keep is not None:
-            keep.append(result.tokens)
     return rows
 
 
@@ -158,28 +141,46 @@ def autoregressive_study(
     rows = []
     for m, p, seed in tqdm(cells, desc="AR rows", disable=not progress):
         sampler = AutoregressiveSampler(top_p=p, nucleus=nucleus)
-        start = time.perf_counter()
-        result = sampler.sample_batches(
-            models[m], samples, length, seed=seed, batch_size=batch_size
-        )
-        seconds = time.perf_counter() - start
+        run = {
+            "denoiser": m,
+            "sampler": AR_SAMPLER,
+            "steps": length,
+            "top_p": p,
+            "nucleus": nucleus,
+        }
         rows.append(
-            {
-                "denoiser": m,
-                "sampler": AR_SAMPLER,
-                "steps": length,
-                "top_p": p or 1.0,
-                "nucleus": nucleus if p else "off",
-                "seed": seed,
-                "samples": samples,
-                "nfe": int(result.sequence_nfe.max()),
-                "seconds_per_sample": seconds / samples,
-                **metrics(result.tokens),
-            }
+            _scored(sampler, models[m], run, seed, samples, length, batch_size, metrics, keep)
         )
-        if keep is not None:
-            keep.append(result.tokens)
     return rows
+
+
+def _scored(
+    sampler: Any,
+    model: Any,
+    run: dict[str, Any],
+    seed: int,
+    samples: int,
+    length: int,
+    batch_size: int | None,
+    metrics: Metrics,
+    keep: list[torch.Tensor] | None,
+) -> dict[str, Any]:
+    """Draw one cell's samples with `sampler.sample_batches`, time and score them: its row."""
+    start = time.perf_counter()
+    result = sampler.sample_batches(model, samples, length, seed=seed, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    if keep is not None:
+        keep.append(result.tokens)
+    p = run["top_p"]
+    return run | {
+        "top_p": p or 1.0,
+        "nucleus": run["nucleus"] if p else "off",
+        "seed": seed,
+        "samples": samples,
+        "nfe": int(result.sequence_nfe.max()),
+        "seconds_per_sample": seconds / samples,
+        **metrics(result.tokens),
+    }
 
 
 CELL = ("denoiser", "sampler", "steps", "top_p", "nucleus")
