@@ -28,7 +28,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["RandomSource", "SequenceGenerator", "derive_seed", "seeded", "uniform"]
+__all__ = [
+    "RandomSource",
+    "SequenceGenerator",
+    "derive_seed",
+    "seeded",
+    "stream_batches",
+    "uniform",
+]
 
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (odd)
@@ -200,3 +207,40 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def stream_batches(
+    samples: int, batch_size: int | None, seed: int, device: torch.device | str | None = None
+) -> list[tuple[int, "SequenceGenerator"]]:
+    """Split sequences `0 .. samples - 1` into batches, each with the streams of its own sequences.
+
+    Sequence $i$ always draws from stream $(seed, i)$, so what a sampler
+    draws for it does not depend on `batch_size` (the `sample_batches`
+    methods of the samplers).
+
+    Args:
+        samples: Number of sequences.
+        batch_size: Sequences per batch (all at once if `None`).
+        seed: Seed of the streams.
+        device: Where the batches draw.
+
+    Returns:
+        `(size, generator)` per batch, in order.
+
+    Raises:
+        ValueError: If `samples` or `batch_size` is below 1.
+
+    Example:
+        >>> [size for size, _ in stream_batches(5, 2, seed=0)]
+        [2, 2, 1]
+    """
+    batch_size = batch_size or samples
+    if samples < 1 or batch_size < 1:
+        raise ValueError(
+            f"`samples` and `batch_size` must be positive; got {samples}, {batch_size}"
+        )
+    return [
+        (size, SequenceGenerator(seed, size, start=first, device=device))
+        for first in range(0, samples, batch_size)
+        for size in (min(batch_size, samples - first),)
+    ]

@@ -25,7 +25,7 @@ from discdiff._checks import validation
 from discdiff.distributions import nucleus_
 from discdiff.models.protocol import Denoiser, is_time_conditioned
 from discdiff.processes import ForwardProcess
-from discdiff.rng import RandomSource, SequenceGenerator
+from discdiff.rng import RandomSource, SequenceGenerator, stream_batches
 from discdiff.typing import Probs, Times, Tokens
 
 __all__ = ["AncestralSampler", "Nucleus", "SampleResult", "StepState", "Strategy", "shape_probs"]
@@ -151,6 +151,21 @@ class SampleResult:
     trajectory: Int[Tensor, "states batch length"] | None = None
     masked_fraction: Float[Tensor, "states batch"] | None = None
     remasked: Int[Tensor, "steps batch"] | None = None
+
+    @classmethod
+    def joined(cls, parts: "list[SampleResult]", **extra: Any) -> "SampleResult":
+        """The results of consecutive batches as one result.
+
+        Tokens and `sequence_nfe` are concatenated on the CPU, `nfe` summed,
+        `steps` the most of any batch; `extra` fields are passed as given.
+        """
+        return cls(
+            tokens=torch.cat([p.tokens.cpu() for p in parts]),
+            nfe=sum(p.nfe for p in parts),
+            steps=max(p.steps for p in parts),
+            sequence_nfe=torch.cat([p.sequence_nfe.cpu() for p in parts]),
+            **extra,
+        )
 
 
 def shape_probs(
@@ -479,21 +494,11 @@ class AncestralSampler:
             A `SampleResult` with `(N, L)` tokens on the CPU, `sequence_nfe`
             `(N,)`, and `nfe` the total number of denoiser calls made.
         """
-        batch_size = batch_size or samples
-        if samples < 1 or batch_size < 1:
-            raise ValueError(
-                f"`samples` and `batch_size` must be positive; got {samples}, {batch_size}"
-            )
-        tokens, per_sequence, nfe, steps = [], [], 0, 0
-        for first in range(0, samples, batch_size):
-            size = min(batch_size, samples - first)
-            generator = SequenceGenerator(seed, size, start=first, device=device)
-            result = self.sample(denoiser, size, length, generator=generator, **kwargs)
-            tokens.append(result.tokens.cpu())
-            per_sequence.append(result.sequence_nfe.cpu())
-            nfe, steps = nfe + result.nfe, max(steps, result.steps)
-        return SampleResult(
-            tokens=torch.cat(tokens), nfe=nfe, steps=steps, sequence_nfe=torch.cat(per_sequence)
+        return SampleResult.joined(
+            [
+                self.sample(denoiser, size, length, generator=generator, **kwargs)
+                for size, generator in stream_batches(samples, batch_size, seed, device)
+            ]
         )
 
 

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.distributions import draw_categorical
-from discdiff.rng import RandomSource, SequenceGenerator
+from discdiff.rng import RandomSource, SequenceGenerator, stream_batches
 from discdiff.sampling.ancestral import Nucleus, SampleResult, shape_probs
 
 __all__ = ["AutoregressiveSampler", "NextTokenModel"]
@@ -154,26 +154,9 @@ class AutoregressiveSampler:
 
         As `AncestralSampler.sample_batches`: the tokens do not depend on `batch_size`.
         """
-        batch_size = batch_size or samples
-        if samples < 1 or batch_size < 1:
-            raise ValueError(
-                f"`samples` and `batch_size` must be positive; got {samples}, {batch_size}"
-            )
-        parts = [
-            self.sample(
-                model,
-                min(batch_size, samples - first),
-                length,
-                generator=SequenceGenerator(
-                    seed, min(batch_size, samples - first), start=first, device=device
-                ),
-                **kwargs,
-            )
-            for first in range(0, samples, batch_size)
-        ]
-        return SampleResult(
-            tokens=torch.cat([p.tokens.cpu() for p in parts]),
-            nfe=sum(p.nfe for p in parts),
-            steps=max(p.steps for p in parts),
-            sequence_nfe=torch.cat([p.sequence_nfe.cpu() for p in parts]),
+        return SampleResult.joined(
+            [
+                self.sample(model, size, length, generator=generator, **kwargs)
+                for size, generator in stream_batches(samples, batch_size, seed, device)
+            ]
         )

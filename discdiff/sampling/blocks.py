@@ -48,7 +48,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.models.dit import KVCache
-from discdiff.rng import RandomSource, SequenceGenerator
+from discdiff.rng import RandomSource, stream_batches
 from discdiff.sampling.ancestral import AncestralSampler, SampleResult
 from discdiff.typing import Times, Tokens
 
@@ -317,24 +317,9 @@ class BlockSampler:
             A `BlockSampleResult` with `(N, L)` tokens on the CPU, `sequence_nfe`
             `(N,)`, the total `nfe` and the `tokens_processed` per sequence.
         """
-        batch_size = batch_size or samples
-        if samples < 1 or batch_size < 1:
-            raise ValueError(
-                f"`samples` and `batch_size` must be positive; got {samples}, {batch_size}"
-            )
-        tokens, per_sequence, nfe, steps, processed = [], [], 0, 0, 0
-        for first in range(0, samples, batch_size):
-            size = min(batch_size, samples - first)
-            generator = SequenceGenerator(seed, size, start=first, device=device)
-            result = self.sample(denoiser, size, length, generator=generator, **kwargs)
-            tokens.append(result.tokens.cpu())
-            per_sequence.append(result.sequence_nfe.cpu())
-            nfe, steps = nfe + result.nfe, max(steps, result.steps)
-            processed = max(processed, result.tokens_processed)
-        return BlockSampleResult(
-            tokens=torch.cat(tokens),
-            nfe=nfe,
-            steps=steps,
-            sequence_nfe=torch.cat(per_sequence),
-            tokens_processed=processed,
-        )
+        parts = [
+            self.sample(denoiser, size, length, generator=generator, **kwargs)
+            for size, generator in stream_batches(samples, batch_size, seed, device)
+        ]
+        processed = max(p.tokens_processed for p in parts)
+        return BlockSampleResult.joined(parts, tokens_processed=processed)
