@@ -231,8 +231,8 @@ def stream_batches(
         ValueError: If `samples` or `batch_size` is below 1.
 
     Example:
-        >>> [size for size, _ in stream_batches(5, 2, seed=0)]
-        [2, 2, 1]
+        >>> tuple(size for size, _ in stream_batches(5, 2, seed=0))
+        (2, 2, 1)
     """
     batch_size = batch_size or samples
     if samples < 1 or batch_size < 1:
