@@ -78,8 +78,14 @@ def draw_categorical(
     Returns:
         Indices `(..., n)`.
     """
-    rows = probs.detach().reshape(-1, probs.shape[-1])
     u = uniform((*probs.shape[:-1], n), generator=generator, dtype=dtype, device=probs.device)
+    return _categorical_from(probs, u, dtype, where)
+
+
+def _categorical_from(probs: Tensor, u: Tensor, dtype: torch.dtype, where: Tensor | None) -> Tensor:
+    """`draw_categorical` with its uniform numbers `u` `(..., n)` already made."""
+    n = u.shape[-1]
+    rows = probs.detach().reshape(-1, probs.shape[-1])
     u = u.reshape(rows.shape[0], n)
     if where is not None:
         picked = where.reshape(-1).nonzero().squeeze(-1)
@@ -420,21 +426,39 @@ class MaskedCategorical(TorchDistribution):
         tokens = torch.full(shape, self.mask_id, dtype=torch.long, device=device)
         if self.carry is not None:
             tokens = torch.where(self.carried, self.carry, tokens)
+        masked = None
         if self.probs is not None:
+            # The token numbers come first, then the mask numbers (the stream's
+            # order); the O(V) inverse CDFs wait for the mask numbers, so that a
+            # single draw builds them only where a token is drawn and kept.
             n = int(torch.Size(sample_shape).numel())
-            needed = None if self.carry is None else ~self.carried.expand(self.probs.shape[:-1])
-            drawn = draw_categorical(self.probs, n, generator=generator, dtype=dtype, where=needed)
+            u = uniform(
+                (*self.probs.shape[:-1], n), generator=generator, dtype=dtype, device=device
+            )
+            masked = self._mask_draw(shape, sample_shape, generator)
+            needed = ~self.carried.expand(self.probs.shape[:-1])
+            if not sample_shape:
+                needed = needed & ~masked
+            drawn = _categorical_from(self.probs, u, dtype, needed)
             tokens = torch.where(
                 tokens == self.mask_id, drawn.movedim(-1, 0).reshape(shape), tokens
             )
+        if masked is None:
+            masked = self._mask_draw(shape, sample_shape, generator)
+        return torch.where(masked, self.mask_id, tokens)
+
+    def _mask_draw(
+        self, shape: torch.Size, sample_shape: tuple[int, ...], generator: RandomSource
+    ) -> Tensor:
+        """Where the draw is the mask: `u < μ`, one float64 uniform per position."""
         u = uniform(
             shape,
             generator=generator,
             dtype=torch.float64,
-            device=device,
+            device=self.mask_prob.device,
             batch_dim=len(sample_shape),
         )
-        return torch.where(u < self.mask_prob, self.mask_id, tokens)
+        return u < self.mask_prob
 
     def position_log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
         r"""Log-probabilities of `value` per position (summed by `log_prob`).

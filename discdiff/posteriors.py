@@ -100,6 +100,7 @@ class RemaskPosterior:
     """
 
     process_type = MaskingProcess
+    masked_only = True  # x_θ is read at masked positions only
 
     def __init__(self, schedule: RemaskingSchedule) -> None:
         self.schedule = schedule

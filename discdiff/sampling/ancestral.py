@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -45,11 +45,14 @@ class StepState(Protocol):
 
 @runtime_checkable
 class Strategy(Protocol):
-    """What the sampler asks of a posterior or decoder.
+    r"""What the sampler asks of a posterior or decoder.
 
     `RemaskPosterior` (every ReMDM strategy, MDLM, forward-backward, DFM),
     `ConfidenceDecoder` and `UniformPosterior` implement it; the sampler never
-    looks further.
+    looks further. A strategy that reads $x_\theta$ only at the positions
+    masked in $z_t$ may also set `masked_only = True`; the sampler then spends
+    the nucleus's $O(V)$ work there only (every strategy of the masking
+    process does).
 
     Attributes:
         process_type: The class of forward processes the strategy works with.
@@ -175,6 +178,7 @@ def shape_probs(
     top_k: int | None = None,
     top_p: float | None = None,
     nucleus: Nucleus = "standard",
+    rows: Bool[Tensor, "batch length"] | None = None,
 ) -> Float[Tensor, "batch length vocab"]:
     r"""Turn denoiser logits into the $x_\theta$ a step samples from.
 
@@ -198,6 +202,9 @@ def shape_probs(
         top_k: Keep this many tokens, or all when `None`.
         top_p: Nucleus mass in $(0, 1]$, or no nucleus when `None`.
         nucleus: Which nucleus rule `top_p` applies.
+        rows: Apply the nucleus at these positions only (the others keep the
+            softmax): the positions a strategy reads, to skip its $O(V)$ work
+            elsewhere. All positions when `None`.
 
     Returns:
         Probabilities `(B, L, V)` in float32.
@@ -215,7 +222,13 @@ def shape_probs(
         logits = logits.masked_fill(logits < kth, -torch.inf)
     probs = logits.softmax(-1)
     if top_p is not None and top_p < 1.0:
-        nucleus_(probs.view(-1, probs.shape[-1]), top_p, nucleus)
+        flat = probs.view(-1, probs.shape[-1])
+        if rows is None:
+            nucleus_(flat, top_p, nucleus)
+        else:
+            picked = rows.reshape(-1).nonzero().squeeze(-1)
+            if picked.numel():
+                flat.index_copy_(0, picked, nucleus_(flat.index_select(0, picked), top_p, nucleus))
     return probs
 
 
@@ -299,14 +312,17 @@ class AncestralSampler:
 
     def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
         # A strategy may turn the network's output into its `x` itself (SEDD's keep the scale).
-        shape = getattr(self.posterior, "shape_output", shape_probs)
-        return shape(
-            denoiser(z, t),
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            nucleus=self.nucleus,
-        )
+        shaping = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "nucleus": self.nucleus,
+        }
+        shape = getattr(self.posterior, "shape_output", None)
+        if shape is not None:
+            return shape(denoiser(z, t), **shaping)
+        rows = self.process.is_masked(z) if getattr(self.posterior, "masked_only", False) else None
+        return shape_probs(denoiser(z, t), rows=rows, **shaping)
 
     def _given(
         self,
