@@ -57,6 +57,7 @@ from discdiff.rng import SequenceGenerator
 from discdiff.sampling import (
     AncestralSampler,
     BlockSampler,
+    DilatedDecoder,
     EntropyDecoder,
     MarginDecoder,
     MaskGITDecoder,
@@ -98,6 +99,7 @@ __all__ = [
     "DiT",
     "DiTClassifier",
     "DiTConfig",
+    "DilatedDecoder",
     "EntropyDecoder",
     "EnumerableClassifier",
     "EnumerableConditionalOracle",

@@ -61,6 +61,7 @@ from discdiff.remasking import (
 )
 from discdiff.sampling import (
     AncestralSampler,
+    DilatedDecoder,
     EntropyDecoder,
     MarginDecoder,
     MaskGITDecoder,
@@ -132,6 +133,7 @@ POSTERIORS: dict[str, type] = {
     "entropy": EntropyDecoder,
     "margin": MarginDecoder,
     "threshold": ThresholdDecoder,
+    "dilated": DilatedDecoder,
     "uniform": UniformPosterior,
     "sedd-analytic": SEDDAnalytic,
     "sedd-euler": SEDDEuler,

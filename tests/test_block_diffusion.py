@@ -12,6 +12,7 @@ from discdiff import (
     BlockSampler,
     CapSchedule,
     ConfidenceSchedule,
+    DilatedDecoder,
     DiT,
     DiTConfig,
     MaskingPosterior,
@@ -186,6 +187,7 @@ STRATEGIES = [
     RemaskPosterior(CapSchedule(0.05)),
     RemaskPosterior(ConfidenceSchedule()),
     ThresholdDecoder(0.3),
+    DilatedDecoder(),
 ]
 
 

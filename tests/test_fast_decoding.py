@@ -159,3 +159,94 @@ def test_subs_in_place_keeps_values_and_gradients():
     torch.testing.assert_close(without[~unmasked].exp().sum(-1), torch.ones(6))
     with_grad[~unmasked].sum().backward()
     assert logits.grad[unmasked].abs().sum() == 0 and logits.grad[~unmasked].abs().sum() > 0
+
+
+# -- dilated unmasking -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 8, 13, 64])
+def test_dilated_order_spreads_every_run_of_ranks(length):
+    from discdiff.sampling.decoders import dilated_order
+
+    rank = dilated_order(length)
+    assert sorted(rank.tolist()) == list(range(length))
+    if length & (length - 1) == 0:  # L = 2^b: each aligned run of k ranks is spaced L/k apart
+        order = rank.argsort()
+        for k in (1, 2, 4, 8):
+            for start in range(0, length, k) if k <= length else ():
+                positions = order[start : start + k].sort().values
+                assert (positions.diff() == length // k).all()
+    with pytest.raises(ValueError, match="length"):
+        dilated_order(0)
+
+
+def pairs_joint(agree=0.9):
+    """Four binary tokens: (x0, x1) and (x2, x3) two independent pairs that agree w.p. `agree`."""
+    pair = torch.tensor([[agree, 1 - agree], [1 - agree, agree]], dtype=torch.float64) / 2
+    return pair[:, :, None, None] * pair[None, None, :, :]
+
+
+def total_variation(tokens, joint):
+    index = (tokens * 2 ** torch.arange(3, -1, -1)).sum(-1)
+    empirical = torch.bincount(index, minlength=16).double() / len(tokens)
+    return 0.5 * float((empirical - joint.flatten()).abs().sum())
+
+
+def test_dilated_decoding_is_exact_where_the_tokens_decoded_together_are_independent():
+    """Two tokens a step with the exact denoiser: the dilated order decodes (x0, x2), then
+    (x1, x3), each pair independent given the past, so the samples follow the joint; MDLM's
+    random positions sometimes decode a dependent pair together and do not.
+
+    Tolerance: the TV of 20 000 exact samples from this 16-sequence joint is ≈ 0.01; the
+    dilated sampler must stay within 2x that floor (measured 0.0065, floor 0.0092), MDLM with
+    the same two steps must exceed 10x it (measured 0.32).
+    """
+    joint = pairs_joint()
+    oracle = dd.EnumerableOracle(joint)
+    process = dd.MaskingProcess(vocab_size=2)
+    n = 20_000
+    generator = torch.Generator().manual_seed(0)
+    exact = oracle.sequences[torch.multinomial(joint.flatten(), n, True, generator=generator)]
+    floor = total_variation(exact, joint)
+    tv = {}
+    for name, strategy in (("dilated", dd.DilatedDecoder()), ("mdlm", dd.MaskingPosterior())):
+        sampler = dd.AncestralSampler(process, strategy, steps=2)
+        tokens = sampler.sample(oracle, n, 4, generator=torch.Generator().manual_seed(1)).tokens
+        tv[name] = total_variation(tokens, joint)
+    assert tv["dilated"] < 2 * floor, (tv, floor)
+    assert tv["mdlm"] > 10 * floor, (tv, floor)
+
+
+def test_dilated_decoder_counts_skip_fixed_positions_and_mixed_lengths():
+    """k tokens a step, the first masked ones of the order; prompt and pads never change."""
+    process = dd.MaskingProcess(vocab_size=V)
+    denoiser = Scripted([0.5] * 16)
+    infill = torch.full((2, 16), -1)
+    infill[1, 10:] = 0  # row 1: 10 tokens, then 6 fixed pads
+    prompt = torch.tensor([[3, 1, 4]])
+    sampler = dd.AncestralSampler(process, dd.DilatedDecoder(tokens_per_step=2), steps=16)
+    result = sampler.sample(
+        denoiser,
+        2,
+        16,
+        prompt=prompt,
+        infill=infill,
+        generator=torch.Generator().manual_seed(0),
+        return_trajectory=True,
+    )
+    path = result.trajectory
+    assert (path[:, :, :3] == prompt).all() and (path[:, 1, 10:] == 0).all()
+    assert not process.is_masked(result.tokens).any()
+    first = ~process.is_masked(path[1]) & (torch.arange(16) >= 3)
+    # order 0, 8, 4, 12, 2, 10, 6, 14, 1, ...: the prompt holds 0 and 2, the pads 10..15
+    assert first[0].nonzero().flatten().tolist() == [4, 8]
+    assert first[1, :10].nonzero().flatten().tolist() == [4, 8]
+    decoded = (~process.is_masked(path)).sum(-1)
+    assert decoded[1:, 0].diff().le(2).all() and decoded[1:, 1].diff().le(2).all()
+
+
+def test_dilated_decoder_is_configurable():
+    built = build_strategy({"name": "dilated", "tokens_per_step": 4})
+    assert isinstance(built, dd.DilatedDecoder) and built.tokens_per_step == 4
+    with pytest.raises(ConfigError, match="tokens_per_step"):
+        build_strategy({"name": "dilated", "tokens_per_step": "many"})

@@ -232,6 +232,8 @@ ALL_STRATEGIES = [
     dd.MarginDecoder(),
     dd.ThresholdDecoder(0.5),
     dd.ThresholdDecoder(0.5, dd.RemaskPosterior(dd.ConfidenceSchedule())),
+    dd.DilatedDecoder(),
+    dd.DilatedDecoder(tokens_per_step=3),
 ]
 
 

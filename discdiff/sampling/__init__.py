@@ -10,6 +10,7 @@ from discdiff.sampling.ancestral import (
 from discdiff.sampling.blocks import BlockCache, BlockSampler, BlockSampleResult
 from discdiff.sampling.decoders import (
     ConfidenceDecoder,
+    DilatedDecoder,
     EntropyDecoder,
     MarginDecoder,
     MaskGITDecoder,
@@ -23,6 +24,7 @@ __all__ = [
     "BlockSampleResult",
     "BlockSampler",
     "ConfidenceDecoder",
+    "DilatedDecoder",
     "EntropyDecoder",
     "MarginDecoder",
     "MaskGITDecoder",

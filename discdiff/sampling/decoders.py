@@ -1,4 +1,4 @@
-r"""Confidence-ordered decoders: MaskGIT / LLaDA low-confidence remasking, Dream orderings.
+r"""Decoders that choose where to unmask: MaskGIT / LLaDA / Dream orderings, dilated, threshold.
 
 These are not posteriors of the forward process: at each step they draw a
 candidate for every masked position from $x_\theta$, score the candidates,
@@ -33,10 +33,12 @@ from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
 __all__ = [
     "ConfidenceDecoder",
+    "DilatedDecoder",
     "EntropyDecoder",
     "MarginDecoder",
     "MaskGITDecoder",
     "ThresholdDecoder",
+    "dilated_order",
 ]
 
 
@@ -52,6 +54,7 @@ class ConfidenceDecoder(ABC):
     """
 
     process_type = MaskingProcess
+    masked_only = True  # x_θ is read at masked positions only
 
     def __init__(self, tokens_per_step: int | None = None, resolution: float = 1e-5) -> None:
         if tokens_per_step is not None and tokens_per_step < 1:
@@ -237,6 +240,129 @@ class MarginDecoder(ConfidenceDecoder):
         return top[..., 0] - top[..., 1]
 
 
+def dilated_order(length: int) -> Int[Tensor, "length"]:
+    r"""The rank of each position in the dilated (bit-reversal) order.
+
+    Position $\ell$ of a sequence of length $L$ gets the rank of
+    $\mathrm{rev}_b(\ell)$, its index with the $b = \lceil \log_2 L \rceil$ bits
+    reversed, among all positions. Any run of consecutive ranks is spread
+    evenly over the sequence, and each run falls between the positions ranked
+    before it: for $L = 8$ the order is 0, 4, 2, 6, 1, 5, 3, 7.
+
+    Args:
+        length: $L \ge 1$.
+
+    Returns:
+        Ranks `(L,)`, int64, a permutation of `0..L-1`.
+
+    Example:
+        >>> tuple(dilated_order(8).argsort().tolist())
+        (0, 4, 2, 6, 1, 5, 3, 7)
+    """
+    if length < 1:
+        raise ValueError(f"`length` must be at least 1; got {length}")
+    bits = max(1, (length - 1).bit_length())
+    positions = torch.arange(length)
+    reversed_ = torch.zeros_like(positions)
+    for bit in range(bits):
+        reversed_ |= ((positions >> bit) & 1) << (bits - 1 - bit)
+    return reversed_.argsort().argsort()
+
+
+class DilatedDecoder(ConfidenceDecoder):
+    r"""Dilated unmasking: decode tokens far apart together, in a fixed order.
+
+    The tokens unmasked in one step are drawn independently from their
+    marginals under $x_\theta$, so a step errs by the dependence between them
+    (their total correlation given the rest). In language nearby tokens depend
+    on each other most: the random positions of MDLM sometimes decode
+    neighbours together, and confidence orderings often do. This decoder
+    unmasks the masked positions in the dilated (bit-reversal) order of
+    `dilated_order` (Luxembourg et al., 2025, "Plan for Speed: Dilated
+    Scheduling for Masked Diffusion Language Models"): with $k$ tokens a step
+    in a sequence of $L = 2^b$, step $j$ decodes positions spaced $L/k$ apart,
+    each half-way between tokens decoded before. The order never looks at
+    $x_\theta$ or at the drawn values, so nothing is sharpened: each token is a
+    draw from $x_\theta$ given everything decoded in earlier steps. Inside
+    `BlockSampler` the order is that of each block.
+
+    The number decoded per step follows the noise schedule (MDLM's expected
+    count; with the log-linear schedule and a uniform grid, $L/T$ a step) or
+    `tokens_per_step`. Prompt and fixed positions are skipped: each step
+    decodes the first `k` still-masked positions of the order.
+
+    Args:
+        tokens_per_step: A fixed number $k$ of tokens to unmask per step;
+            `None` follows the noise schedule.
+
+    Example:
+        >>> from discdiff import MaskingProcess
+        >>> from discdiff.sampling import AncestralSampler
+        >>> process = MaskingProcess(vocab_size=4)
+        >>> uniform = lambda z, t: torch.zeros(*z.shape, 4)
+        >>> sampler = AncestralSampler(process, DilatedDecoder(), steps=4)
+        >>> path = sampler.sample(uniform, 1, 8, return_trajectory=True).trajectory[:, 0]
+        >>> tuple(tuple(torch.nonzero(path[i] != 4).flatten().tolist()) for i in (1, 2, 3))
+        ((0, 4), (0, 2, 4, 6), (0, 1, 2, 4, 5, 6))
+    """
+
+    def __init__(self, tokens_per_step: int | None = None) -> None:
+        super().__init__(tokens_per_step)
+
+    def __repr__(self) -> str:
+        return f"DilatedDecoder(tokens_per_step={self.tokens_per_step})"
+
+    def score(self, x: Probs, candidates: Tokens | None = None) -> PerPosition:
+        r"""Minus the dilated rank of each position (earlier in the order: higher).
+
+        Args:
+            x: $x_\theta$ `(B, L, V)`; only its shape is read.
+            candidates: Unused: the order does not depend on the values.
+
+        Returns:
+            Scores `(B, L)`, float64.
+        """
+        rank = dilated_order(x.shape[1]).to(device=x.device, dtype=torch.float64)
+        return (-rank).expand(x.shape[:2])
+
+    def draw(
+        self,
+        process: MaskingProcess,
+        z_t: Tokens,
+        x: Probs,
+        t: Times,
+        s: Times,
+        *,
+        state: None = None,
+        generator: RandomSource = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tokens:
+        r"""One step: unmask the first `k` masked positions of the dilated order.
+
+        Tokens are drawn from $x_\theta$ at those positions only.
+
+        Args:
+            process: The forward process.
+            z_t: Current tokens `(B, L)`.
+            x: $x_\theta(z_t)$ `(B, L, V)`.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            state: Unused: `start` keeps no per-run state.
+            generator: Random generator for the tokens.
+            dtype: Precision of the categorical draw.
+
+        Returns:
+            $z_s$ `(B, L)`.
+        """
+        masked = process.is_masked(z_t)
+        score = self.score(x).masked_fill(~masked, -torch.inf)
+        k = self.count(process, masked, score, t, s)
+        rank = score.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)
+        unmask = masked & (rank < k.unsqueeze(-1))
+        drawn = draw_categorical(x, generator=generator, dtype=dtype, where=unmask)
+        return torch.where(unmask, drawn.squeeze(-1), z_t)
+
+
 class ThresholdDecoder:
     r"""Confidence-threshold parallel decoding (Fast-dLLM) on top of any (ReMDM) posterior.
 
@@ -284,6 +410,7 @@ class ThresholdDecoder:
     """
 
     process_type = MaskingProcess
+    masked_only = True  # x_θ is read at masked positions only
 
     def __init__(self, threshold: float = 0.9, posterior: RemaskPosterior | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
