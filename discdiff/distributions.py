@@ -160,12 +160,16 @@ def nucleus_(
         decided = _keep_sorted_(values, top_p, rule)
         if k == probs.shape[-1] or bool(decided.all()):
             chunk.zero_().scatter_(-1, index, values)
-            continue
-        wide = ~decided
-        rows = _wide_nucleus(chunk[wide], top_p, rule)
-        narrow = torch.zeros_like(chunk).scatter_(-1, index, values)
-        narrow[wide] = rows
-        chunk.copy_(narrow)
+        elif not bool(decided.any()):
+            _wide_nucleus_(chunk, top_p, rule)
+        else:
+            wide, narrow = (~decided).nonzero().squeeze(-1), decided.nonzero().squeeze(-1)
+            chunk.index_copy_(0, wide, _wide_nucleus_(chunk.index_select(0, wide), top_p, rule))
+            heads = torch.zeros(
+                len(narrow), chunk.shape[-1], dtype=chunk.dtype, device=chunk.device
+            )
+            heads.scatter_(-1, index[narrow], values[narrow])
+            chunk.index_copy_(0, narrow, heads)
     return probs
 
 
@@ -173,42 +177,50 @@ _BIN_SHIFT = 19  # keep the exponent and 4 mantissa bits: 16 bins per octave
 _BINS = (0x3F800000 >> _BIN_SHIFT) + 1  # the bin of 1.0 (float32 bits 0x3F800000) is the last
 
 
-def _wide_nucleus(rows: Tensor, top_p: float, rule: str) -> Tensor:
-    r"""The nucleus of rows wider than the head: the threshold bin by a histogram, then exact.
+def _wide_nucleus_(rows: Tensor, top_p: float, rule: str) -> Tensor:
+    r"""The nucleus of float32 rows wider than the head, in place: a histogram, then exact.
 
     Tokens are binned by the top bits of their float32 probability (exponent
     and four mantissa bits: 16 bins per octave, ordered by probability since the
     bit patterns of non-negative floats are), and the bins' masses summed, one
     pass; the bin where the cumulative mass (from the top) crosses $p$ holds
-    $\lambda^*$. Higher bins are kept, lower ones dropped, and only the tokens
-    inside it are ordered (a partial selection of their largest) to place the
-    cut exactly.
+    $\lambda^*$. Lower bins are dropped, higher ones kept, and only the few
+    tokens inside that bin are gathered and ordered (by row, then by
+    probability, ties by position) to place the cut exactly.
     """
-    rows = rows.float()
+    # Bin ids offset by row, so that one flat index_add (int32 ids) sums every row's bins.
     key = rows.view(torch.int32).bitwise_right_shift(_BIN_SHIFT)
-    mass = torch.zeros(rows.shape[0], _BINS, dtype=rows.dtype, device=rows.device)
-    mass.scatter_add_(1, key.long(), rows)
-    mass = mass.flip(1).double()  # most likely bin first
+    offsets = torch.arange(0, rows.shape[0] * _BINS, _BINS, dtype=torch.int32, device=rows.device)
+    key += offsets.unsqueeze(1)
+    mass = torch.zeros(rows.shape[0] * _BINS, dtype=rows.dtype, device=rows.device)
+    mass.index_add_(0, key.view(-1), rows.reshape(-1))
+    mass = mass.view(rows.shape[0], _BINS).flip(1).double()  # most likely bin first
     cumulative = mass.cumsum(1)
+    crossed = cumulative < top_p if rule == "standard" else cumulative <= top_p
+    cut = crossed.sum(1, keepdim=True).clamp_max(_BINS - 1)
+    above = (cumulative - mass).gather(1, cut).squeeze(1)  # the mass of the kept bins
+    cut_key = (_BINS - 1 - cut).int() + offsets.unsqueeze(1)
+    # The cut bin's tokens, row by row, most likely first.
+    row, col = (key == cut_key).nonzero(as_tuple=True)
+    values = rows[row, col].double()
+    order = values.argsort(descending=True, stable=True)
+    order = order[row[order].argsort(stable=True)]
+    row, col, values = row[order], col[order], values[order]
+    within = values.cumsum(0)
+    first = torch.ones_like(row, dtype=torch.bool)
+    first[1:] = row[1:] != row[:-1]
+    starts = first.nonzero().squeeze(-1)
+    offset = (within - values)[starts].repeat_interleave(
+        torch.diff(torch.cat((starts, torch.tensor([len(row)], device=row.device))))
+    )
+    reached = above[row] + within - offset  # mass up to and including each token
     if rule == "standard":
-        cut = (cumulative < top_p).sum(1, keepdim=True).clamp_max(_BINS - 1)
+        keep = (reached - values) < top_p
     else:
-        cut = (cumulative <= top_p).sum(1, keepdim=True).clamp_max(_BINS - 1)
-    above = (cumulative - mass).gather(1, cut)
-    cut_key = (_BINS - 1 - cut).int()
-    inside = key == cut_key
-    width = int(inside.sum(1).max())
-    values, index = torch.where(inside, rows, -1.0).topk(width, dim=-1, sorted=True)
-    reached = above + values.double().clamp_min(0).cumsum(-1)
-    if rule == "standard":
-        keep_inside = (reached - values.double()) < top_p
-    else:
-        first = torch.arange(width, device=rows.device) == 0
-        keep_inside = (reached <= top_p) | ((above == 0) & first)  # the top token is kept
-    keep_inside &= values >= 0
-    keep = (key > cut_key) | torch.zeros_like(inside).scatter_(1, index, keep_inside)
-    kept = rows.masked_fill_(~keep, 0.0)
-    return kept.div_(kept.sum(-1, keepdim=True))
+        keep = (reached <= top_p) | ((above[row] == 0) & first)  # the top token is kept
+    rows.masked_fill_(key < cut_key, 0.0)
+    rows[row[~keep], col[~keep]] = 0.0
+    return rows.div_(rows.sum(-1, keepdim=True))
 
 
 def _keep_sorted_(values: Tensor, top_p: float, rule: str) -> Tensor:
