@@ -5,16 +5,18 @@ In one run, on HMMLanguage (L = 64), with `--samples` sequences each:
 - MDLM at T = L and T = L/2, and threshold decoding, on the shipped `hmm`
   checkpoint (full attention): the reference points;
 - semi-autoregressive block decoding of the same `hmm` checkpoint (blocks of
-  `--block` positions, S steps per block) without a cache and with
-  Fast-dLLM's approximate prefix and dual caches: the caches' quality cost;
+  `--block` positions, S steps per block, MDLM's random order or the dilated
+  order of `DilatedDecoder`) without a cache and with Fast-dLLM's approximate
+  prefix and dual caches: the caches' quality cost;
 - a block diffusion checkpoint (`--bd-run`, trained with
   `discdiff train --config hmm model.block_size=16 ...`) sampled block by
-  block without a cache and with the exact KV cache (the samples must be
-  identical; the script checks it).
+  block (MDLM and dilated) without a cache and with the exact KV cache (the
+  samples must be identical; the script checks it).
 
 For each: mean network calls per sequence (`sequence_nfe`), positions the
 network processed per sequence, wall time, and the exact NLL gap to the
-language's entropy (nats/token) with its 95 % interval (1.96 standard errors).
+language's entropy (nats/token) with its 95 % interval (1.96 standard errors),
+and the mean token entropy of the samples (a sharpened sampler lowers both).
 
     python benchmarks/block_cache.py [--samples 512] [--bd-run runs/hmm-bd16]
         [--out block_cache.jsonl]
@@ -28,8 +30,10 @@ from pathlib import Path
 import torch
 
 import discdiff as dd
-from discdiff.evaluation.metrics import exact_nll
+from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.runs import load_run
+
+STRATEGIES = {"MDLM": dd.MaskingPosterior(), "dilated": dd.DilatedDecoder()}
 
 
 def draw(sampler, denoiser, samples, length, batch, seed):
@@ -63,6 +67,12 @@ def main():
     language, length = run.config.data.language, run.config.data.length
     entropy = language.entropy(length)
     blocks = length // args.block
+
+    def per_block_samplers():
+        """(strategy, steps per block): MDLM at n, n/2, n/4; dilated at n/4, n/8."""
+        mdlm = [("MDLM", args.block // d) for d in (1, 2, 4)]
+        return mdlm + [("dilated", args.block // d) for d in (4, 8)]
+
     rows, samples = [], {}
 
     def report(name, sampler, denoiser, model):
@@ -77,6 +87,7 @@ def main():
             "positions_per_call": per_call,
             "nll_gap": float(nll.mean()) - entropy,
             "nll_gap_ci95": 1.96 * float(nll.std()) / args.samples**0.5,
+            "token_entropy": float(token_entropy(tokens).double().mean()),
             "seconds": seconds,
         }
         rows.append(row)
@@ -98,27 +109,27 @@ def main():
             run.denoiser,
             "hmm",
         )
-        for per_block in (args.block, args.block // 2, args.block // 4):
-            inner = dd.AncestralSampler(process, dd.MaskingPosterior(), per_block)
+        for name, per_block in per_block_samplers():
+            inner = dd.AncestralSampler(process, STRATEGIES[name], per_block)
             for cache in ("none", "prefix", "dual"):
                 sampler = dd.BlockSampler(inner, args.block, cache=cache)
                 report(
-                    f"semi-AR n={args.block} S={per_block} cache={cache}",
+                    f"semi-AR n={args.block} {name} S={per_block} cache={cache}",
                     sampler,
                     run.denoiser,
                     "hmm",
                 )
     if args.bd_run and Path(args.bd_run, "run.yaml").is_file():
         bd = load_run(args.bd_run)
-        for per_block in (args.block, args.block // 2, args.block // 4):
-            inner = dd.AncestralSampler(bd.process, dd.MaskingPosterior(), per_block)
+        for strategy, per_block in per_block_samplers():
+            inner = dd.AncestralSampler(bd.process, STRATEGIES[strategy], per_block)
             names = []
             for cache in ("none", "exact"):
-                name = f"BD n={bd.model.config.block_size} S={per_block} cache={cache}"
+                name = f"BD n={bd.model.config.block_size} {strategy} S={per_block} cache={cache}"
                 report(name, dd.BlockSampler(inner, cache=cache), bd.denoiser, "bd")
                 names.append(name)
             same = torch.equal(samples[("bd", names[0])], samples[("bd", names[1])])
-            print(json.dumps({"identical_cached_and_uncached": same, "steps": per_block}))
+            print(json.dumps({"identical_cached_and_uncached": same, "sampler": names[1]}))
             rows[-1]["identical_to_uncached"] = same
         tau = dd.ThresholdDecoder(0.7)
         report(

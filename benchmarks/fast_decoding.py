@@ -1,4 +1,4 @@
-"""Quality vs network calls on the benchmark language: MDLM vs threshold decoding (± remasking).
+"""Quality vs network calls on the benchmark language: MDLM, threshold (± remasking), dilated.
 
 Samples the shipped `hmm` checkpoint (HMMLanguage, L = 64) with MDLM at several
 step counts T and with confidence-threshold decoding (`ThresholdDecoder`, a
@@ -6,7 +6,9 @@ budget of T = L steps, the cache making unused steps free) at several τ, alone 
 with ReMDM-cap remasking. For each it reports the mean number of network calls
 per sequence (`sequence_nfe`, batch-size independent) and the exact NLL gap to
 the language's entropy (nats/token) with its 95 % interval (1.96 standard
-errors over samples). Writes JSON lines (`--out`) and a frontier plot (`--plot`).
+errors over samples), and the samples' mean token entropy (a sharpened sampler
+lowers both; the data's is 2.796). Dilated decoding (`DilatedDecoder`) runs at T = L/2 ... L/16.
+Writes JSON lines (`--out`) and a frontier plot (`--plot`).
 
     python benchmarks/fast_decoding.py [--samples 512] [--out fast_decoding.jsonl]
         [--plot docs/assets/fast_decoding.png]
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 import discdiff as dd
-from discdiff.evaluation.metrics import exact_nll
+from discdiff.evaluation.metrics import exact_nll, token_entropy
 from discdiff.runs import load_run
 
 
@@ -38,6 +40,8 @@ def configurations(length):
         (f"threshold τ=0.9 + cap T={length // 2}", dd.ThresholdDecoder(0.9, cap), length // 2)
     )
     rows.append((f"MaskGIT T={length // 2}", dd.MaskGITDecoder(), length // 2))
+    for divisor in (2, 4, 8, 16):
+        rows.append((f"dilated T={length // divisor}", dd.DilatedDecoder(), length // divisor))
     return rows
 
 
@@ -74,6 +78,7 @@ def main():
             "nfe": float(result.sequence_nfe.double().mean()),
             "nll_gap": float(nll.mean()) - entropy,
             "nll_gap_ci95": half,
+            "token_entropy": float(token_entropy(result.tokens).double().mean()),
             "seconds": seconds,
         }
         rows.append(row)
@@ -87,12 +92,37 @@ def main():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for family, marker in (("MDLM", "o"), ("threshold", "^"), ("ReMDM", "s")):
-            for r in rows:
-                if r["sampler"].startswith(family):
-                    ax.errorbar(r["nfe"], r["nll_gap"], yerr=r["nll_gap_ci95"], fmt=marker)
-                    ax.annotate(r["sampler"], (r["nfe"], r["nll_gap"]), fontsize=7)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        # One colour a family; a family's step counts joined by a line (threshold: τ = 0.7).
+        families = (
+            ("MDLM T=", "o", "tab:blue"),
+            ("threshold τ=0.7", "^", "tab:green"),
+            ("dilated", "D", "tab:red"),
+            ("ReMDM-cap", "s", "tab:purple"),
+        )
+        for prefix, marker, colour in families:
+            points = sorted(
+                (r for r in rows if r["sampler"].startswith(prefix)), key=lambda r: r["nfe"]
+            )
+            if not points:
+                continue
+            ax.errorbar(
+                [r["nfe"] for r in points],
+                [r["nll_gap"] for r in points],
+                yerr=[r["nll_gap_ci95"] for r in points],
+                fmt=marker + "-",
+                color=colour,
+                label=prefix.removesuffix(" T="),
+                capsize=2,
+            )
+            for r in points:
+                ax.annotate(
+                    f"T={r['steps']}",
+                    (r["nfe"], r["nll_gap"]),
+                    fontsize=7,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
         mdlm = next(r for r in rows if r["sampler"] == f"MDLM T={length}")
         ax.axhspan(
             mdlm["nll_gap"] - mdlm["nll_gap_ci95"],
