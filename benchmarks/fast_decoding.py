@@ -7,11 +7,13 @@ with ReMDM-cap remasking. For each it reports the mean number of network calls
 per sequence (`sequence_nfe`, batch-size independent) and the exact NLL gap to
 the language's entropy (nats/token) with its 95 % interval (1.96 standard
 errors over samples), and the samples' mean token entropy (a sharpened sampler
-lowers both; the data's is 2.796). Dilated decoding (`DilatedDecoder`) runs at T = L/2 ... L/16.
-Writes JSON lines (`--out`) and a frontier plot (`--plot`).
+lowers both; the data's is 2.796). Dilated decoding (`DilatedDecoder`) runs
+at T = L/2 ... L/16. Writes JSON lines (`--out`) and a frontier plot (`--plot`).
 
     python benchmarks/fast_decoding.py [--samples 512] [--out fast_decoding.jsonl]
-        [--plot docs/assets/fast_decoding.png]
+        [--plot docs/assets/fast_decoding.png] [--perfect] [--only NAME ...]
+
+`--perfect` samples with the language's exact denoiser instead of the checkpoint.
 """
 
 import argparse
@@ -54,9 +56,13 @@ def main():
     parser.add_argument("--plot", default=None, help="frontier plot (png)")
     parser.add_argument("--only", nargs="*", default=None, help="run samplers named in this list")
     parser.add_argument("--read", nargs="*", default=(), help="JSON lines of earlier runs to add")
+    parser.add_argument(
+        "--perfect", action="store_true", help="the language's exact denoiser, not the checkpoint"
+    )
     args = parser.parse_args()
     run = load_run("hmm")
     language, length = run.config.data.language, run.config.data.length
+    denoiser = language.denoiser(process=run.process) if args.perfect else run.denoiser
     entropy = language.entropy(length)
     rows = [json.loads(line) for path in args.read for line in Path(path).read_text().splitlines()]
     for name, strategy, steps in configurations(length):
@@ -66,13 +72,14 @@ def main():
         start = time.perf_counter()
         with torch.no_grad():
             result = sampler.sample_batches(
-                run.denoiser, args.samples, length, seed=args.seed, batch_size=args.batch
+                denoiser, args.samples, length, seed=args.seed, batch_size=args.batch
             )
         seconds = time.perf_counter() - start
         nll = exact_nll(language.log_prob, result.tokens).double()
         half = 1.96 * float(nll.std()) / args.samples**0.5
         row = {
             "sampler": name,
+            "denoiser": "perfect" if args.perfect else "hmm",
             "samples": args.samples,
             "steps": steps,
             "nfe": float(result.sequence_nfe.double().mean()),
