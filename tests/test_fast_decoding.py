@@ -250,3 +250,58 @@ def test_dilated_decoder_is_configurable():
     assert isinstance(built, dd.DilatedDecoder) and built.tokens_per_step == 4
     with pytest.raises(ConfigError, match="tokens_per_step"):
         build_strategy({"name": "dilated", "tokens_per_step": "many"})
+
+
+# -- large-vocabulary step work ------------------------------------------------------------
+
+
+def test_masked_categorical_draws_tokens_only_where_kept_with_the_same_stream():
+    """The token numbers come first, then the mask numbers; a token is the inverse-CDF draw
+    of its number at every kept, not-carried position (the O(V) work is done only there)."""
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(4, 9, 7, generator=generator) ** 3
+    probs = probs / probs.sum(-1, keepdim=True)
+    carry = torch.where(torch.rand(4, 9, generator=generator) < 0.3, 2, 7)  # 7: the mask id
+    mask_prob = torch.rand(4, 9, generator=generator, dtype=torch.float64)
+    dist = dd.MaskedCategorical(mask_prob, vocab_size=7, mask_id=7, probs=probs, carry=carry)
+    drawn = dist.sample(generator=torch.Generator().manual_seed(1))
+    stream = torch.Generator().manual_seed(1)
+    u_token = torch.rand(4, 9, 1, generator=stream, dtype=torch.float64)
+    u_mask = torch.rand(4, 9, generator=stream, dtype=torch.float64)
+    cdf = probs.double().cumsum(-1)
+    token = torch.searchsorted(cdf, u_token * cdf[..., -1:], right=True).squeeze(-1)
+    expected = torch.where(carry == 7, token, carry)
+    expected = torch.where(u_mask < mask_prob, 7, expected)
+    assert torch.equal(drawn, expected)
+
+
+def test_nucleus_is_applied_only_at_the_given_rows():
+    from discdiff.sampling import shape_probs
+
+    logits = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(0)) * 2
+    rows = torch.tensor([[True, False, True, False, False], [False] * 4 + [True]])
+    shaped = shape_probs(logits, top_p=0.5, rows=rows)
+    full = shape_probs(logits, top_p=0.5)
+    torch.testing.assert_close(shaped[rows], full[rows])
+    torch.testing.assert_close(shaped[~rows], logits[~rows].softmax(-1))
+    assert (full[rows] == 0).any() and (shaped[~rows] > 0).all()
+
+
+class _ReadsEveryRow(dd.RemaskPosterior):
+    masked_only = False
+
+
+@pytest.mark.parametrize("schedule", [dd.NoRemasking(), dd.ConfidenceSchedule()], ids=repr)
+def test_shaping_only_masked_rows_changes_no_sample(schedule):
+    """A masking strategy reads x_θ at masked positions only, so skipping the nucleus
+    elsewhere (`masked_only`) leaves every sample as it was, prompts and remasking included."""
+    process = dd.MaskingProcess(vocab_size=V)
+    denoiser = Scripted([0.5, 0.3, 0.9, 0.2] * 5)
+    tokens = {}
+    for strategy in (dd.RemaskPosterior(schedule), _ReadsEveryRow(schedule)):
+        sampler = dd.AncestralSampler(process, strategy, steps=12, top_p=0.8, nucleus="remdm")
+        result = sampler.sample(
+            denoiser, 6, 20, prompt=torch.tensor([[1, 2]]), generator=dd.SequenceGenerator(0, 6)
+        )
+        tokens[strategy.masked_only] = result.tokens
+    assert torch.equal(tokens[True], tokens[False])
