@@ -118,6 +118,7 @@ def nucleus_(
     rule: str = "standard",
     *,
     head: int = 128,
+    rows: Int[Tensor, "picked"] | None = None,
 ) -> Float[Tensor, "rows vocab"]:
     r"""Nucleus (top-p) in place on normalised rows, by a threshold found in the head.
 
@@ -138,9 +139,11 @@ def nucleus_(
         top_p: Nucleus mass $p \in (0, 1]$.
         rule: `"standard"` (textbook, Hugging Face) or `"remdm"`.
         head: Size of the partial selection searched first.
+        rows: Indices of the rows to shape (the others are left as they are);
+            all rows when `None`.
 
     Returns:
-        `probs`, renormalised over each row's nucleus.
+        `probs`, renormalised over each (selected) row's nucleus.
 
     Example:
         >>> nucleus_(torch.tensor([[0.05, 0.85, 0.10]]), 0.9)
@@ -152,25 +155,33 @@ def nucleus_(
         raise ValueError(f"`rule` must be 'standard' or 'remdm'; got {rule!r}")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
-    step = max(1, -(-probs.shape[0] // _CHUNKS))
-    k = min(head, probs.shape[-1])
-    for start in range(0, probs.shape[0], step):
-        chunk = probs[start : start + step]
-        values, index = chunk.topk(k, dim=-1, sorted=True)
-        decided = _keep_sorted_(values, top_p, rule)
-        if k == probs.shape[-1] or bool(decided.all()):
-            chunk.zero_().scatter_(-1, index, values)
-        elif not bool(decided.any()):
-            _wide_nucleus_(chunk, top_p, rule)
-        else:
-            wide, narrow = (~decided).nonzero().squeeze(-1), decided.nonzero().squeeze(-1)
-            chunk.index_copy_(0, wide, _wide_nucleus_(chunk.index_select(0, wide), top_p, rule))
-            heads = torch.zeros(
-                len(narrow), chunk.shape[-1], dtype=chunk.dtype, device=chunk.device
+    count = probs.shape[0] if rows is None else rows.numel()
+    step = max(1, -(-count // _CHUNKS))
+    for start in range(0, count, step):
+        if rows is None:
+            _nucleus_chunk_(probs[start : start + step], top_p, rule, head)
+        else:  # shaped a chunk at a time, while it is in cache
+            picked = rows[start : start + step]
+            probs.index_copy_(
+                0, picked, _nucleus_chunk_(probs.index_select(0, picked), top_p, rule, head)
             )
-            heads.scatter_(-1, index[narrow], values[narrow])
-            chunk.index_copy_(0, narrow, heads)
     return probs
+
+
+def _nucleus_chunk_(chunk: Tensor, top_p: float, rule: str, head: int) -> Tensor:
+    """`nucleus_` on contiguous rows, in place: the head decides, the rest go to the histogram."""
+    k = min(head, chunk.shape[-1])
+    values, index = chunk.topk(k, dim=-1, sorted=True)
+    decided = _keep_sorted_(values, top_p, rule)
+    if k == chunk.shape[-1] or bool(decided.all()):
+        return chunk.zero_().scatter_(-1, index, values)
+    if not bool(decided.any()):
+        return _wide_nucleus_(chunk, top_p, rule)
+    wide, narrow = (~decided).nonzero().squeeze(-1), decided.nonzero().squeeze(-1)
+    chunk.index_copy_(0, wide, _wide_nucleus_(chunk.index_select(0, wide), top_p, rule))
+    heads = torch.zeros(len(narrow), chunk.shape[-1], dtype=chunk.dtype, device=chunk.device)
+    heads.scatter_(-1, index[narrow], values[narrow])
+    return chunk.index_copy_(0, narrow, heads)
 
 
 _BIN_SHIFT = 19  # keep the exponent and 4 mantissa bits: 16 bins per octave

@@ -222,13 +222,8 @@ def shape_probs(
         logits = logits.masked_fill(logits < kth, -torch.inf)
     probs = logits.softmax(-1)
     if top_p is not None and top_p < 1.0:
-        flat = probs.view(-1, probs.shape[-1])
-        if rows is None:
-            nucleus_(flat, top_p, nucleus)
-        else:
-            picked = rows.reshape(-1).nonzero().squeeze(-1)
-            if picked.numel():
-                flat.index_copy_(0, picked, nucleus_(flat.index_select(0, picked), top_p, nucleus))
+        picked = None if rows is None else rows.reshape(-1).nonzero().squeeze(-1)
+        nucleus_(probs.view(-1, probs.shape[-1]), top_p, nucleus, rows=picked)
     return probs
 
 
