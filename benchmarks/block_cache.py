@@ -75,7 +75,7 @@ def main():
 
     rows, samples = [], {}
 
-    def report(name, sampler, denoiser, model):
+    def report(name, sampler, denoiser, model, steps):
         tokens, nfe, per_call, seconds = draw(
             sampler, denoiser, args.samples, length, args.batch, args.seed
         )
@@ -83,6 +83,7 @@ def main():
         row = {
             "model": model,
             "sampler": name,
+            "steps": steps,  # in all: per block times the blocks
             "nfe": float(nfe),
             "positions_per_call": per_call,
             "nll_gap": float(nll.mean()) - entropy,
@@ -102,12 +103,14 @@ def main():
                 dd.AncestralSampler(process, dd.MaskingPosterior(), steps),
                 run.denoiser,
                 "hmm",
+                steps,
             )
         report(
             f"threshold τ=0.7 T={length}",
             dd.AncestralSampler(process, dd.ThresholdDecoder(0.7), length),
             run.denoiser,
             "hmm",
+            length,
         )
         for name, per_block in per_block_samplers():
             inner = dd.AncestralSampler(process, STRATEGIES[name], per_block)
@@ -118,6 +121,7 @@ def main():
                     sampler,
                     run.denoiser,
                     "hmm",
+                    per_block * blocks,
                 )
     if args.bd_run and Path(args.bd_run, "run.yaml").is_file():
         bd = load_run(args.bd_run)
@@ -126,7 +130,8 @@ def main():
             names = []
             for cache in ("none", "exact"):
                 name = f"BD n={bd.model.config.block_size} {strategy} S={per_block} cache={cache}"
-                report(name, dd.BlockSampler(inner, cache=cache), bd.denoiser, "bd")
+                sampler = dd.BlockSampler(inner, cache=cache)
+                report(name, sampler, bd.denoiser, "bd", per_block * blocks)
                 names.append(name)
             same = torch.equal(samples[("bd", names[0])], samples[("bd", names[1])])
             print(json.dumps({"identical_cached_and_uncached": same, "sampler": names[1]}))
@@ -137,6 +142,7 @@ def main():
             dd.BlockSampler(dd.AncestralSampler(bd.process, tau, args.block), cache="exact"),
             bd.denoiser,
             "bd",
+            length,
         )
     print(f"blocks per sequence: {blocks}")
     if args.out:

@@ -106,10 +106,14 @@ def main():
             ("threshold τ=0.7", "^", "tab:green"),
             ("dilated", "D", "tab:red"),
             ("ReMDM-cap", "s", "tab:purple"),
+            ("BD n=16 MDLM", "v", "tab:orange"),  # with --read of block_cache.py's rows
+            ("BD n=16 dilated", "P", "tab:brown"),
         )
+        unique = {r["sampler"]: r for r in reversed(rows) if "cache=none" not in r["sampler"]}
         for prefix, marker, colour in families:
             points = sorted(
-                (r for r in rows if r["sampler"].startswith(prefix)), key=lambda r: r["nfe"]
+                (r for r in unique.values() if r["sampler"].startswith(prefix)),
+                key=lambda r: r["nfe"],
             )
             if not points:
                 continue
@@ -119,7 +123,7 @@ def main():
                 yerr=[r["nll_gap_ci95"] for r in points],
                 fmt=marker + "-",
                 color=colour,
-                label=prefix.removesuffix(" T="),
+                label=prefix.removesuffix(" T=").replace("BD n=16", "block diffusion n=16,"),
                 capsize=2,
             )
             for r in points:
