@@ -217,14 +217,12 @@ def _wide_nucleus_(rows: Tensor, top_p: float, rule: str) -> Tensor:
     order = values.argsort(descending=True, stable=True)
     order = order[row[order].argsort(stable=True)]
     row, col, values = row[order], col[order], values[order]
+    counts = torch.unique_consecutive(row, return_counts=True)[1]
+    starts = counts.cumsum(0) - counts  # each row's first token in the bin
+    first = torch.zeros_like(row, dtype=torch.bool).index_fill_(0, starts, True)
     within = values.cumsum(0)
-    first = torch.ones_like(row, dtype=torch.bool)
-    first[1:] = row[1:] != row[:-1]
-    starts = first.nonzero().squeeze(-1)
-    offset = (within - values)[starts].repeat_interleave(
-        torch.diff(torch.cat((starts, torch.tensor([len(row)], device=row.device))))
-    )
-    reached = above[row] + within - offset  # mass up to and including each token
+    before = (within - values)[starts].repeat_interleave(counts)  # earlier rows' tokens
+    reached = above[row] + within - before  # mass up to and including each token
     if rule == "standard":
         keep = (reached - values) < top_p
     else:
@@ -449,25 +447,21 @@ class MaskedCategorical(TorchDistribution):
         tokens = torch.full(shape, self.mask_id, dtype=torch.long, device=device)
         if self.carry is not None:
             tokens = torch.where(self.carried, self.carry, tokens)
-        masked = None
-        if self.probs is not None:
-            # The token numbers come first, then the mask numbers (the stream's
-            # order); the O(V) inverse CDFs wait for the mask numbers, so that a
-            # single draw builds them only where a token is drawn and kept.
-            n = int(torch.Size(sample_shape).numel())
-            u = uniform(
-                (*self.probs.shape[:-1], n), generator=generator, dtype=dtype, device=device
+        if self.probs is None:
+            return torch.where(
+                self._mask_draw(shape, sample_shape, generator), self.mask_id, tokens
             )
-            masked = self._mask_draw(shape, sample_shape, generator)
-            needed = ~self.carried.expand(self.probs.shape[:-1])
-            if not sample_shape:
-                needed = needed & ~masked
-            drawn = _categorical_from(self.probs, u, dtype, needed)
-            tokens = torch.where(
-                tokens == self.mask_id, drawn.movedim(-1, 0).reshape(shape), tokens
-            )
-        if masked is None:
-            masked = self._mask_draw(shape, sample_shape, generator)
+        # The token numbers come first, then the mask numbers (the stream's order);
+        # the O(V) inverse CDFs wait for the mask numbers, so that a single draw
+        # builds them only where a token is drawn and kept.
+        n = int(torch.Size(sample_shape).numel())
+        u = uniform((*self.probs.shape[:-1], n), generator=generator, dtype=dtype, device=device)
+        masked = self._mask_draw(shape, sample_shape, generator)
+        needed = ~self.carried.expand(self.probs.shape[:-1])
+        if not sample_shape:
+            needed = needed & ~masked
+        drawn = _categorical_from(self.probs, u, dtype, needed)
+        tokens = torch.where(tokens == self.mask_id, drawn.movedim(-1, 0).reshape(shape), tokens)
         return torch.where(masked, self.mask_id, tokens)
 
     def _mask_draw(
