@@ -17,7 +17,8 @@ Caches (`cache=`):
 
 - `"none"`: every call runs the network on the whole context: the finished
   blocks and the current block for a block-causal `DiT` (`block_size`), the
-  whole sequence (later blocks masked) for a full-attention one.
+  whole sequence (later blocks masked) for a full-attention one or any other
+  denoiser (an exact one, for ground truth).
 - `"exact"` (block-causal models): the keys and values of finished blocks
   are computed once and reused by every later call. Block-causal attention
   makes them independent of anything after them, so the samples equal the
@@ -69,6 +70,12 @@ class BlockSampleResult(SampleResult):
     tokens_processed: int = 0
 
 
+def _dit(denoiser: Any) -> Any:
+    """The DiT under a SUBS (it has `step`, for the caches), or `None` for any other denoiser."""
+    network = getattr(denoiser, "backbone", None)
+    return network if hasattr(network, "step") and hasattr(network, "config") else None
+
+
 class _BlockDenoiser:
     r"""$x_\theta$ of one block given the rest of the sequence, through the chosen cache."""
 
@@ -76,10 +83,10 @@ class _BlockDenoiser:
         self, owner: "BlockSampler", denoiser: Any, context: Tensor, padding: Tensor | None
     ) -> None:
         self.owner, self.denoiser = owner, denoiser
-        self.network = denoiser.backbone
+        self.network = _dit(denoiser)  # None: any denoiser, run on the whole sequence
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", False))
         self.context, self.padding = context, padding  # (B, L) tokens, (B, L) real flags
-        self.causal = self.network.config.block_size is not None
+        self.causal = self.network is not None and self.network.config.block_size is not None
         self.cache: KVCache | None = None  # exact: finished blocks; approximate: every position
         self.done = 0  # positions finished and fixed in `context`
         self.start = self.stop = 0
@@ -122,6 +129,9 @@ class _BlockDenoiser:
             return self._run(tokens, t, 0, None)[0][:, start:]
         whole = self.context.clone()
         whole[:, start:stop] = z
+        if self.network is None:
+            self.processed += whole.shape[1]
+            return self.denoiser(whole, t)[:, start:stop]
         refresh = self.owner.refresh
         if mode == "none" or first or (refresh is not None and (self.calls - 1) % refresh == 0):
             log_probs, new = self._run(whole, t, 0, None)
@@ -180,13 +190,17 @@ class BlockSampler:
         )
 
     def _settings(self, denoiser: Any) -> tuple[int, str]:
-        config = getattr(getattr(denoiser, "backbone", None), "config", None)
-        if config is None or not hasattr(getattr(denoiser, "backbone", None), "step"):
-            raise TypeError(
-                "`denoiser` must be a SUBS over a DiT (it needs `backbone.step` for the cache); "
-                f"got {type(denoiser).__name__}"
-            )
-        model_block = config.block_size
+        network = _dit(denoiser)
+        if network is None:  # any denoiser: full attention, no cache
+            if self.block_size is None or self.cache not in (None, "none"):
+                raise TypeError(
+                    "a denoiser that is not a SUBS over a DiT is sampled with an explicit "
+                    "`block_size` and cache 'none' (the caches need `backbone.step`); got "
+                    f"{type(denoiser).__name__} with block_size={self.block_size}, "
+                    f"cache={self.cache!r}"
+                )
+            return self.block_size, "none"
+        model_block = network.config.block_size
         block = self.block_size or model_block
         if block is None:
             raise ValueError("`block_size` is needed for a full-attention model")
@@ -225,7 +239,9 @@ class BlockSampler:
         r"""Draw `batch_size` sequences of `length` tokens, block by block.
 
         Args:
-            denoiser: A `SUBS` over a `DiT` (block-causal or not).
+            denoiser: A `SUBS` over a `DiT` (block-causal or not), or any
+                denoiser with `block_size` given and no cache (run on the whole
+                sequence, later blocks masked; e.g. a language's exact one).
             batch_size: Number of sequences $B$.
             length: Tokens per sequence $L$ (the last block may be shorter).
             prompt: A prefix `(B or 1, P)` kept fixed.
@@ -246,6 +262,8 @@ class BlockSampler:
             ValueError: On bad shapes or ids, or a cache the model cannot use.
         """
         block, _ = self._settings(denoiser)
+        if lengths is not None and _dit(denoiser) is None:
+            raise ValueError("`lengths` (padding) needs a SUBS over a DiT, which masks attention")
         if device is None:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)
