@@ -8,7 +8,9 @@ In one run, on HMMLanguage (L = 64), with `--samples` sequences each:
   `--block` positions, S steps per block, MDLM's random order or the dilated
   order of `DilatedDecoder`) without a cache and with Fast-dLLM's approximate
   prefix and dual caches: the caches' quality cost;
-- a block diffusion checkpoint (`--bd-run`, trained with
+- the language's exact denoiser sampled block by block (`--perfect-blocks`):
+  what a perfect block diffusion model of that block size would give;
+- block diffusion checkpoints (`--bd-run`, trained with
   `discdiff train --config hmm model.block_size=16 ...`) sampled block by
   block (MDLM and dilated) without a cache and with the exact KV cache (the
   samples must be identical; the script checks it).
@@ -18,8 +20,8 @@ network processed per sequence, wall time, and the exact NLL gap to the
 language's entropy (nats/token) with its 95 % interval (1.96 standard errors),
 and the mean token entropy of the samples (a sharpened sampler lowers both).
 
-    python benchmarks/block_cache.py [--samples 512] [--bd-run runs/hmm-bd16]
-        [--out block_cache.jsonl]
+    python benchmarks/block_cache.py [--samples 512] [--bd-run runs/hmm-bd16 runs/hmm-bd32]
+        [--perfect-blocks 16 32] [--skip-hmm] [--out block_cache.jsonl]
 """
 
 import argparse
@@ -59,7 +61,14 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block", type=int, default=16)
-    parser.add_argument("--bd-run", default="runs/hmm-bd16")
+    parser.add_argument("--bd-run", nargs="*", default=["runs/hmm-bd16"], help="BD runs")
+    parser.add_argument(
+        "--perfect-blocks",
+        type=int,
+        nargs="*",
+        default=[16, 32],
+        help="block sizes sampled with the language's exact denoiser (block diffusion's ceiling)",
+    )
     parser.add_argument("--out", default=None, help="JSON lines file")
     parser.add_argument("--skip-hmm", action="store_true", help="only the block diffusion rows")
     args = parser.parse_args()
@@ -68,10 +77,10 @@ def main():
     entropy = language.entropy(length)
     blocks = length // args.block
 
-    def per_block_samplers():
+    def per_block_samplers(n=args.block):
         """(strategy, steps per block): MDLM at n, n/2, n/4; dilated at n/4, n/8."""
-        mdlm = [("MDLM", args.block // d) for d in (1, 2, 4)]
-        return mdlm + [("dilated", args.block // d) for d in (4, 8)]
+        mdlm = [("MDLM", n // d) for d in (1, 2, 4)]
+        return mdlm + [("dilated", n // d) for d in (4, 8)]
 
     rows, samples = [], {}
 
@@ -123,25 +132,40 @@ def main():
                     "hmm",
                     per_block * blocks,
                 )
-    if args.bd_run and Path(args.bd_run, "run.yaml").is_file():
-        bd = load_run(args.bd_run)
-        for strategy, per_block in per_block_samplers():
+    for n in args.perfect_blocks:
+        exact = language.denoiser(process=process)
+        for strategy, per_block in per_block_samplers(n):
+            inner = dd.AncestralSampler(process, STRATEGIES[strategy], per_block)
+            report(
+                f"exact n={n} {strategy} S={per_block}",
+                dd.BlockSampler(inner, n),
+                exact,
+                "exact",
+                per_block * (length // n),
+            )
+    for path in args.bd_run:
+        if not Path(path, "run.yaml").is_file():
+            print(f"no run at {path}: skipped")
+            continue
+        bd = load_run(path)
+        n = bd.model.config.block_size
+        for strategy, per_block in per_block_samplers(n):
             inner = dd.AncestralSampler(bd.process, STRATEGIES[strategy], per_block)
             names = []
             for cache in ("none", "exact"):
-                name = f"BD n={bd.model.config.block_size} {strategy} S={per_block} cache={cache}"
+                name = f"BD n={n} {strategy} S={per_block} cache={cache}"
                 sampler = dd.BlockSampler(inner, cache=cache)
-                report(name, sampler, bd.denoiser, "bd", per_block * blocks)
+                report(name, sampler, bd.denoiser, f"bd{n}", per_block * (length // n))
                 names.append(name)
-            same = torch.equal(samples[("bd", names[0])], samples[("bd", names[1])])
+            same = torch.equal(samples[(f"bd{n}", names[0])], samples[(f"bd{n}", names[1])])
             print(json.dumps({"identical_cached_and_uncached": same, "sampler": names[1]}))
             rows[-1]["identical_to_uncached"] = same
         tau = dd.ThresholdDecoder(0.7)
         report(
-            f"BD n={bd.model.config.block_size} threshold τ=0.7 S={args.block} cache=exact",
-            dd.BlockSampler(dd.AncestralSampler(bd.process, tau, args.block), cache="exact"),
+            f"BD n={n} threshold τ=0.7 S={n} cache=exact",
+            dd.BlockSampler(dd.AncestralSampler(bd.process, tau, n), cache="exact"),
             bd.denoiser,
-            "bd",
+            f"bd{n}",
             length,
         )
     print(f"blocks per sequence: {blocks}")
