@@ -106,8 +106,8 @@ def main():
             ("threshold τ=0.7", "^", "tab:green"),
             ("dilated", "D", "tab:red"),
             ("ReMDM-cap", "s", "tab:purple"),
-            ("BD n=16 MDLM", "v", "tab:orange"),  # with --read of block_cache.py's rows
-            ("BD n=16 dilated", "P", "tab:brown"),
+            ("BD n=32 MDLM", "v", "tab:orange"),  # with --read of block_cache.py's rows
+            ("BD n=32 dilated", "P", "tab:brown"),
         )
         unique = {r["sampler"]: r for r in reversed(rows) if "cache=none" not in r["sampler"]}
         for prefix, marker, colour in families:
@@ -123,7 +123,7 @@ def main():
                 yerr=[r["nll_gap_ci95"] for r in points],
                 fmt=marker + "-",
                 color=colour,
-                label=prefix.removesuffix(" T=").replace("BD n=16", "block diffusion n=16,"),
+                label=prefix.removesuffix(" T=").replace("BD ", "block diffusion "),
                 capsize=2,
             )
             for r in points:
@@ -143,7 +143,7 @@ def main():
         )
         ax.set_xlabel("network calls per sequence")
         ax.set_ylabel("exact NLL gap to the entropy (nats/token)")
-        ax.set_title(f"hmm checkpoint, L={length}, {args.samples} samples")
+        ax.set_title(f"benchmark language (HMM), L={length}, {args.samples} samples")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
