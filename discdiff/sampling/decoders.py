@@ -42,6 +42,12 @@ __all__ = [
 ]
 
 
+def _highest(key: PerPosition, k: Int[Tensor, "batch"]) -> MaskFlags:
+    """The `k[b]` positions of row `b` with the highest `key` (ties: the first), as flags."""
+    rank = key.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)
+    return rank < k.unsqueeze(-1)
+
+
 class ConfidenceDecoder(ABC):
     """Base class: unmask the highest-scoring candidates each step.
 
@@ -174,10 +180,7 @@ class ConfidenceDecoder(ABC):
         score = self.score(x, candidates).double()
         ties = uniform(score.shape, generator=generator, dtype=torch.float64, device=score.device)
         key = (torch.floor(score / self.resolution) + ties).masked_fill(~masked, -torch.inf)
-        k = self.count(process, masked, score, t, s)
-        order = torch.argsort(key, dim=-1, descending=True, stable=True)
-        rank = torch.argsort(order, dim=-1)
-        unmask = masked & (rank < k.unsqueeze(-1))
+        unmask = masked & _highest(key, self.count(process, masked, score, t, s))
         return torch.where(unmask, candidates, z_t)
 
 
@@ -356,9 +359,7 @@ class DilatedDecoder(ConfidenceDecoder):
         """
         masked = process.is_masked(z_t)
         score = self.score(x).masked_fill(~masked, -torch.inf)
-        k = self.count(process, masked, score, t, s)
-        rank = score.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)
-        unmask = masked & (rank < k.unsqueeze(-1))
+        unmask = masked & _highest(score, self.count(process, masked, score, t, s))
         drawn = draw_categorical(x, generator=generator, dtype=dtype, where=unmask)
         return torch.where(unmask, drawn.squeeze(-1), z_t)
 
