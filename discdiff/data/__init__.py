@@ -1,6 +1,7 @@
 """Data: the synthetic language, tokenisers, packing and batch sources."""
 
 from discdiff.data.pcfg import PCFGLanguage
+from discdiff.data.sft import SFTDataError, read_sft_jsonl, split_rows
 from discdiff.data.sources import (
     BatchSource,
     BlockSource,
@@ -47,6 +48,7 @@ __all__ = [
     "PaddedSource",
     "Prompted",
     "PromptedSource",
+    "SFTDataError",
     "SyntheticLanguage",
     "Tokenizer",
     "char_blocks",
@@ -55,5 +57,7 @@ __all__ = [
     "monte_carlo_entropy",
     "pack",
     "pad",
+    "read_sft_jsonl",
     "read_text",
+    "split_rows",
 ]

@@ -186,10 +186,18 @@ class PromptedSource:
         prompt_mask: `(N, L)`, `True` at prompt tokens.
         vocab_size: Number of data tokens; ids must lie below it.
         seed: Seed of the per-epoch permutations.
+        bucket: Length bucketing: `0` (off) or a number $P$ of batches. The
+            rows of $P$ consecutive batches are drawn together from the
+            shuffled epochs and sorted by real length, so that each batch holds
+            rows of similar length, and each batch is trimmed to its longest
+            real row. The padding must then be left out of the loss (the
+            trimmed positions are padding), so every row must end in its
+            padding.
 
     Raises:
         ValueError: If the shapes differ, a row has no real response token, or
-            `rows` holds ids outside `0..vocab_size-1`.
+            `rows` holds ids outside `0..vocab_size-1`, or bucketing is asked
+            for rows whose padding is not trailing.
     """
 
     def __init__(
@@ -199,7 +207,10 @@ class PromptedSource:
         prompt_mask: Tensor,
         vocab_size: int,
         seed: int = 0,
+        bucket: int = 0,
     ) -> None:
+        if bucket < 0:
+            raise ValueError(f"`bucket` must be 0 (off) or a number of batches; got {bucket}")
         if prompt_mask.shape != rows.shape or prompt_mask.dtype != torch.bool:
             raise ValueError(
                 f"`prompt_mask` must be a bool tensor of the shape of `rows` "
@@ -210,6 +221,11 @@ class PromptedSource:
             raise ValueError("every row needs at least one real response token")
         self.prompt_mask = prompt_mask
         self.vocab_size, self.length = vocab_size, self.padded.length
+        self.bucket = bucket
+        self.lengths = padding_mask.sum(-1)
+        trailing = torch.arange(rows.shape[1]) < self.lengths[:, None]
+        if bucket and not bool((trailing == padding_mask).all()):
+            raise ValueError("`bucket` needs rows whose padding is trailing")
 
     def __len__(self) -> int:
         return self.padded.rows.blocks.shape[0]
@@ -224,9 +240,22 @@ class PromptedSource:
         Returns:
             `Prompted(tokens, padding_mask, prompt_mask)`, each `(size, L)`.
         """
-        rows = epoch_rows(len(self), index, size, self.padded.rows.seed)
+        if not self.bucket:
+            rows = epoch_rows(len(self), index, size, self.padded.rows.seed)
+            return Prompted(
+                self.padded.rows.blocks[rows],
+                self.padded.padding_mask[rows],
+                self.prompt_mask[rows],
+            )
+        pool, part = divmod(index, self.bucket)
+        rows = epoch_rows(len(self), pool, size * self.bucket, self.padded.rows.seed)
+        order = torch.sort(self.lengths[rows], stable=True).indices
+        rows = rows[order[part * size : (part + 1) * size]]
+        keep = int(self.lengths[rows].max())
         return Prompted(
-            self.padded.rows.blocks[rows], self.padded.padding_mask[rows], self.prompt_mask[rows]
+            self.padded.rows.blocks[rows, :keep],
+            self.padded.padding_mask[rows, :keep],
+            self.prompt_mask[rows, :keep],
         )
 
 
