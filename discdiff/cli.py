@@ -1,4 +1,4 @@
-r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval` and `scale`.
+r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval`, `scale`, `finetune`, `export`.
 
 `discdiff quickstart` is the main job: the small version of the ReMDM paper's
 Table 1 on the default benchmark language (a hidden Markov model with exact
@@ -18,6 +18,9 @@ by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
 sample set, `scale` runs the full scaling study, or with `--preset table1` /
 `--preset table2` the paper's Table 1 and Table 2 at CPU scale.
+`finetune` fine-tunes a diffusion LLM (LLaDA, Dream) or a DiT run on
+prompt/response data, with or without LoRA (see `discdiff.finetune`), and
+`export` merges a LoRA adapter into its base.
 """
 
 import argparse
@@ -169,6 +172,7 @@ def _sample(args: argparse.Namespace) -> int:
                 dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
                 device=args.device,
                 progress=not args.quiet,
+                adapter=args.adapter,
             )
         except ValueError as error:  # an unsupported checkpoint, a missing chat template
             print(f"discdiff sample: error: {error}", file=sys.stderr)
@@ -177,8 +181,12 @@ def _sample(args: argparse.Namespace) -> int:
         for text in completions:
             print(text)
     else:
-        if args.prompt is not None or args.chat:
-            print("discdiff sample: error: --prompt and --chat need --model", file=sys.stderr)
+        if args.prompt is not None or args.chat or args.adapter is not None:
+            print(
+                "discdiff sample: error: --prompt, --chat and --adapter need --model "
+                "(a DiT run's adapter: discdiff export, then --run)",
+                file=sys.stderr,
+            )
             return 2
         folder = sample_run(args.run, args.overrides, out=args.out, progress=not args.quiet)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -339,6 +347,99 @@ def default_threads() -> int:
     return max(1, min(torch.get_num_threads(), (usable or 1) - busy))
 
 
+# -- fine-tuning: `finetune` and `export` ----------------------------------------------
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from discdiff.data.sft import SFTDataError
+    from discdiff.finetune import finetune
+    from discdiff.training.lora import LoraSpec
+
+    try:
+        lora = None if args.lora is None else LoraSpec.parse(args.lora)
+        out = finetune(
+            args.model,
+            args.data,
+            args.out,
+            lora=lora,
+            overrides=args.overrides,
+            progress=not args.quiet,
+        )
+    except SFTDataError as error:
+        print(f"discdiff finetune: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a bad --lora, an unsupported base, mismatched settings
+        if isinstance(error, ConfigError):
+            raise
+        print(f"discdiff finetune: error: {error}", file=sys.stderr)
+        return 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(json.dumps({k: v for k, v in metrics.items() if k != "provenance"}))
+    written = "adapter" if (out / "adapter").is_dir() else "model"
+    print(f"{written} written to {out / written}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from discdiff.finetune import export
+
+    try:
+        out = export(args.run, args.out)
+    except ValueError as error:
+        print(f"discdiff export: error: {error}", file=sys.stderr)
+        return 2
+    print(f"merged model written to {out}")
+    return 0
+
+
+def _add_finetune_commands(command: Callable[..., Any]) -> None:
+    tune = command(
+        "finetune",
+        _finetune,
+        "fine-tune a diffusion LLM or a DiT run on prompt/response data",
+        "Supervised fine-tuning with the conditional bound: prompts are never noised or "
+        "scored, EOS ends every response and is scored, padding follows sft.padding (eos: "
+        "LLaDA's scored EOS pads; exclude: pads left out). DATA is a JSONL file of chat records "
+        '({"messages": [{"role", "content"}, ...]}, rendered with the chat template; every '
+        'assistant turn is response) or prompt/response records ({"prompt", "response"}: '
+        "texts, or token id lists for a DiT run). OUT gets finetune.json, checkpoints/ "
+        "(resumed if present), metrics.jsonl, metrics.json, and adapter/ (with --lora) or "
+        "model/. Under torchrun it trains with DDP, or FSDP with train.fsdp=true.\n\n"
+        "Keys: train.* (steps, batch_size, accumulate, lr, warmup, grad_clip, ema, eval_every, "
+        "checkpoint_every, seed, fsdp, normalise: token | sequence) and sft.* (max_length, "
+        "padding: eos | exclude, validation, seed, bucket, gradient_checkpointing).",
+    )
+    tune.add_argument(
+        "--model",
+        required=True,
+        help="the base: a LLaDA / Dream directory or Hub id, or a DiT run (e.g. hmm)",
+    )
+    tune.add_argument(
+        "--data", required=True, help="a JSONL file of chat or prompt/response records"
+    )
+    tune.add_argument("--out", required=True, help="the fine-tuning run directory")
+    tune.add_argument(
+        "--lora",
+        default=None,
+        metavar="SPEC",
+        help="train LoRA adapters (peft) instead of every weight, e.g. "
+        "r=16,alpha=32,targets=q,k,v,o (default targets: the attention projections)",
+    )
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+
+    merge = command(
+        "export",
+        _export,
+        "merge a fine-tuning run's LoRA adapter into its base model",
+        "Fold RUN's adapter into its base weights and write a stand-alone model to OUT: a "
+        "LLaDA / Dream directory in the base's own layout (sample it with --model OUT), or a "
+        "DiT run directory (sample it with --run OUT).",
+    )
+    merge.add_argument("run", help="a fine-tuning run with adapter/")
+    merge.add_argument("--out", required=True, help="the new model directory")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discdiff",
@@ -462,6 +563,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default RUN/samples/LABEL, or samples/MODEL/LABEL with --model)",
     )
+    sample.add_argument(
+        "--adapter",
+        default=None,
+        metavar="RUN",
+        help="with --model: a fine-tuning run (or its adapter/ folder) whose LoRA adapter is "
+        "merged into the model",
+    )
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
 
@@ -541,6 +649,7 @@ def _parser() -> argparse.ArgumentParser:
         help="table1: an autoregressive run trained apart from every row, whose features give "
         "the MAUVE column",
     )
+    _add_finetune_commands(command)
     return parser
 
 

@@ -60,6 +60,7 @@ from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
 from discdiff.sampling.blocks import BlockSampler
+from discdiff.training.lora import load_adapter, merge_lora
 from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
@@ -538,6 +539,7 @@ def sample_model(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    adapter: str | Path | None = None,
 ) -> Path:
     """Complete a prompt with an open diffusion LLM (LLaDA, Dream) and a `sampler` section.
 
@@ -558,6 +560,8 @@ def sample_model(
         dtype: Cast the weights (default: as stored).
         device: Where to run (default: CUDA when available).
         progress: Show the sampler's progress bar.
+        adapter: A fine-tuning run (or its `adapter/` folder) whose LoRA adapter
+            is merged into the model (see `discdiff.finetune`).
 
     Returns:
         The folder holding `samples.json` (settings, tokens, texts, completions,
@@ -579,6 +583,9 @@ def sample_model(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     denoiser = load_diffusion_llm(model, dtype=dtype, device=device)
+    if adapter is not None:
+        folder = Path(adapter) / "adapter" if (Path(adapter) / "adapter").is_dir() else adapter
+        merge_lora(load_adapter(denoiser.model, folder))
     tokenizer = denoiser.tokenizer
     prompt_ids: list[int] = []
     if prompt is not None:
@@ -600,6 +607,7 @@ def sample_model(
         "chat": chat,
         "length": length,
         "blocks": blocks,
+        **({} if adapter is None else {"adapter": str(Path(adapter).resolve())}),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     folder = (

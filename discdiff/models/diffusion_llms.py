@@ -20,10 +20,10 @@ import torch
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend
 from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
-from discdiff.models.dream import load_dream
+from discdiff.models.dream import DREAM_KEYS, load_dream
 from discdiff.models.hf import HuggingFaceDenoiser
-from discdiff.models.llada import load_llada
-from discdiff.models.llm import read_config
+from discdiff.models.llada import LLADA_KEYS, load_llada
+from discdiff.models.llm import _shards, key_renamer, read_config
 
 __all__ = [
     "DIFFUSION_LLMS",
@@ -32,10 +32,16 @@ __all__ = [
     "load_diffusion_llm",
     "load_tokenizer",
     "resolve_model",
+    "save_diffusion_llm",
 ]
 
 DIFFUSION_LLMS = {"llada": load_llada, "dream": load_dream}
 """`config.json` `model_type` (lower case) to the loader of its native module."""
+
+_KEYS = {"llada": LLADA_KEYS, "dream": DREAM_KEYS}
+
+_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+"""safetensors dtype names of the floating-point weights a model directory may store."""
 
 HUB_FILES = [
     "config.json",
@@ -147,3 +153,65 @@ def load_diffusion_llm(
     if tokenizer:
         denoiser.tokenizer = load_tokenizer(directory)
     return denoiser
+
+
+def save_diffusion_llm(
+    model: torch.nn.Module, base: str | os.PathLike, out: str | os.PathLike
+) -> Path:
+    """Write a native LLaDA / Dream module as a model directory in its base's file layout.
+
+    The weights go to `out/model.safetensors` under the base checkpoint's own
+    key names and dtypes (so `load_diffusion_llm`, and the model's original
+    code, read them); `config.json` and the tokenizer files are copied from `base`.
+
+    Args:
+        model: The `BidirectionalTransformer` (e.g. fine-tuned, adapters merged).
+        base: The model directory it was loaded from.
+        out: The new model directory (created).
+
+    Returns:
+        `out`.
+
+    Raises:
+        ValueError: If the model's parameters do not match the base's keys.
+    """
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from discdiff._io import atomic_write
+
+    base, out = Path(base), Path(out)
+    kind = str(read_config(base).get("model_type", "")).lower()
+    rename = key_renamer(_KEYS[kind])
+    names: dict[str, str] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for shard in _shards(base):
+        with safe_open(shard, framework="pt") as file:
+            for key in file.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                target = rename(key)
+                if target is not None:
+                    names[target] = key
+                    dtypes[target] = file.get_slice(key).get_dtype()
+    state = model.state_dict()
+    if set(state) != set(names):
+        raise ValueError(
+            f"the model's weights do not match {base}: missing "
+            f"{sorted(set(names) - set(state))[:5]}, unknown {sorted(set(state) - set(names))[:5]}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {
+        names[name]: value.detach().to("cpu", _DTYPES.get(dtypes[name], value.dtype)).contiguous()
+        for name, value in state.items()
+    }
+    atomic_write(
+        out / "model.safetensors",
+        lambda tmp: save_file(weights, str(tmp), metadata={"format": "pt"}),
+    )
+    for pattern in HUB_FILES:
+        if "safetensors" in pattern:
+            continue
+        for path in base.glob(pattern):
+            shutil.copyfile(path, out / path.name)
+    return out

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int, Shaped
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
@@ -189,6 +190,8 @@ class BidirectionalTransformer(nn.Module):
         self.head = (
             None if config.tied else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
+        self.gradient_checkpointing = False
+        """Recompute each layer in the backward pass instead of storing its activations."""
 
     def _rotary(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
         dim = self.config.head_dim
@@ -224,8 +227,12 @@ class BidirectionalTransformer(nn.Module):
             padding_mask = None
         cos, sin = self._rotary(input_ids.shape[1], input_ids.device)
         h = self.embed(input_ids)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            h = layer(h, cos, sin, padding_mask)
+            if recompute:
+                h = checkpoint(layer, h, cos, sin, padding_mask, use_reentrant=False)
+            else:
+                h = layer(h, cos, sin, padding_mask)
         h = self.norm(h)
         weight = self.embed.weight if self.head is None else self.head.weight
         logits = F.linear(h, weight)

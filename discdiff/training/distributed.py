@@ -46,14 +46,24 @@ class Distributed:
         return slice(self.rank * size, (self.rank + 1) * size)
 
     def wrap(self, model: nn.Module, *, fsdp: bool = False) -> nn.Module:
-        """DDP (or FSDP) around `model` when there are several processes."""
-        if fsdp:
-            if self.device.type != "cuda":
-                raise ValueError("`fsdp=True` needs CUDA devices; use DDP (the default) on CPU")
-            from torch.distributed.fsdp import FullyShardedDataParallel
+        """DDP (or FSDP) around `model` when there are several processes.
 
-            return FullyShardedDataParallel(model, device_id=self.device)
+        FSDP is PyTorch's `fully_shard` (gloo on the CPU, NCCL on CUDA), applied
+        to every module of each `nn.ModuleList` (the transformer blocks) and
+        then to the whole model, in place: parameters become sharded `DTensor`s
+        and the model itself is returned.
+        """
         if self.world_size == 1:
+            return model
+        if fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for module in list(model.modules()):
+                if isinstance(module, nn.ModuleList):
+                    for block in module:
+                        if any(True for _ in block.parameters()):
+                            fully_shard(block)
+            fully_shard(model)
             return model
         from torch.nn.parallel import DistributedDataParallel
 

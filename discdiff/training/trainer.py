@@ -5,8 +5,13 @@ posterior), the denoiser (any `nn.Module` `(z_t, t) -> logits`) and the data
 (any deterministic `BatchSource`). AdamW with linear warm-up, gradient
 clipping and accumulation, EMA weights, bf16 autocast on CUDA, periodic
 validation, a progress bar with loss and tokens/s; under `torchrun` it trains
-with PyTorch DDP (gloo on CPU, NCCL on CUDA) on per-rank slices of each global
-batch, or FSDP on CUDA.
+with PyTorch DDP or FSDP (`fully_shard`; gloo on CPU, NCCL on CUDA) on
+per-rank slices of each global batch.
+
+Frozen parameters (`requires_grad=False`, e.g. the base model under LoRA
+adapters) are neither optimised, averaged (EMA) nor checkpointed: a
+checkpoint holds the trainable parameters only, and resuming expects the
+frozen ones to be in the model already.
 
 Prompt/response data: a source may return `Prompted(tokens, padding_mask,
 prompt_mask)` batches (e.g. `PromptedSource`); the objective is then the
@@ -90,7 +95,8 @@ class TrainConfig:
             the model's initialisation with `derive_seed(seed, "init")`).
         max_minutes: Stop (and checkpoint) after this much wall time.
         progress: Show a progress bar on rank 0.
-        fsdp: Shard the model with FSDP (CUDA only) instead of DDP.
+        fsdp: Shard the model with FSDP (`fully_shard`, on the CPU with gloo or
+            on CUDA) instead of DDP; checkpoints gather the full state.
         deterministic: Use torch's deterministic kernels while training
             (bit-reproducible CUDA runs, somewhat slower; sets
             `CUBLAS_WORKSPACE_CONFIG`). The CPU is deterministic either way.
@@ -219,13 +225,13 @@ class Trainer:
         self.model = model.to(self.device)
         self.wrapped = self.dist.wrap(self.model, fsdp=config.fsdp)
         self.optimizer = torch.optim.AdamW(
-            self.wrapped.parameters(),
+            [p for p in self.wrapped.parameters() if p.requires_grad],
             lr=config.lr,
             betas=config.betas,
             weight_decay=config.weight_decay,
         )
         self.ema = (
-            [p.detach().clone().float() for p in self.model.parameters()] if config.ema else None
+            [p.detach().clone().float() for _, p in self._trainable()] if config.ema else None
         )
         self.step = 0
         self.store = (
@@ -237,6 +243,14 @@ class Trainer:
         self._saved_step: int | None = None  # the step of the newest checkpoint
         self._signal: int | None = None
         torch.manual_seed(config.seed)
+
+    def _trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """The model's trainable parameters, by name (what is optimised and saved)."""
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    @property
+    def _frozen(self) -> bool:
+        return any(not p.requires_grad for p in self.model.parameters())
 
     # -- schedule and EMA --------------------------------------------------------
 
@@ -251,7 +265,7 @@ class Trainer:
         if self.ema is None:
             return
         decay = self.config.ema
-        for shadow, p in zip(self.ema, self.model.parameters(), strict=True):
+        for shadow, (_, p) in zip(self.ema, self._trainable(), strict=True):
             shadow.lerp_(p.detach().float(), 1.0 - decay)
 
     @contextlib.contextmanager
@@ -260,15 +274,16 @@ class Trainer:
         if self.ema is None:
             yield
             return
-        saved = [p.detach().clone() for p in self.model.parameters()]
+        params = [p for _, p in self._trainable()]
+        saved = [p.detach().clone() for p in params]
         with torch.no_grad():
-            for p, shadow in zip(self.model.parameters(), self.ema, strict=True):
+            for p, shadow in zip(params, self.ema, strict=True):
                 p.copy_(shadow)
         try:
             yield
         finally:
             with torch.no_grad():
-                for p, value in zip(self.model.parameters(), saved, strict=True):
+                for p, value in zip(params, saved, strict=True):
                     p.copy_(value)
 
     # -- one step ------------------------------------------------------------------
@@ -383,11 +398,15 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Everything besides the weights that a resumed run needs."""
+        """Everything besides the weights that a resumed run needs.
+
+        Under FSDP the optimiser state is gathered in full (a collective: every
+        rank must call this).
+        """
         return {
             "step": self.step,
             "data_position": self.step,  # batches are a function of their index
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": asdict(self.config),
@@ -398,16 +417,47 @@ class Trainer:
             "provenance": environment(),
         }
 
+    @property
+    def _sharded(self) -> bool:
+        return self.config.fsdp and self.dist.world_size > 1
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        if not self._sharded:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.model, self.optimizer, options=options)
+
+    def weights(self) -> dict[str, Tensor]:
+        """The weights a checkpoint holds.
+
+        The trainable parameters when some are frozen (e.g. LoRA adapters),
+        else the whole state dict; full tensors under FSDP (a collective:
+        every rank must call this).
+        """
+        state = dict(self._trainable()) if self._frozen else self.model.state_dict()
+        return {name: _full(value) for name, value in state.items()}
+
     def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint atomically (rank 0); returns its directory."""
-        if self.store is None or not self.dist.is_main:
+        """Write a checkpoint atomically (rank 0); returns its directory.
+
+        Under FSDP every rank takes part in gathering the state; rank 0 writes.
+        """
+        if self.store is None or (not self.dist.is_main and not self._sharded):
             return None
         self._saved_step = self.step
+        weights, state = self.weights(), self.state()
         ema = None
         if self.ema is not None:
-            names = [n for n, _ in self.model.named_parameters()]
-            ema = dict(zip(names, self.ema, strict=True))
-        return self.store.save(self.step, self.model.state_dict(), ema, self.state())
+            names = [n for n, _ in self._trainable()]
+            ema = {n: _full(shadow) for n, shadow in zip(names, self.ema, strict=True)}
+        if not self.dist.is_main:
+            return None
+        return self.store.save(self.step, weights, ema, state)
 
     def resume(self) -> bool:
         """Load the latest checkpoint if there is one; returns whether it did."""
@@ -417,10 +467,26 @@ class Trainer:
         if loaded is None:
             return False
         weights, ema, state = loaded
-        self.model.load_state_dict(weights)
+        self._load_weights(weights)
         if self.ema is not None and ema is not None:
-            self.ema = [ema[n].to(self.device) for n, _ in self.model.named_parameters()]
-        self.optimizer.load_state_dict(state["optimizer"])
+            self.ema = [
+                _like(ema[n].to(self.device), shadow)
+                for (n, _), shadow in zip(self._trainable(), self.ema, strict=True)
+            ]
+        if self._sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
+
+            set_optimizer_state_dict(
+                self.model,
+                self.optimizer,
+                state["optimizer"],
+                options=StateDictOptions(full_state_dict=True),
+            )
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng_cpu"])
         if torch.cuda.is_available() and state["rng_cuda"]:
@@ -431,6 +497,26 @@ class Trainer:
         self.history.minutes = list(state.get("history_minutes", []))
         self._saved_step = self.step
         return True
+
+    def _load_weights(self, weights: dict[str, Tensor]) -> None:
+        """Load a checkpoint's weights: all of them, or the trainable ones over a frozen base."""
+        expected = {n for n, _ in self._trainable()} if self._frozen else None
+        if expected is not None and set(weights) != expected:
+            raise ValueError(
+                "the checkpoint's weights are not this model's trainable parameters: "
+                f"missing {sorted(expected - set(weights))[:5]}, "
+                f"unknown {sorted(set(weights) - expected)[:5]}"
+            )
+        if self._sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True, strict=expected is None)
+            set_model_state_dict(self.model, weights, options=options)
+        else:
+            self.model.load_state_dict(weights, strict=expected is None)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -539,3 +625,19 @@ class Trainer:
         self.history.minutes.append(minutes)
         if self.on_eval is not None:
             self.on_eval({**record, "minutes": minutes})
+
+
+def _full(value: Tensor) -> Tensor:
+    """A plain tensor: an FSDP-sharded `DTensor` gathered (collective), detached."""
+    full = getattr(value, "full_tensor", None)
+    return (full() if full is not None else value).detach()
+
+
+def _like(full: Tensor, reference: Tensor) -> Tensor:
+    """`full` sharded like `reference` when that is a `DTensor` (FSDP), else itself."""
+    mesh = getattr(reference, "device_mesh", None)
+    if mesh is None:
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, mesh, reference.placements)
