@@ -35,15 +35,16 @@ import torch
 from torch import nn
 
 from discdiff._io import atomic_write
-from discdiff.config import ConfigError, _construct, parse_override
+from discdiff.config import ConfigError, RunConfig, _construct, parse_override
 from discdiff.data.sft import PADDINGS, read_sft_jsonl, split_rows
 from discdiff.data.sources import Prompted, PromptedSource
 from discdiff.models.diffusion_llms import load_diffusion_llm, resolve_model, save_diffusion_llm
 from discdiff.models.dit import DiT
+from discdiff.models.subs import SUBS
 from discdiff.processes import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
-from discdiff.runs import BUILTIN_RUNS, load_run
+from discdiff.runs import BUILTIN_RUNS, resolve_run
 from discdiff.training.lora import LoraSpec, add_lora, load_adapter, merge_lora, save_adapter
 from discdiff.training.trainer import TrainConfig, Trainer
 
@@ -179,13 +180,17 @@ def load_base(
         The `Base`.
     """
     path = Path(name)
-    is_run = str(name) in BUILTIN_RUNS or (path / "run.yaml").is_file()
-    if is_run:
-        run = load_run(name)
-        if not isinstance(run.model, DiT) or run.objective != "nelbo":
+    if str(name) in BUILTIN_RUNS or (path / "run.yaml").is_file():
+        directory = resolve_run(name)
+        config = RunConfig.load(directory / "run.yaml", complete=True)
+        model_dir = directory / "model" if (directory / "model").is_dir() else directory
+        if config.train.objective != "nelbo" or config.model.get("block_size"):
             raise ValueError(f"`model`: {name!s} is not a DiT run trained with the NELBO")
-        network = run.model.to(device)
-        return Base(str(name), "dit", network, run.network, run.process, None, run.directory)
+        network = DiT.from_pretrained(model_dir).to(device)
+        process = config.process.build(network.config.vocab_size - 1)
+        if process.mask_id is None:
+            raise ValueError(f"`model`: {name!s} is not a masking run")
+        return Base(str(name), "dit", network, SUBS(network, process), process, None, directory)
     directory = resolve_model(name)
     denoiser = load_diffusion_llm(directory, dtype=dtype, device=device)
     process, tokenizer = denoiser.process(), denoiser.tokenizer
