@@ -373,6 +373,8 @@ def _finetune(args: argparse.Namespace) -> int:
             raise
         print(f"discdiff finetune: error: {error}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     metrics = json.loads((out / "metrics.json").read_text())
     print(json.dumps({k: v for k, v in metrics.items() if k != "provenance"}))
     written = "adapter" if (out / "adapter").is_dir() else "model"

@@ -329,8 +329,11 @@ def finetune(
     trainer.fit(resume=False)
     seconds = time.perf_counter() - start
     trainer.write_metrics()
+    final = trainer.final_bound() if validation is not None else {}  # every rank (FSDP)
+    with trainer.ema_weights():
+        # under FSDP the shards are gathered on every rank; rank 0 writes a plain copy
+        gathered = trainer.weights() if trainer.dist.world_size > 1 else None
     if trainer.dist.is_main:
-        final = trainer.final_bound() if validation is not None else {}
         summary = {
             "step": trainer.step,
             **{k: v for k, v in final.items() if k != "step"},
@@ -338,8 +341,17 @@ def finetune(
             "provenance": provenance(record, train.seed),
         }
         atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary)))
-        with trainer.ema_weights():
-            _write_result(base, out, lora is not None)
+        if gathered is None:
+            with trainer.ema_weights():
+                _write_result(base, out, lora is not None)
+        else:
+            plain = load_base(model)
+            if lora is not None:
+                add_lora(plain.network, lora)
+            plain.denoiser.load_state_dict(gathered, strict=lora is None)
+            _write_result(plain, out, lora is not None)
+    if trainer.dist.world_size > 1:
+        torch.distributed.barrier()  # every rank returns once rank 0 has written the result
     return out
 
 

@@ -281,3 +281,28 @@ def test_fsdp_with_two_processes_matches_one_process(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_fsdp_lora_finetuning_under_torchrun_matches_one_process(tmp_path):
+    """`torchrun -m discdiff.cli finetune ... train.fsdp=true` with LoRA on 2 gloo processes:
+    the same loss curve (relative 1e-5) and adapter (1e-6) as one process."""
+    base = write_tiny_llada(tmp_path / "base")
+    data = chat_data(tmp_path / "data.jsonl")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
+    one = [*_command(base, data, tmp_path / "one", 6), "train.fsdp=true"]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two += ["-m", *_command(base, data, tmp_path / "two", 6)[2:], "train.fsdp=true"]
+    subprocess.run(one, check=True, env=env, timeout=300)
+    subprocess.run(two, check=True, env=env, timeout=300, cwd=tmp_path)
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return torch.tensor([json.loads(line).get("loss", float("nan")) for line in lines])
+
+    torch.testing.assert_close(losses("two"), losses("one"), rtol=1e-5, atol=0, equal_nan=True)
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0)

@@ -76,6 +76,11 @@ class Distributed:
             return wrapped.no_sync()
         return contextlib.nullcontext()
 
+    def barrier(self) -> None:
+        """Wait for every rank (nothing to wait for in a single process)."""
+        if self.world_size > 1:
+            dist.barrier()
+
     def sum(self, value: Tensor) -> Tensor:
         """Sum a tensor over ranks."""
         if self.world_size > 1:

@@ -455,9 +455,10 @@ class Trainer:
         if self.ema is not None:
             names = [n for n, _ in self._trainable()]
             ema = {n: _full(shadow) for n, shadow in zip(names, self.ema, strict=True)}
-        if not self.dist.is_main:
-            return None
-        return self.store.save(self.step, weights, ema, state)
+        saved = self.store.save(self.step, weights, ema, state) if self.dist.is_main else None
+        if self._sharded:
+            self.dist.barrier()  # no rank reads checkpoints before rank 0 has written this one
+        return saved
 
     def resume(self) -> bool:
         """Load the latest checkpoint if there is one; returns whether it did."""
