@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-hmm"))
     parser.add_argument("--pairs", type=int, default=4096, help="training pairs")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--ema", type=float, default=0.99, help="EMA decay (0: none)")
     parser.add_argument("--lora", default=None, help="LoRA settings, e.g. r=16,alpha=32")
     parser.add_argument("--samples", type=int, default=512, help="sampled continuations")
     parser.add_argument("--threads", type=int, default=1)
@@ -102,7 +104,8 @@ def main() -> None:
     overrides = [
         f"train.steps={args.steps}",
         "train.batch_size=32",
-        "train.lr=3e-4",
+        f"train.lr={args.lr}",
+        f"train.ema={args.ema}",
         "train.warmup=20",
         "train.eval_every=100",
         "train.checkpoint_every=100",
@@ -126,7 +129,13 @@ def main() -> None:
         "after": after,
         "finetune_minutes": minutes,
         "threads": args.threads,
-        "settings": {"pairs": args.pairs, "steps": args.steps, "lora": args.lora},
+        "settings": {
+            "pairs": args.pairs,
+            "steps": args.steps,
+            "lr": args.lr,
+            "ema": args.ema,
+            "lora": args.lora,
+        },
     }
     (args.out / "example.json").write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))
