@@ -182,10 +182,13 @@ def _sample(args: argparse.Namespace) -> int:
         for text in completions:
             print(text)
     else:
-        if args.prompt is not None or args.chat or args.adapter is not None:
+        if args.prompt is not None or args.chat:
+            print("discdiff sample: error: --prompt and --chat need --model", file=sys.stderr)
+            return 2
+        if args.adapter is not None:
             print(
-                "discdiff sample: error: --prompt, --chat and --adapter need --model "
-                "(a DiT run's adapter: discdiff export, then --run)",
+                "discdiff sample: error: --adapter needs --model (for a DiT run's adapter: "
+                "discdiff export RUN --out DIR, then --run DIR)",
                 file=sys.stderr,
             )
             return 2
