@@ -129,6 +129,22 @@ def test_lora_peft_merge_is_exact_on_the_dit():
     assert all(p.requires_grad for p in dit.parameters())
 
 
+def test_lora_on_the_native_dream_module_merges_exactly(tmp_path):
+    from llm_fixtures import write_tiny_dream
+
+    dream = load_diffusion_llm(write_tiny_dream(tmp_path / "dream"))
+    add_lora(dream.model, LoraSpec(r=2, alpha=4.0))
+    z = dream.encode(torch.tensor([[3, 60, 60, 7, 60, 9]]))
+    with torch.no_grad():
+        for name, p in dream.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+        unmerged = dream(z, torch.ones(1))
+        merge_lora(dream.model)
+        merged = dream(z, torch.ones(1))
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+
+
 def hmm_data(path: Path, n: int = 48) -> Path:
     """Prefix (6 tokens) -> continuation (10 tokens) pairs of the benchmark language."""
     language = RunConfig.load(resolve_run("hmm") / "run.yaml").data.language
