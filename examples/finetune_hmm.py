@@ -19,6 +19,7 @@ checked against truth:
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,14 +90,21 @@ def main() -> None:
     parser.add_argument("--lora", default=None, help="LoRA settings, e.g. r=16,alpha=32")
     parser.add_argument("--samples", type=int, default=512, help="sampled continuations")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds' version (CI)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    held_out = 512
+    if args.smoke:
+        args.out = Path(tempfile.mkdtemp(prefix="finetune-hmm-"))
+        args.pairs, args.steps, args.samples, held_out = 64, 2, 8, 16
     language = RunConfig.load(resolve_run("hmm") / "run.yaml").data.language
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "pairs.jsonl"
     if not data.is_file():
         write_pairs(language, data, args.pairs, seed=0)
-    test = language.sample(512, PREFIX + CONTINUATION, generator=torch.Generator().manual_seed(1))
+    test = language.sample(
+        held_out, PREFIX + CONTINUATION, generator=torch.Generator().manual_seed(1)
+    )
 
     base = load_base("hmm")
     before = evaluate(base.denoiser, base.process, language, test, args.samples, seed=2)
@@ -107,14 +115,14 @@ def main() -> None:
         f"train.lr={args.lr}",
         f"train.ema={args.ema}",
         "train.warmup=20",
-        "train.eval_every=100",
-        "train.checkpoint_every=100",
+        f"train.eval_every={min(100, args.steps)}",
+        f"train.checkpoint_every={min(100, args.steps)}",
         "sft.padding=exclude",
         f"sft.max_length={PREFIX + CONTINUATION}",
         "sft.validation=0.05",
     ]
     lora = None if args.lora is None else LoraSpec.parse(args.lora)
-    out = finetune("hmm", data, args.out, lora=lora, overrides=overrides, progress=True)
+    out = finetune("hmm", data, args.out, lora=lora, overrides=overrides, progress=not args.smoke)
     minutes = (time.perf_counter() - start) / 60
     tuned = load_base("hmm")
     if lora is None:
