@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 __all__ = [
@@ -159,11 +160,16 @@ def add_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
         spec: The settings.
 
     Returns:
-        `model`, with only the adapters' $A$ and $B$ trainable.
+        `model`, with only the adapters' $A$ and $B$ trainable, in float32
+        (also over a bf16 base).
     """
     from peft import inject_adapter_in_model
 
-    return inject_adapter_in_model(_config(spec, model), model)
+    inject_adapter_in_model(_config(spec, model), model)
+    for p in model.parameters():  # adapters train in float32 over a bf16 / fp16 base
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+    return model
 
 
 def has_lora(model: nn.Module) -> bool:
