@@ -2,7 +2,7 @@ r"""Data-parallel MDLM training under `torchrun`: DDP (gloo on CPU, NCCL on GPUs
 
 Every rank builds the same model and the same `Trainer`. The trainer reads
 `torchrun`'s environment (`WORLD_SIZE`, `RANK`, `LOCAL_RANK`), starts the
-process group, wraps the model in DDP (or FSDP with `--fsdp`, CUDA only) and
+process group, wraps the model in DDP (or FSDP with `--fsdp`; gloo on CPU, NCCL on CUDA) and
 trains each rank on its slice of every global batch; rank 0 writes the
 checkpoints. At the end the DDP ranks compare a checksum of their weights:
 DDP keeps the replicas identical.
@@ -43,7 +43,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=2500)
     parser.add_argument("--ema", type=float, default=0.9999)
-    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP (CUDA only)")
+    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP (fully_shard)")
     parser.add_argument("--text", type=Path, help="train on this text file, character level")
     parser.add_argument("--out", type=Path, default=Path("runs/ddp"))
     parser.add_argument("--nproc", type=int, default=2, help="processes --smoke launches")
