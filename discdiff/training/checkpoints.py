@@ -108,6 +108,8 @@ class CheckpointStore:
                 save_file(_plain(ema), writing)
             writing = tmp / "state.pt"
             torch.save(state, writing)
+            for name in names:  # safetensors makes its files 0600
+                public_mode(tmp / name)
             writing = tmp / CHECKSUMS_NAME
             write_checksums(tmp, names)
             if final.exists():
@@ -121,7 +123,8 @@ class CheckpointStore:
         try:
             atomic_write(self.directory / "latest", lambda tmp: Path(tmp).write_text(final.name))
         except DiskFullError as error:
-            raise DiskFullError(error.path, f"{final.name} (complete) and {self._kept()}") from None
+            kept = f"{self._kept()} (`latest` still names it; {final.name} is complete)"
+            raise DiskFullError(error.path, kept) from None
         for old in self._numbered()[: -self.keep]:
             self._discard(old)
         return final
