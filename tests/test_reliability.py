@@ -422,11 +422,11 @@ def test_two_concurrent_trains_into_one_folder_one_is_refused_and_the_run_is_con
 ):
     # The probe's case (lr 0.003 and lr 0.0005 into one --out), with fewer steps.
     out = tmp_path / "run"
-    settings = {
-        "a": ("train.lr=0.003", "train.steps=300"),
-        "b": ("train.lr=0.0005", "train.steps=200"),
+    runs = {
+        "a": ("train.lr=0.003", "train.steps=150"),
+        "b": ("train.lr=0.0005", "train.steps=100"),
     }
-    processes = {name: train_process(out, *o) for name, o in settings.items()}
+    processes = {name: train_process(out, *o) for name, o in runs.items()}
     done = {name: (p.wait(300), *p.communicate()) for name, p in processes.items()}
     codes = sorted(code for code, _, _ in done.values())
     assert codes == [0, 2], done
@@ -436,7 +436,7 @@ def test_two_concurrent_trains_into_one_folder_one_is_refused_and_the_run_is_con
     pid = processes[winner].pid
     assert err.count("\n") == 1 and f"process {pid}" in err and str(out) in err, err
     saved = RunConfig.load(out / "run.yaml", complete=True)
-    lr, steps = (float(o.split("=")[1]) for o in settings[winner])
+    lr, steps = (float(o.split("=")[1]) for o in runs[winner])
     assert saved.train.lr == lr and saved.train.steps == steps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == steps
