@@ -22,6 +22,7 @@ file and the checkpoint kept.
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,8 @@ def _abandoned(path: Path) -> bool:
         return True  # named before pids were recorded: no live writer uses such names
     if int(pid) == os.getpid():
         return True
+    if sys.platform == "win32":  # os.kill there would end the process: leave it be
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
