@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from discdiff._io import CorruptFileError, FolderBusyError, writing
+from discdiff._tokenizers import RemoteCodeError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
@@ -574,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or default_threads())
     try:
         return args.handler(args)
-    except (ConfigError, CorruptFileError, FolderBusyError, OSError) as error:
+    except (ConfigError, CorruptFileError, RemoteCodeError, FolderBusyError, OSError) as error:
         # OSError: a missing or existing file, a full disk (DiskFullError), no permission
         message = " ".join(str(error).split())
         parser.exit(2, f"discdiff {args.command}: error: {message}\n")
