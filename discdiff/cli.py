@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from discdiff._io import CorruptFileError, FolderBusyError, writing
-from discdiff._tokenizers import RemoteCodeError
+from discdiff.tokenizer_loader import RemoteCodeError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from discdiff._tokenizers import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
+from discdiff.tokenizer_loader import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 from discdiff.models.attention import AttentionBackend
 from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import load_dream
