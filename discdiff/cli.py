@@ -35,7 +35,6 @@ import torch
 import yaml
 
 from discdiff._io import CorruptFileError, FolderBusyError, writing
-from discdiff.tokenizer_loader import RemoteCodeError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
@@ -50,6 +49,7 @@ from discdiff.runs import (
     sample_run,
     train_run,
 )
+from discdiff.tokenizer_loader import RemoteCodeError
 
 __all__ = ["default_threads", "main"]
 
