@@ -3,11 +3,12 @@ r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval` and `scale`.
 `discdiff quickstart` is the main job: the small version of the ReMDM paper's
 Table 1 on the default benchmark language (a hidden Markov model with exact
 likelihoods), with the small checkpoint shipped in the package (or one trained
-on the spot with `--from-scratch`). In the paper's setting (nucleus 0.9 with
-ReMDM's rule) it samples with MDLM, ReMDM-cap and ReMDM-loop at T = L/4, L
-and 4L, with the model and with the language's exact denoiser, scores every
-sample by its exact likelihood, prints the table with 95 % intervals and
-writes `study.csv`, `study.json`, `study.png` and the samples. `--compare RUN ...`
+on the spot with `--from-scratch`). It samples with MDLM, ReMDM-cap and
+ReMDM-loop at T = L/4, L and 4L without a nucleus, scores every sample by its
+exact likelihood, prints the gap to the entropy (lower is better, 0 is data
+quality) with 95 % intervals and a three-line reading, and writes
+`study.csv`, `study.json`, `study.png` and the samples (`--top-p 0.9`: the
+paper's nucleus, under which the gap falls below 0). `--compare RUN ...`
 adds the paper's baselines trained on the same language to the same table:
 SEDD runs (`train.objective=score-entropy`, sampled with SEDD's analytic and
 Euler samplers), AR runs (`train.objective=autoregressive`, "AR (T=L)" rows)
