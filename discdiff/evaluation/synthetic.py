@@ -253,7 +253,7 @@ def run_synthetic_study(
         metric="nll_gap",
         label="exact NLL − entropy (nats/token)",
         references={"data": reference["nll_gap"]},
-        title=f"Synthetic language, L = {length}: sample quality vs sampling budget",
+        title=f"{type(language).__name__}, L = {length}: sample quality vs sampling budget",
     )
     return rows, reference
 
