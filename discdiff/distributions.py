@@ -33,8 +33,9 @@ over the outcomes of positive probability, which is finite and, after any
 parameterisation whose Jacobian vanishes there (softmax, sigmoid), exact.
 
 Small supports can be listed (`enumerate_support`, at most
-`MAX_ENUMERATED_STATES` sequences), so pyro's `TraceEnum_ELBO` and
-`infer_discrete` sum over them exactly. Sampling is the same under
+`MAX_ENUMERATED_STATES` sequences), so pyro's `TraceEnum_ELBO` sums over them
+exactly (pyro's `infer_discrete` gathers site values as if they had no event
+dimension, and does not take these sites). Sampling is the same under
 `torch.jit.trace` and `torch.compile` as in eager mode: the data-dependent row
 selection that saves work in eager mode is skipped when tracing.
 """
