@@ -35,8 +35,10 @@ is recorded beside the harness output. Two estimators (`estimator=`):
 With the exact conditional denoiser both have expectation $-\log p(c \mid x)$
 (the `"nelbo"` one misses the integral over $[0, \delta]$, about $\delta n$
 times a cross-entropy). The noise of a request comes from a generator seeded
-by `seed` and the request's tokens, so its score does not depend on the batch
-it is computed in, on the order of the requests, or on `batch_size`.
+by `seed` and the request's tokens, and the network sees only that request's
+draws (`draws_per_call` rows per call, default all $D$), so a score is the
+same bit for bit whatever `batch_size`, the order of the requests or the
+other requests are.
 
 A run's model has a fixed length $L$: it sees $x \oplus c$ followed by
 $L - |x| - |c|$ positions that stay masked and are not scored, so the score is
@@ -87,12 +89,14 @@ The lm-eval command has no plugin discovery for models, so
 """
 
 import hashlib
+import json
 import math
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -101,12 +105,14 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import model_registry
 from torch import Tensor
 
+from discdiff._io import atomic_write
 from discdiff.config import RunConfig, parse_override
 from discdiff.data.text import CharTokenizer
 from discdiff.models.diffusion_llms import load_diffusion_llm, load_tokenizer, resolve_model
 from discdiff.models.llm import read_config
 from discdiff.objectives import antithetic_times, nelbo
 from discdiff.processes import ForwardProcess, MaskingProcess
+from discdiff.provenance import provenance
 from discdiff.rng import SequenceGenerator, derive_seed
 from discdiff.runs import load_run
 from discdiff.sampling.blocks import BlockSampler
@@ -122,6 +128,7 @@ __all__ = [
     "Scorer",
     "main",
     "rolling_windows",
+    "run_harness",
 ]
 
 Estimator = Literal["nelbo", "llada"]
@@ -326,7 +333,10 @@ class Scorer:
         draws: Monte-Carlo draws $D$ per loglikelihood.
         estimator: `"nelbo"` or `"llada"`.
         seed: Seed of every draw.
-        batch_size: Rows per network call.
+        batch_size: Generations per sampler call.
+        draws_per_call: Rows of one request's draws per network call (default
+            all $D$); the network only ever sees one request's rows, so scores do
+            not depend on `batch_size` or on the other requests.
         blocks: Semi-autoregressive blocks of a generation (LLaDA's `block_length`
             is `max_gen_toks / blocks`).
         block_causal: Generate block by block with the exact cache (a run
@@ -350,13 +360,21 @@ class Scorer:
         estimator: Estimator = "nelbo",
         seed: int = 0,
         batch_size: int = 16,
+        draws_per_call: int | None = None,
         blocks: int = 1,
         block_causal: bool = False,
         truncation: Literal["error", "left"] = "error",
         rolling_context: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        for name, value in (("draws", draws), ("batch_size", batch_size), ("blocks", blocks)):
+        draws_per_call = draws if draws_per_call is None else draws_per_call
+        checked = (
+            ("draws", draws),
+            ("batch_size", batch_size),
+            ("draws_per_call", draws_per_call),
+            ("blocks", blocks),
+        )
+        for name, value in checked:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise HarnessError(f"`{name}` must be a positive integer; got {value!r}")
         if estimator not in ("nelbo", "llada"):
@@ -375,7 +393,8 @@ class Scorer:
             )
         self.rolling_context = context
         self.draws, self.estimator, self.seed = draws, estimator, int(seed)
-        self.batch_size, self.blocks, self.block_causal = batch_size, blocks, block_causal
+        self.batch_size, self.draws_per_call = batch_size, draws_per_call
+        self.blocks, self.block_causal = blocks, block_causal
         self.truncation, self.device = truncation, torch.device(device)
 
     # --- loglikelihood -------------------------------------------------------------
@@ -429,8 +448,12 @@ class Scorer:
             t = masked_count.double().div(n).float()
         return _Draws(x, prompt, real if self.model_length else None, t, z_t)
 
-    def _bound_rows(self, draws: list[_Draws]) -> list[Tensor]:
-        """The bound of every draw of every request, rows of equal width batched together."""
+    def _bounds(self, draws: _Draws) -> Tensor:
+        """The bound of each draw of one request, `draws_per_call` rows per network call.
+
+        The network never sees another request's rows, so a score does not depend
+        on which requests are scored together.
+        """
         if self.estimator == "llada":  # the discrete any-order bound: weight n / l = 1 / t
             process = MaskingProcess(
                 LogLinear(), vocab_size=self.process.vocab_size, mask_id=self.process.mask_id
@@ -439,59 +462,31 @@ class Scorer:
         else:
             process, convention = self.process, "integral"
         denoiser = _MaskedTail(self.denoiser, self.process.mask_id)
-        by_width: dict[int, list[int]] = defaultdict(list)
-        for index, block in enumerate(draws):
-            by_width[block.x.shape[1]].append(index)
-        bounds: list[Tensor | None] = [None] * len(draws)
-        for members in by_width.values():
-            parts = [draws[i] for i in members]
-            x = torch.cat([p.x for p in parts])
-            prompt = torch.cat([p.prompt for p in parts])
-            real = None if parts[0].real is None else torch.cat([p.real for p in parts])
-            t, z_t = torch.cat([p.t for p in parts]), torch.cat([p.z_t for p in parts])
-            values = []
-            for first in range(0, x.shape[0], self.batch_size):
-                rows = slice(first, first + self.batch_size)
-                on = self.device
-                values.append(
-                    nelbo(
-                        process,
-                        denoiser,
-                        x[rows].to(on),
-                        prompt_mask=prompt[rows].to(on),
-                        padding_mask=None if real is None else real[rows].to(on),
-                        t=t[rows].to(on),
-                        z_t=z_t[rows].to(on),
-                        convention=convention,
-                    ).cpu()
-                )
-            for index, value in zip(members, torch.cat(values).split(self.draws), strict=True):
-                bounds[index] = value
-        return bounds  # type: ignore[return-value]
+        values = []
+        for first in range(0, self.draws, self.draws_per_call):
+            rows, on = slice(first, first + self.draws_per_call), self.device
+            values.append(
+                nelbo(
+                    process,
+                    denoiser,
+                    draws.x[rows].to(on),
+                    prompt_mask=draws.prompt[rows].to(on),
+                    padding_mask=None if draws.real is None else draws.real[rows].to(on),
+                    t=draws.t[rows].to(on),
+                    z_t=draws.z_t[rows].to(on),
+                    convention=convention,
+                ).cpu()
+            )
+        return torch.cat(values)
 
-    def _greedy(self, pairs: list[tuple[list[int], list[int]]]) -> list[bool]:
-        """Whether each continuation is the argmax of one call with it fully masked."""
-        mask = self.process.mask_id
-        by_width: dict[int, list[int]] = defaultdict(list)
-        rows = []
-        for index, (context, continuation) in enumerate(pairs):
-            width = self.model_length or len(context) + len(continuation)
-            z = torch.full((width,), mask, dtype=torch.long)
-            z[: len(context)] = torch.tensor(context, dtype=torch.long)
-            rows.append(z)
-            by_width[width].append(index)
-        greedy = [False] * len(pairs)
-        for members in by_width.values():
-            z = torch.stack([rows[i] for i in members])
-            for first in range(0, len(members), self.batch_size):
-                chunk = z[first : first + self.batch_size].to(self.device)
-                t = torch.ones(chunk.shape[0], device=self.device)
-                best = self.denoiser(chunk, t).argmax(-1).cpu()
-                for row, index in enumerate(members[first : first + self.batch_size]):
-                    context, continuation = pairs[index]
-                    span = slice(len(context), len(context) + len(continuation))
-                    greedy[index] = best[row, span].tolist() == continuation
-        return greedy
+    def _greedy(self, context: list[int], continuation: list[int]) -> bool:
+        """Whether the continuation is the argmax of one call with all of it masked."""
+        width = self.model_length or len(context) + len(continuation)
+        z = torch.full((1, width), self.process.mask_id, dtype=torch.long)
+        z[0, : len(context)] = torch.tensor(context, dtype=torch.long)
+        t = torch.ones(1, device=self.device)
+        best = self.denoiser(z.to(self.device), t).argmax(-1)[0].cpu()
+        return best[len(context) : len(context) + len(continuation)].tolist() == continuation
 
     @torch.no_grad()
     def loglikelihood(
@@ -518,12 +513,11 @@ class Scorer:
                 raise HarnessError("loglikelihood: the continuation is empty (nothing to score)")
             context = self._fit(list(context), len(continuation), "continuation")
             fitted.append((context, list(continuation)))
-        bounds = self._bound_rows([self._draws(c, x) for c, x in fitted])
-        flags = self._greedy(fitted) if greedy else [False] * len(fitted)
         out = []
-        for value, flag in zip(bounds, flags, strict=True):
-            value = value.double()
+        for context, continuation in fitted:
+            value = self._bounds(self._draws(context, continuation)).double()
             stderr = float(value.std() / math.sqrt(len(value))) if len(value) > 1 else math.nan
+            flag = greedy and self._greedy(context, continuation)
             out.append((-float(value.mean()), stderr, flag))
         return out
 
@@ -637,11 +631,12 @@ class DiscdiffLM(LM):
       (`bfloat16`, `float32`, ...) and `max_length` (the rolling window);
     - `draws` (or LLaDA's `mc_num`; 128), `estimator` (`nelbo` | `llada`), `seed` (0),
       `truncation` (`error` | `left`), `rolling_context`, `greedy` (compute
-      `is_greedy`; true), `blocks` (1);
+      `is_greedy`; true), `draws_per_call` (default `draws`), `blocks` (1);
     - `sampler.KEY=VALUE`: the generation sampler (the `sampler` section of a
       run config, e.g. `sampler.steps=64`, `sampler.posterior=loop`); a run
       starts from its own `sampler` section;
-    - `batch_size` (rows per network call; lm-eval's `--batch_size`), `device`.
+    - `batch_size` (generations per sampler call; lm-eval's `--batch_size`; `auto`
+      is 16), `device`.
 
     Raises:
         HarnessError: For an unknown or malformed argument (naming it), or a
@@ -662,6 +657,7 @@ class DiscdiffLM(LM):
         "truncation",
         "rolling_context",
         "greedy",
+        "draws_per_call",
         "blocks",
         "batch_size",
         "max_batch_size",
@@ -698,6 +694,7 @@ class DiscdiffLM(LM):
             estimator=kwargs.get("estimator", "nelbo"),
             seed=_arg(kwargs.get("seed", 0), int, "seed"),
             batch_size=batch_size,
+            draws_per_call=_arg(kwargs.get("draws_per_call"), int, "draws_per_call"),
             blocks=_arg(kwargs.get("blocks", 1), int, "blocks"),
             truncation=kwargs.get("truncation", "error"),
             rolling_context=_arg(kwargs.get("rolling_context"), int, "rolling_context"),
@@ -709,6 +706,7 @@ class DiscdiffLM(LM):
             "likelihood": {
                 "estimator": self.scorer.estimator,
                 "draws": draws,
+                "draws_per_call": self.scorer.draws_per_call,
                 "seed": self.scorer.seed,
                 "truncation": self.scorer.truncation,
                 "window": self.scorer.window,
@@ -766,6 +764,8 @@ class DiscdiffLM(LM):
             tokenizer=False,
         )
         source = kwargs.get("tokenizer") or directory
+        if not Path(source).is_dir():
+            raise MissingTokenizerError(f"`tokenizer`: {str(source)!r} is not a folder")
         try:
             tokenizer = load_tokenizer(source)
         except (FileNotFoundError, OSError, ValueError) as error:
@@ -898,6 +898,78 @@ class DiscdiffLM(LM):
     def get_model_info(self) -> dict[str, Any]:
         """Added by lm-eval to its results' `config`: `{"discdiff": record()}`."""
         return {"discdiff": self.record()}
+
+
+def _model_args(model_args: str | dict[str, Any]) -> dict[str, Any]:
+    """`k=v,k=v` (lm-eval's form, values typed as lm-eval types them) or a mapping."""
+    if isinstance(model_args, str):
+        from lm_eval.utils import simple_parse_args_string
+
+        return simple_parse_args_string(model_args)
+    return dict(model_args)
+
+
+def run_harness(
+    tasks: Sequence[str],
+    model_args: str | dict[str, Any],
+    *,
+    out: str | Path,
+    include_path: str | Path | None = None,
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    bootstrap_iters: int = 1000,
+) -> Path:
+    """Score the `discdiff` model on lm-eval tasks; write the harness output and what it cost.
+
+    Args:
+        tasks: lm-eval task names (local ones need `include_path`).
+        model_args: `DiscdiffLM`'s arguments, as `k=v,...` or a mapping.
+        out: Folder for `results.json` (lm-eval's results: metrics with their
+            stderr, configs, versions) and `discdiff.json` (per task the
+            metrics and stderrs, and `DiscdiffLM.record()`: settings, network
+            calls, calls per generated token, tokens per second, Monte-Carlo
+            standard errors).
+        include_path: A folder of task YAML files (lm-eval's `--include_path`).
+        limit: Documents per task (lm-eval's `--limit`).
+        num_fewshot: Few-shot examples (lm-eval's `--num_fewshot`).
+        bootstrap_iters: Bootstrap resamples for the stderr of non-mean metrics.
+
+    Returns:
+        The path of `discdiff.json`.
+
+    Raises:
+        HarnessError: For a bad model argument; lm-eval's own errors for unknown tasks.
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+
+    model = DiscdiffLM(**_model_args(model_args))
+    manager = TaskManager(include_path=None if include_path is None else str(include_path))
+    results = lm_eval.simple_evaluate(
+        model=model,
+        tasks=list(tasks),
+        task_manager=manager,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        bootstrap_iters=bootstrap_iters,
+        log_samples=False,
+        verbosity="WARNING",
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False)
+    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))
+    scores = {
+        task: {k: v for k, v in metrics.items() if k != "alias" and not isinstance(v, str)}
+        for task, metrics in results["results"].items()
+    }
+    record = {"tasks": list(tasks), "results": scores, "discdiff": model.record()}
+    record["provenance"] = provenance({"tasks": list(tasks), **_model_args(model_args)}, None)
+    path = out / "discdiff.json"
+    text = json.dumps(record, indent=2, default=handle_non_serializable)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
 
 
 # A placeholder, the same from `python -m` (module `__main__`) as from an import.
