@@ -273,7 +273,7 @@ def test_hmm_multiple_choice_agrees_with_the_exact_likelihood(tasks: Path, tmp_p
 def test_tiny_llada_runs_the_three_request_types(llada: Path, tasks: Path, tmp_path: Path) -> None:
     path = run_harness(
         ["words_choice", "words_generation", "words_rolling"],
-        f"model={llada},draws=4,max_length=4,sampler.steps=4,blocks=2",
+        f"model={llada},draws=4,max_length=6,sampler.steps=4,blocks=2",
         out=tmp_path,
         include_path=tasks,
     )
@@ -282,8 +282,8 @@ def test_tiny_llada_runs_the_three_request_types(llada: Path, tasks: Path, tmp_p
     assert "acc_stderr,none" in record["results"]["words_choice"]
     usage = record["discdiff"]["usage"]
     assert usage["loglikelihood_rolling"]["words_rolling"]["requests"] == 2
-    # 9 words in windows of 4 with 2 of context: 4 windows of 4 draws each
-    assert usage["loglikelihood_rolling"]["words_rolling"]["network_calls"] == 2 * 4 * 4
+    # 9 words in windows of 6 with 3 of context: 2 windows of 4 draws each
+    assert usage["loglikelihood_rolling"]["words_rolling"]["network_calls"] == 2 * 2 * 4
     assert usage["generate_until"]["words_generation"]["generated_tokens"] == 2 * 3
 
 

@@ -90,6 +90,7 @@ The lm-eval command has no plugin discovery for models, so
 
 import hashlib
 import json
+import logging
 import math
 import sys
 import time
@@ -357,13 +358,13 @@ class Scorer:
         model_length: int | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
         draws: int = 128,
-        estimator: Estimator = "nelbo",
+        estimator: str = "nelbo",
         seed: int = 0,
         batch_size: int = 16,
         draws_per_call: int | None = None,
         blocks: int = 1,
         block_causal: bool = False,
-        truncation: Literal["error", "left"] = "error",
+        truncation: str = "error",
         rolling_context: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -636,7 +637,8 @@ class DiscdiffLM(LM):
       run config, e.g. `sampler.steps=64`, `sampler.posterior=loop`); a run
       starts from its own `sampler` section;
     - `batch_size` (generations per sampler call; lm-eval's `--batch_size`; `auto`
-      is 16), `device`.
+      is 16), `device` (default CUDA when available; a CUDA device without CUDA,
+      as lm-eval's command line asks by default, falls back to the CPU).
 
     Raises:
         HarnessError: For an unknown or malformed argument (naming it), or a
@@ -678,10 +680,15 @@ class DiscdiffLM(LM):
             raise HarnessError("give exactly one of `run` (a run or built-in run) and `model`")
         if kwargs.get("draws") is not None and kwargs.get("mc_num") is not None:
             raise HarnessError("give `draws` or `mc_num` (the same setting), not both")
-        draws = _arg(kwargs.get("draws", kwargs.get("mc_num")), int, "draws") or 128
+        draws = _arg(kwargs.get("draws", kwargs.get("mc_num")), int, "draws")
+        draws = 128 if draws is None else draws
         batch_size = kwargs.get("batch_size")
         batch_size = 16 if batch_size in (None, "auto") else _arg(batch_size, int, "batch_size")
         device = kwargs.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line asks for cuda:0 unless told otherwise
+            logging.getLogger(__name__).warning("device %s: no CUDA here; using the CPU", device)
+            device = "cpu"
         self._device = torch.device(device)
         self.greedy = _arg(kwargs.get("greedy", True), bool, "greedy")
         self.codec, denoiser, process, sampling, described = self._load(kwargs, overrides)
