@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from llm_fixtures import write_tiny_llada
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local task files only, never the Hub
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
@@ -395,3 +398,11 @@ def test_lm_eval_command_line_with_the_discdiff_model(tasks: Path, tmp_path: Pat
     [saved] = list(tmp_path.rglob("results_*.json"))
     config = json.loads(saved.read_text())["config"]
     assert config["discdiff"]["usage"]["generate_until"]["hmm_generation"]["network_calls"] > 0
+
+
+def test_chat_templates_come_from_the_tokenizer(llada: Path) -> None:
+    lm = DiscdiffLM(model=str(llada), draws=2)
+    text = lm.apply_chat_template([{"role": "user", "content": "the cat"}])
+    assert text == "<s> the cat "
+    with pytest.raises(MissingCapabilityError, match="no chat template"):
+        DiscdiffLM(run="hmm", draws=2).apply_chat_template([{"role": "user", "content": "1"}])

@@ -894,6 +894,32 @@ class DiscdiffLM(LM):
         )
         return texts
 
+    @property
+    def tokenizer_name(self) -> str:
+        """The tokenizer's name (lm-eval keys its request caches by it)."""
+        tokenizer = getattr(self.codec, "tokenizer", None)
+        return str(getattr(tokenizer, "name_or_path", type(self.codec).__name__))
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The tokenizer's chat template (instruct LLaDA / Dream), if it has one."""
+        return getattr(getattr(self.codec, "tokenizer", None), "chat_template", None)
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The conversation as the tokenizer's chat template writes it (`--apply_chat_template`).
+
+        Raises:
+            MissingCapabilityError: If the tokenizer has no chat template.
+        """
+        if not self.chat_template():
+            raise MissingCapabilityError(
+                "--apply_chat_template: this model's tokenizer has no chat template"
+            )
+        return self.codec.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
     def record(self) -> dict[str, Any]:
         """The model's settings and what each request type cost, per task."""
         usage = {
