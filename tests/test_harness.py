@@ -245,6 +245,9 @@ def test_hmm_tasks_run_offline_with_stderr_nfe_and_throughput(tasks: Path, tmp_p
     usage = record["discdiff"]["usage"]
     generated = usage["generate_until"]["hmm_generation"]
     assert generated["requests"] == 4 and generated["calls_per_generated_token"] > 0
+    # the run's model draws every position after the context; 3 tokens of each are kept
+    assert generated["generated_tokens"] == 4 * 3
+    assert generated["generated_positions"] == 4 * (64 - 8)
     assert generated["tokens_per_second"] > 0
     rolling = usage["loglikelihood_rolling"]["hmm_rolling"]
     assert rolling["scored_tokens"] == 30 and rolling["mc_stderr_mean"] > 0
@@ -287,7 +290,8 @@ def test_tiny_llada_runs_the_three_request_types(llada: Path, tasks: Path, tmp_p
     assert usage["loglikelihood_rolling"]["words_rolling"]["requests"] == 2
     # 9 words in windows of 6 with 3 of context: 2 windows of 4 draws each
     assert usage["loglikelihood_rolling"]["words_rolling"]["network_calls"] == 2 * 2 * 4
-    assert usage["generate_until"]["words_generation"]["generated_tokens"] == 2 * 3
+    generated = usage["generate_until"]["words_generation"]
+    assert generated["generated_tokens"] == generated["generated_positions"] == 2 * 3
 
 
 # --- errors ------------------------------------------------------------------------

@@ -298,6 +298,7 @@ class _Usage:
     requests: int = 0
     calls: int = 0
     tokens: int = 0
+    positions: int = 0
     seconds: float = 0.0
     stderr: list[float] = field(default_factory=list)
 
@@ -309,7 +310,8 @@ class _Usage:
             "seconds": self.seconds,
             "tokens_per_second": self.tokens / self.seconds if self.seconds else 0.0,
         }
-        if generated:
+        if generated:  # tokens returned (max_gen_toks each); positions the sampler drew
+            record["generated_positions"] = self.positions
             record["calls_per_generated_token"] = self.calls / max(1, self.tokens)
         else:
             record["calls_per_request"] = self.calls / max(1, self.requests)
@@ -811,11 +813,13 @@ class DiscdiffLM(LM):
         return context_ids, self.codec.encode(continuation)
 
     def _record(self, kind: str, requests: list[Any], **counts: Any) -> None:
-        for request, calls, tokens, stderr in zip(requests, *counts.values(), strict=True):
+        columns = [counts[k] for k in ("calls", "tokens", "positions", "stderr")]
+        for request, calls, tokens, positions, stderr in zip(requests, *columns, strict=True):
             usage = self.usage[kind][str(request.task_name)]
             usage.requests += 1
             usage.calls += calls
             usage.tokens += tokens
+            usage.positions += positions
             if stderr is not None:
                 usage.stderr.append(stderr)
 
@@ -841,6 +845,7 @@ class DiscdiffLM(LM):
             requests,
             calls=[self.scorer.draws + extra] * len(requests),
             tokens=[len(c) for _, c in pairs],
+            positions=[len(c) for _, c in pairs],
             stderr=[s for _, s, _ in scores],
         )
         return [(value, flag) for value, _, flag in scores]
@@ -859,7 +864,14 @@ class DiscdiffLM(LM):
             tokens.append(len(ids))
             errors.append(stderr)
         self._time("loglikelihood_rolling", requests, time.perf_counter() - start)
-        self._record("loglikelihood_rolling", requests, calls=calls, tokens=tokens, stderr=errors)
+        self._record(
+            "loglikelihood_rolling",
+            requests,
+            calls=calls,
+            tokens=tokens,
+            positions=tokens,
+            stderr=errors,
+        )
         return results
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
@@ -875,7 +887,7 @@ class DiscdiffLM(LM):
             max_new = _arg(kwargs.get("max_gen_toks", 256), int, "max_gen_toks")
             by_settings[(tuple(until), max_new)].append(index)
         texts: list[str] = [""] * len(requests)
-        calls, tokens = [0] * len(requests), [0] * len(requests)
+        calls, tokens, positions = ([0] * len(requests) for _ in range(3))
         for (stops, max_new), members in by_settings.items():
             until = list(stops)
             if self.codec.eos:
@@ -887,10 +899,16 @@ class DiscdiffLM(LM):
                 for stop in until:
                     if stop and stop in text:
                         text = text[: text.index(stop)]
-                texts[index], calls[index], tokens[index] = text, nfe, generated
+                texts[index], calls[index] = text, nfe
+                tokens[index], positions[index] = len(ids), generated
         self._time("generate_until", requests, time.perf_counter() - start)
         self._record(
-            "generate_until", requests, calls=calls, tokens=tokens, stderr=[None] * len(requests)
+            "generate_until",
+            requests,
+            calls=calls,
+            tokens=tokens,
+            positions=positions,
+            stderr=[None] * len(requests),
         )
         return texts
 
