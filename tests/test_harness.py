@@ -18,6 +18,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
 from discdiff.cli import main
+from discdiff.config import ConfigError
 from discdiff.evaluation.harness import (
     ContextTooLongError,
     DiscdiffLM,
@@ -206,8 +207,14 @@ def test_the_model_is_registered_with_lm_eval() -> None:
     assert get_model("discdiff") is DiscdiffLM
 
 
-def test_scores_do_not_depend_on_the_batch_size() -> None:
-    """Loglikelihoods (any temperature: no sampler) and generations, batch 1 against 8."""
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_scores_do_not_depend_on_the_batch_size(temperature: float) -> None:
+    """Loglikelihoods and generations, batch 1 against 8, bit for bit."""
+    overrides = {"sampler.steps": 8, "sampler.temperature": temperature}
+    try:
+        DiscdiffLM(run="hmm", draws=2, **overrides)
+    except ConfigError as error:  # greedy decoding is the sampler's to offer
+        pytest.skip(f"the sampler takes no temperature {temperature}: {error}")
     loglikelihoods = [
         _request("loglikelihood", ("1 2 3", " 4"), 0),
         _request("loglikelihood", ("5", " 6 7 8"), 1),
@@ -220,7 +227,7 @@ def test_scores_do_not_depend_on_the_batch_size() -> None:
     rolling = [_request("loglikelihood_rolling", (" ".join(["3"] * 70),), 0)]
     outputs = []
     for batch_size in (1, 8):
-        lm = DiscdiffLM(run="hmm", draws=8, batch_size=batch_size, **{"sampler.steps": 8})
+        lm = DiscdiffLM(run="hmm", draws=8, batch_size=batch_size, **overrides)
         outputs.append(
             (
                 lm.loglikelihood(loglikelihoods),
