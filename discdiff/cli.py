@@ -16,8 +16,10 @@ and other MDLM runs.
 The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
-sample set, `scale` runs the full scaling study, or with `--preset table1` /
-`--preset table2` the paper's Table 1 and Table 2 at CPU scale.
+sample set (or, with `--harness TASKS`, any run or LLaDA / Dream on
+lm-evaluation-harness tasks; see `discdiff.evaluation.harness`), `scale` runs
+the full scaling study, or with `--preset table1` / `--preset table2` the
+paper's Table 1 and Table 2 at CPU scale.
 """
 
 import argparse

@@ -370,6 +370,9 @@ def test_discdiff_eval_harness(tasks: Path, tmp_path: Path, capsys: pytest.Captu
     assert "word_perplexity" in printed and "tokens_per_second" in printed
     assert (tmp_path / "results.json").is_file() and (tmp_path / "discdiff.json").is_file()
     assert main(["eval", "--harness", "hmm_rolling", "--model-args", "run=hmm,draws=0"]) == 2
+    assert main(["eval", "--harness", "hmm_rolling"]) == 2  # no model
+    assert main(["eval"]) == 2  # neither a run nor tasks
+    assert "--run is required" in capsys.readouterr().err
 
 
 @pytest.mark.slow
