@@ -98,7 +98,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -131,9 +131,6 @@ __all__ = [
     "rolling_windows",
     "run_harness",
 ]
-
-Estimator = Literal["nelbo", "llada"]
-"""The Monte-Carlo estimators of the conditional bound (see the module docstring)."""
 
 DEFAULT_MAX_LENGTH = 4096
 """Window of LLaDA / Dream when their config names no length."""
@@ -251,7 +248,7 @@ def rolling_windows(length: int, window: int, context: int) -> list[tuple[int, i
         >>> rolling_windows(10, 4, 2)
         [(0, 0, 4), (2, 4, 6), (4, 6, 8), (6, 8, 10)]
         >>> rolling_windows(9, 4, 2)
-        [(0, 0, 4), (2, 4, 6), (5, 6, 9)]
+        [(0, 0, 4), (2, 4, 6), (4, 6, 8), (5, 8, 9)]
     """
     if window < 1 or not 0 <= context < window:
         raise ValueError(f"need window >= 1 and 0 <= context < window; got {window}, {context}")
@@ -345,10 +342,20 @@ class Scorer:
         block_causal: Generate block by block with the exact cache (a run
             trained with `model.block_size`).
         truncation: `"error"` or `"left"` (drop the oldest context tokens).
+        rolling_context: Context tokens $C$ of the later windows of `rolling`
+            (default half the window).
         device: Where the network runs.
 
     Raises:
         HarnessError: For a bad argument, naming it and its range.
+
+    Example:
+        >>> from discdiff import EnumerableOracle, MaskingProcess
+        >>> joint = torch.tensor([[0.5, 0.0], [0.25, 0.25]])  # p(x_1, x_2)
+        >>> scorer = Scorer(EnumerableOracle(joint), MaskingProcess(vocab_size=2),
+        ...                 model_length=2, draws=4, estimator="llada")
+        >>> [(round(ll, 4), se) for ll, se, _ in scorer.loglikelihood([([1], [0])])]
+        [(-0.6931, 0.0)]
     """
 
     def __init__(
@@ -384,8 +391,6 @@ class Scorer:
             raise HarnessError(f"`estimator` must be 'nelbo' or 'llada'; got {estimator!r}")
         if truncation not in ("error", "left"):
             raise HarnessError(f"`truncation` must be 'error' or 'left'; got {truncation!r}")
-        if estimator == "llada" and draws < 2:
-            raise HarnessError("`draws` must be at least 2 for a standard error")
         self.denoiser, self.process, self.sampler = denoiser, process, sampler
         self.model_length = model_length
         self.window = model_length or max_length
