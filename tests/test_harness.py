@@ -414,9 +414,11 @@ def test_lm_eval_command_line_with_the_discdiff_model(tasks: Path, tmp_path: Pat
     assert config["discdiff"]["usage"]["generate_until"]["hmm_generation"]["network_calls"] > 0
 
 
-def test_chat_templates_come_from_the_tokenizer(llada: Path) -> None:
+def test_chat_templates_and_the_end_of_sequence_come_from_the_tokenizer(llada: Path) -> None:
     lm = DiscdiffLM(model=str(llada), draws=2)
     text = lm.apply_chat_template([{"role": "user", "content": "the cat"}])
     assert text == "<s> the cat "
+    # generations end at the end-of-sequence token (LLaDA pads its answers with it)
+    assert lm.codec.decode(lm.codec.encode("the cat </s> sat </s>")) == "the cat"
     with pytest.raises(MissingCapabilityError, match="no chat template"):
         DiscdiffLM(run="hmm", draws=2).apply_chat_template([{"role": "user", "content": "1"}])

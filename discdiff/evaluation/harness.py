@@ -213,14 +213,18 @@ class _HFCodec:
 
     def __init__(self, tokenizer: Any, denoiser: Any) -> None:
         self.tokenizer, self.denoiser = tokenizer, denoiser
-        self.eos = getattr(tokenizer, "eos_token", None)
+        self.eos = None  # `decode` stops at the end-of-sequence id itself
 
     def encode(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self.denoiser.encode(torch.tensor(ids, dtype=torch.long)).tolist()
 
     def decode(self, ids: Sequence[int]) -> str:
+        """The text of the ids up to the first end-of-sequence token."""
         model_ids = self.denoiser.decode(torch.tensor(list(ids), dtype=torch.long)).tolist()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None and eos in model_ids:
+            model_ids = model_ids[: model_ids.index(eos)]
         return self.tokenizer.decode(model_ids, skip_special_tokens=True)
 
 
