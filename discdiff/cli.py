@@ -215,6 +215,7 @@ def _harness(args: argparse.Namespace) -> int:
             include_path=args.include_path,
             limit=args.limit if args.limit is None or args.limit < 1 else int(args.limit),
             num_fewshot=args.num_fewshot,
+            default_tasks=not args.no_default_tasks,
         )
     except HarnessError as error:
         print(f"discdiff eval: error: {error}", file=sys.stderr)
@@ -554,6 +555,11 @@ def _parser() -> argparse.ArgumentParser:
     harness.add_argument("--include-path", default=None, help="a folder of task YAML files")
     harness.add_argument("--limit", type=float, default=None, help="documents per task")
     harness.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples")
+    harness.add_argument(
+        "--no-default-tasks",
+        action="store_true",
+        help="only the tasks of --include-path (skips indexing lm-eval's own tasks)",
+    )
 
     scale = command(
         "scale",

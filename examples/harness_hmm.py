@@ -114,6 +114,7 @@ def main() -> None:
         {"run": "hmm", "estimator": args.estimator, "draws": draws, "sampler.steps": 16},
         out=out,
         include_path=out / "tasks",
+        default_tasks=False,
     )
     record = json.loads(path.read_text())
     for task, metrics in record["results"].items():

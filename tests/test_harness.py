@@ -244,6 +244,7 @@ def test_hmm_tasks_run_offline_with_stderr_nfe_and_throughput(tasks: Path, tmp_p
         "run=hmm,draws=4,sampler.steps=8",
         out=tmp_path,
         include_path=tasks,
+        default_tasks=False,
     )
     record = json.loads(path.read_text())
     harness = json.loads((tmp_path / "results.json").read_text())
@@ -270,6 +271,7 @@ def test_hmm_multiple_choice_agrees_with_the_exact_likelihood(tasks: Path, tmp_p
         {"run": "hmm", "estimator": "llada", "draws": 8, "greedy": False, "batch_size": 160},
         out=tmp_path,
         include_path=tasks,
+        default_tasks=False,
     )
     record = json.loads(path.read_text())
     scores = record["results"]["hmm_choice"]
@@ -289,6 +291,7 @@ def test_tiny_llada_runs_the_three_request_types(llada: Path, tasks: Path, tmp_p
         f"model={llada},draws=4,max_length=6,sampler.steps=4,blocks=2",
         out=tmp_path,
         include_path=tasks,
+        default_tasks=False,
     )
     record = json.loads(path.read_text())
     assert set(record["results"]) == {"words_choice", "words_generation", "words_rolling"}
@@ -359,6 +362,7 @@ def test_discdiff_eval_harness(tasks: Path, tmp_path: Path, capsys: pytest.Captu
             "draws=2",
             "--include-path",
             str(tasks),
+            "--no-default-tasks",
             "--out",
             str(tmp_path),
             "--threads",

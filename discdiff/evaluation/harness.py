@@ -978,6 +978,7 @@ def run_harness(
     limit: int | float | None = None,
     num_fewshot: int | None = None,
     bootstrap_iters: int = 1000,
+    default_tasks: bool = True,
 ) -> Path:
     """Score the `discdiff` model on lm-eval tasks; write the harness output and what it cost.
 
@@ -993,6 +994,8 @@ def run_harness(
         limit: Documents per task (lm-eval's `--limit`).
         num_fewshot: Few-shot examples (lm-eval's `--num_fewshot`).
         bootstrap_iters: Bootstrap resamples for the stderr of non-mean metrics.
+        default_tasks: Also index lm-eval's own tasks (thousands of files, seconds
+            of start-up); `False` keeps to the tasks of `include_path`.
 
     Returns:
         The path of `discdiff.json`.
@@ -1005,7 +1008,10 @@ def run_harness(
     from lm_eval.utils import handle_non_serializable
 
     model = DiscdiffLM(**_model_args(model_args))
-    manager = TaskManager(include_path=None if include_path is None else str(include_path))
+    manager = TaskManager(
+        include_path=None if include_path is None else str(include_path),
+        include_defaults=default_tasks,
+    )
     results = lm_eval.simple_evaluate(
         model=model,
         tasks=list(tasks),
