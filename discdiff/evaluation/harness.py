@@ -358,8 +358,9 @@ class Scorer:
         >>> joint = torch.tensor([[0.5, 0.0], [0.25, 0.25]])  # p(x_1, x_2)
         >>> scorer = Scorer(EnumerableOracle(joint), MaskingProcess(vocab_size=2),
         ...                 model_length=2, draws=4, estimator="llada")
-        >>> [(round(ll, 4), se) for ll, se, _ in scorer.loglikelihood([([1], [0])])]
-        [(-0.6931, 0.0)]
+        >>> ((ll, se, greedy),) = scorer.loglikelihood([([1], [0])])  # log p(x_2 = 0 | x_1 = 1)
+        >>> round(ll, 4), se
+        (-0.6931, 0.0)
     """
 
     def __init__(
