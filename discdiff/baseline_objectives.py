@@ -34,7 +34,13 @@ from torch import Tensor
 
 from discdiff.models.causal import next_token_nll
 from discdiff.models.score import log_score_ratio
-from discdiff.objectives import T_MIN, ContinuousNELBO, _check_padding, antithetic_times
+from discdiff.objectives import (
+    T_MIN,
+    ContinuousNELBO,
+    _keep_prompt,
+    _scored_positions,
+    antithetic_times,
+)
 from discdiff.processes import MaskingProcess
 
 __all__ = ["AutoregressiveNLL", "PrefixClassification", "ScoreEntropy", "score_entropy"]
@@ -45,6 +51,7 @@ def score_entropy(
     score_model: object,
     x: Int[Tensor, "batch length"],
     *,
+    prompt_mask: Bool[Tensor, "batch length"] | None = None,
     padding_mask: Bool[Tensor, "batch length"] | None = None,
     generator: torch.Generator | None = None,
     t: Float[Tensor, "batch"] | None = None,
@@ -61,6 +68,8 @@ def score_entropy(
         score_model: `(z_t, t) -> log-scores (B, L, V)`, e.g. a `ScoreModel`;
             called with `padding_mask=` when one is given.
         x: Clean tokens `(B, L)`.
+        prompt_mask: `(B, L)`, `True` at prompt tokens: kept clean and not
+            counted, a bound on the response given the prompt (as in `nelbo`).
         padding_mask: `(B, L)`, `True` at real tokens; padded positions do not count.
         generator: Random generator for the times and the masks.
         t: Times `(B,)` in $(0, 1]$ to use instead of antithetic draws.
@@ -70,8 +79,8 @@ def score_entropy(
         `(B,)` unbiased estimates of the score entropy on $[\delta, 1]$.
 
     Raises:
-        ValueError: If `padding_mask` does not match `x`, or the process is not
-            a masking process.
+        ValueError: If `padding_mask` or `prompt_mask` does not match `x`, or the
+            process is not a masking process.
 
     Example:
         >>> from discdiff.models.score import DenoiserScores
@@ -81,7 +90,7 @@ def score_entropy(
         >>> loss.shape
         torch.Size([1])
     """
-    _check_padding(x, padding_mask)
+    scored = _scored_positions(x, padding_mask=padding_mask, prompt_mask=prompt_mask)
     if not isinstance(process, MaskingProcess):
         raise ValueError(
             f"`process` must be a MaskingProcess (score entropy here is SEDD's absorbing "
@@ -91,6 +100,7 @@ def score_entropy(
         t = antithetic_times(x.shape[0], generator=generator, device=x.device)
     if z_t is None:
         z_t = process.sample(x, t, generator=generator)
+    z_t = _keep_prompt(x, z_t, prompt_mask)
     if padding_mask is None:
         log_s = score_model(z_t, t)
     else:
@@ -102,8 +112,8 @@ def score_entropy(
     log_s_x = log_s.gather(-1, x.unsqueeze(-1)).squeeze(-1)
     entropy = total - r * log_s_x + r * (log_r - 1.0)
     counted = process.is_masked(z_t)
-    if padding_mask is not None:
-        counted = counted & padding_mask
+    if scored is not None:
+        counted = counted & scored
     alpha = process.schedule.alpha(t)
     sigma_prime = -process.schedule.alpha_prime(t) / alpha  # σ'(t) = -α'_t / α_t
     weight = sigma_prime * (1.0 - T_MIN)  # the length of [δ, 1]
@@ -126,10 +136,19 @@ class ScoreEntropy:
         x: Tensor,
         *noise: Tensor,
         padding_mask: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
     ) -> Tensor:
         """The score entropy per sequence; `denoiser` is the score model."""
         t, z_t = noise
-        return score_entropy(process, denoiser, x, t=t, z_t=z_t, padding_mask=padding_mask)
+        return score_entropy(
+            process,
+            denoiser,
+            x,
+            t=t,
+            z_t=z_t,
+            padding_mask=padding_mask,
+            prompt_mask=prompt_mask,
+        )
 
 
 class AutoregressiveNLL:

@@ -17,8 +17,10 @@ and other MDLM runs.
 The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
-sample set, `scale` runs the full scaling study, or with `--preset table1` /
-`--preset table2` the paper's Table 1 and Table 2 at CPU scale.
+sample set (or, with `--harness TASKS`, any run or LLaDA / Dream on
+lm-evaluation-harness tasks; see `discdiff.evaluation.harness`), `scale` runs
+the full scaling study, or with `--preset table1` / `--preset table2` the
+paper's Table 1 and Table 2 at CPU scale.
 """
 
 import argparse
@@ -257,7 +259,59 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harness(args: argparse.Namespace) -> int:
+    """`eval --harness`: lm-eval tasks on the `discdiff` model (needs the `harness` extra)."""
+    try:
+        from discdiff.evaluation.harness import HarnessError, run_harness
+    except ImportError as error:
+        print(
+            f"discdiff eval: error: --harness needs lm-eval ({error}); "
+            "pip install 'discdiff[harness]'",
+            file=sys.stderr,
+        )
+        return 2
+    model_args = args.model_args or ""
+    if args.run is not None:
+        model_args = ",".join(filter(None, [f"run={args.run}", model_args]))
+    if not model_args:
+        print("discdiff eval: error: --harness needs --run or --model-args", file=sys.stderr)
+        return 2
+    try:
+        path = run_harness(
+            [t for t in args.harness.split(",") if t],
+            model_args,
+            out=args.out or "harness",
+            include_path=args.include_path,
+            limit=args.limit if args.limit is None or args.limit < 1 else int(args.limit),
+            num_fewshot=args.num_fewshot,
+            default_tasks=not args.no_default_tasks,
+        )
+    except HarnessError as error:
+        print(f"discdiff eval: error: {error}", file=sys.stderr)
+        return 2
+    record = json.loads(path.read_text())
+    for task, metrics in record["results"].items():
+        for name, value in metrics.items():
+            if "_stderr," in name:
+                continue
+            metric, _, flt = name.partition(",")
+            stderr = metrics.get(f"{metric}_stderr,{flt}")
+            spread = f" ± {stderr:.4f}" if isinstance(stderr, float) else ""
+            print(f"{task:24s} {name:28s} {value:.4f}{spread}")
+    for kind, tasks in record["discdiff"]["usage"].items():
+        for task, usage in tasks.items():
+            cost = " ".join(f"{k} {v:.4g}" for k, v in usage.items())
+            print(f"{kind:22s} {task:24s} {cost}")
+    print(f"wrote {path} and {path.parent / 'results.json'}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.harness is not None:
+        return _harness(args)
+    if args.run is None:
+        print("discdiff eval: error: --run is required (or --harness)", file=sys.stderr)
+        return 2
     path = evaluate_run(args.run, sequences=args.sequences, out=args.out)
     table = json.loads(path.read_text())
     bound = table["validation"]
@@ -549,12 +603,37 @@ def _parser() -> argparse.ArgumentParser:
         "entropy on the synthetic language; token entropy). Writes RUN/eval.json.",
     )
     evaluate.add_argument(
-        "--run", required=True, help=f"a run directory, or a built-in run ({builtin})"
+        "--run", default=None, help=f"a run directory, or a built-in run ({builtin})"
     )
     evaluate.add_argument(
         "--sequences", type=_positive, default=256, help="validation sequences (256)"
     )
-    evaluate.add_argument("--out", default=None, help="output file (default RUN/eval.json)")
+    evaluate.add_argument(
+        "--out",
+        default=None,
+        help="output file (default RUN/eval.json); with --harness a folder (default harness)",
+    )
+    harness = evaluate.add_argument_group(
+        "lm-evaluation-harness (the harness extra)",
+        "Score the model on lm-eval tasks (the `discdiff` lm-eval model, "
+        "discdiff.evaluation.harness): OUT/results.json is lm-eval's output, OUT/discdiff.json "
+        "adds the settings, network calls per generated token, tokens/s and Monte-Carlo stderrs.",
+    )
+    harness.add_argument("--harness", default=None, metavar="TASKS", help="comma-separated tasks")
+    harness.add_argument(
+        "--model-args",
+        default=None,
+        help="the model's arguments, k=v,... (e.g. model=DIR,draws=64,sampler.steps=128); "
+        "--run R adds run=R",
+    )
+    harness.add_argument("--include-path", default=None, help="a folder of task YAML files")
+    harness.add_argument("--limit", type=float, default=None, help="documents per task")
+    harness.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples")
+    harness.add_argument(
+        "--no-default-tasks",
+        action="store_true",
+        help="only the tasks of --include-path (skips indexing lm-eval's own tasks)",
+    )
 
     scale = command(
         "scale",

@@ -19,6 +19,22 @@ Padded positions (a `padding_mask`, `True` at real tokens) count neither in
 the sum nor, in the trainer and `held_out_bound`, in the number of tokens,
 as in MDLM.
 
+**Conditional bound.** For a prompt $c$ and a response $r$ (a `prompt_mask`,
+`True` at prompt tokens), the prompt is kept clean at every $t$ and left out
+of the sum:
+
+$$
+\mathcal{L}(r \mid c) = \int_0^1 \mathbb{E}_{z_t \sim q(\cdot \mid r)}
+\Big[\sum_{\ell \in r} \lambda_t\big(x_\theta(c \oplus z_t)_\ell;\ x_\ell, z_t^\ell\big)\Big]\, dt
+\;\ge\; -\log p_\theta(r \mid c),
+$$
+
+with equality in expectation for the exact conditional denoiser
+$x_\theta(c \oplus z_t)_\ell = p(x_\ell \mid c, \text{unmasked tokens of } z_t)$.
+This is the supervised fine-tuning loss of LLaDA (prompt tokens never masked,
+response tokens masked with probability $t$, weight $1/t$ for its linear
+schedule). Positions that are padding count in neither.
+
 The estimate integrates over $[\delta, 1]$: each draw is weighted by the
 interval's length $1 - \delta$. MDLM's code averages over $U[\delta, 1]$
 instead (no such factor), which reads $\delta = 0.1\,\%$ higher; pass
@@ -90,14 +106,50 @@ def _denoise(denoiser: Denoiser, z_t: Tensor, t: Tensor, padding_mask: Tensor | 
     return denoiser(z_t, t, padding_mask=padding_mask)
 
 
-def _check_padding(x: Tensor, padding_mask: Tensor | None) -> None:
+def _check_padding(x: Tensor, padding_mask: Tensor | None, *, name: str = "padding_mask") -> None:
     if padding_mask is not None and (
         padding_mask.shape != x.shape or padding_mask.dtype != torch.bool
     ):
         raise ValueError(
-            f"`padding_mask` must be a bool tensor of the shape of `x` {tuple(x.shape)}; "
+            f"`{name}` must be a bool tensor of the shape of `x` {tuple(x.shape)}; "
             f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
         )
+
+
+def _keep_prompt(
+    x: Int[Tensor, "batch length"],
+    z_t: Int[Tensor, "batch length"],
+    prompt_mask: Bool[Tensor, "batch length"] | None,
+) -> Int[Tensor, "batch length"]:
+    """`z_t` with the prompt's clean tokens put back (`z_t` itself without a prompt)."""
+    return z_t if prompt_mask is None else torch.where(prompt_mask, x, z_t)
+
+
+def _scored_positions(
+    x: Int[Tensor, "batch length"],
+    *,
+    padding_mask: Bool[Tensor, "batch length"] | None = None,
+    prompt_mask: Bool[Tensor, "batch length"] | None = None,
+) -> Bool[Tensor, "batch length"] | None:
+    """The positions a bound sums over: real tokens outside the prompt (`None`: all).
+
+    Args:
+        x: Clean tokens `(B, L)`.
+        padding_mask: `True` at real tokens.
+        prompt_mask: `True` at prompt tokens.
+
+    Returns:
+        `(B, L)` bool, or `None` when both masks are `None`.
+
+    Raises:
+        ValueError: If a mask is not a bool tensor of the shape of `x`.
+    """
+    _check_padding(x, padding_mask)
+    _check_padding(x, prompt_mask, name="prompt_mask")
+    if prompt_mask is None:
+        return padding_mask
+    response = ~prompt_mask
+    return response if padding_mask is None else response & padding_mask
 
 
 def nelbo(
@@ -105,6 +157,7 @@ def nelbo(
     denoiser: Denoiser,
     x: Int[Tensor, "batch length"],
     *,
+    prompt_mask: Bool[Tensor, "batch length"] | None = None,
     padding_mask: Bool[Tensor, "batch length"] | None = None,
     generator: torch.Generator | None = None,
     t: Float[Tensor, "batch"] | None = None,
@@ -113,11 +166,18 @@ def nelbo(
 ) -> Float[Tensor, "batch"]:
     r"""Continuous-time NELBO of each sequence, in nats (one Monte-Carlo time each).
 
+    With a `prompt_mask` it is the conditional bound on
+    $-\log p_\theta(\text{response} \mid \text{prompt})$: prompt tokens stay
+    clean at every $t$ and are not summed over.
+
     Args:
         process: The forward process.
         denoiser: Any `(z_t, t) -> logits` callable (normalised here with
             log-softmax, so raw logits and SUBS log-probabilities both work).
         x: Clean tokens `(B, L)`.
+        prompt_mask: `(B, L)`, `True` at prompt tokens: they are never noised
+            (also in a given `z_t`) and not summed over, so the result bounds the
+            response given the prompt. `None`: no prompt.
         padding_mask: `(B, L)`, `True` at real tokens: padded positions do not
             count, and the denoiser is called with `padding_mask=` (a `DiT`
             then attends to real tokens only). `None`: every position is real.
@@ -130,22 +190,33 @@ def nelbo(
 
     Returns:
         `(B,)` unbiased estimates of the NELBO on $[\delta, 1]$, summed over the
-        real tokens.
+        real tokens outside the prompt.
 
     Raises:
-        ValueError: If `padding_mask` does not match `x`, or `convention` is unknown.
+        ValueError: If `padding_mask` or `prompt_mask` does not match `x`, or
+            `convention` is unknown.
+
+    Example:
+        >>> from discdiff import MaskingProcess
+        >>> process = MaskingProcess(vocab_size=3)
+        >>> flat = lambda z, t: torch.zeros(*z.shape, 3)
+        >>> x = torch.tensor([[0, 1, 2, 0]])
+        >>> prompt = torch.tensor([[True, True, False, False]])
+        >>> nelbo(process, flat, x, prompt_mask=prompt).shape
+        torch.Size([1])
     """
-    _check_padding(x, padding_mask)
+    scored = _scored_positions(x, padding_mask=padding_mask, prompt_mask=prompt_mask)
     if convention not in ("integral", "mdlm"):
         raise ValueError(f"`convention` must be 'integral' or 'mdlm'; got {convention!r}")
     if t is None:
         t = antithetic_times(x.shape[0], generator=generator, device=x.device)
     if z_t is None:
         z_t = process.sample(x, t, generator=generator)
+    z_t = _keep_prompt(x, z_t, prompt_mask)
     log_probs = _denoise(denoiser, z_t, t, padding_mask).float().log_softmax(-1)
     integrand = process.nelbo_integrand(log_probs, x, z_t, t)
-    if padding_mask is not None:
-        integrand = integrand * padding_mask
+    if scored is not None:
+        integrand = integrand * scored
     total = integrand.sum(-1)
     if convention == "integral":
         total = total * (1.0 - T_MIN)  # the length of [δ, 1]
@@ -164,6 +235,7 @@ def discrete_nelbo(
     z_t: Int[Tensor, "batch length"] | None = None,
     exact_kl: bool = False,
     padding_mask: Bool[Tensor, "batch length"] | None = None,
+    prompt_mask: Bool[Tensor, "batch length"] | None = None,
 ) -> Float[Tensor, "batch"]:
     r"""$T$-step NELBO of each sequence, in nats (one Monte-Carlo step each).
 
@@ -184,21 +256,24 @@ def discrete_nelbo(
             closed form; always so for a process without a mask.
         padding_mask: `(B, L)`, `True` at real tokens; padded positions do not
             count (see `nelbo`).
+        prompt_mask: `(B, L)`, `True` at prompt tokens: kept clean and not
+            counted, a bound on the response given the prompt (see `nelbo`).
 
     Returns:
         `(B,)` unbiased estimates $T \cdot \mathrm{KL}_i$.
     """
-    _check_padding(x, padding_mask)
+    scored = _scored_positions(x, padding_mask=padding_mask, prompt_mask=prompt_mask)
     batch = x.shape[0]
     if step is None:
         step = torch.randint(1, steps + 1, (batch,), generator=generator, device=x.device)
     t, s = step / steps, (step - 1) / steps
     if z_t is None:
         z_t = process.sample(x, t, generator=generator)
+    z_t = _keep_prompt(x, z_t, prompt_mask)
     x_theta = _denoise(denoiser, z_t, t, padding_mask).float().softmax(-1)
     x_data = torch.nn.functional.one_hot(x, process.vocab_size).to(x_theta.dtype)
     q = posterior(process, z_t, x_data, t, s)
-    real = torch.ones_like(x, dtype=torch.bool) if padding_mask is None else padding_mask
+    real = torch.ones_like(x, dtype=torch.bool) if scored is None else scored
     if exact_kl or process.mask_id is None:
         # per-position KLs: the pyro distributions' event is the whole sequence
         p = posterior(process, z_t, x_theta, t, s)
@@ -252,6 +327,7 @@ def held_out_bound(
     data: Int[Tensor, "n length"],
     *,
     padding_mask: Bool[Tensor, "n length"] | None = None,
+    prompt_mask: Bool[Tensor, "n length"] | None = None,
     batch_size: int = 64,
     seed: int = 12345,
     device: torch.device | str | None = None,
@@ -275,6 +351,9 @@ def held_out_bound(
         data: The sequences, `(N, L)`.
         padding_mask: `(N, L)`, `True` at real tokens; padding counts neither
             in the nats nor in the tokens.
+        prompt_mask: `(N, L)`, `True` at prompt tokens: the bound of the
+            responses given the prompts, per response token (prompts are kept
+            clean and count neither in the nats nor in the tokens).
         batch_size: Sequences per forward pass.
         seed: Seed of the noise.
         device: Where the model runs (the data and noise are moved there).
@@ -283,9 +362,10 @@ def held_out_bound(
             (`ContinuousNELBO`) by default.
 
     Returns:
-        The `Bound` over all $N L$ tokens (the real ones with a `padding_mask`).
+        The `Bound` over all $N L$ tokens (the real ones with a `padding_mask`,
+        the response ones with a `prompt_mask`).
     """
-    _check_padding(data, padding_mask)
+    scored = _scored_positions(data, padding_mask=padding_mask, prompt_mask=prompt_mask)
     objective = objective or ContinuousNELBO()
     generator = torch.Generator().manual_seed(seed)
     nats = 0.0
@@ -294,11 +374,15 @@ def held_out_bound(
             rows = slice(first, first + batch_size)
             x = data[rows]
             noise = [n.to(device) for n in objective.noise(process, x, generator)]
-            mask = None if padding_mask is None else padding_mask[rows].to(device)
+            masks = {
+                name: mask[rows].to(device)
+                for name, mask in (("padding_mask", padding_mask), ("prompt_mask", prompt_mask))
+                if mask is not None
+            }
             with autocast():
-                losses = objective.loss(process, denoiser, x.to(device), *noise, padding_mask=mask)
+                losses = objective.loss(process, denoiser, x.to(device), *noise, **masks)
             nats += float(losses.sum())
-    tokens = data.numel() if padding_mask is None else int(padding_mask.sum())
+    tokens = data.numel() if scored is None else int(scored.sum())
     return Bound(nats=nats, tokens=tokens)
 
 
@@ -309,6 +393,10 @@ class Objective(Protocol):
     Splitting the two lets distributed training draw the noise of the global
     batch on every rank and evaluate only its own slice, so that gradients
     match a single process exactly.
+
+    An objective that bounds a response given a prompt also takes
+    `prompt_mask=` (`True` at prompt tokens) in `loss`; the trainer passes it
+    only for batches that carry one (`Prompted`).
     """
 
     def noise(
@@ -346,10 +434,19 @@ class ContinuousNELBO:
         x: Tensor,
         *noise: Tensor,
         padding_mask: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
     ) -> Tensor:
-        """The continuous-time NELBO per sequence."""
+        """The continuous-time NELBO per sequence (of the response, with a `prompt_mask`)."""
         t, z_t = noise
-        return nelbo(process, denoiser, x, t=t, z_t=z_t, padding_mask=padding_mask)
+        return nelbo(
+            process,
+            denoiser,
+            x,
+            t=t,
+            z_t=z_t,
+            padding_mask=padding_mask,
+            prompt_mask=prompt_mask,
+        )
 
 
 class DiscreteNELBO:
@@ -380,8 +477,9 @@ class DiscreteNELBO:
         x: Tensor,
         *noise: Tensor,
         padding_mask: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
     ) -> Tensor:
-        """The $T$-step NELBO per sequence."""
+        """The $T$-step NELBO per sequence (of the response, with a `prompt_mask`)."""
         step, z_t = noise
         return discrete_nelbo(
             process,
@@ -393,6 +491,7 @@ class DiscreteNELBO:
             z_t=z_t,
             exact_kl=self.exact_kl,
             padding_mask=padding_mask,
+            prompt_mask=prompt_mask,
         )
 
 
@@ -425,13 +524,17 @@ class ConditionalNELBO:
         x: Tensor,
         *noise: Tensor,
         padding_mask: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
     ) -> Tensor:
         """The inner loss of `denoiser(·, ·, label)`; `noise` is `(label, *inner noise)`."""
         label, *rest = noise
         bound = with_label(denoiser, label)
-        if padding_mask is None:
-            return self.inner.loss(process, bound, x, *rest)
-        return self.inner.loss(process, bound, x, *rest, padding_mask=padding_mask)
+        masks = {
+            name: mask
+            for name, mask in (("padding_mask", padding_mask), ("prompt_mask", prompt_mask))
+            if mask is not None
+        }
+        return self.inner.loss(process, bound, x, *rest, **masks)
 
 
 class NoisyClassification:
@@ -534,10 +637,16 @@ class BlockNELBO:
         x: Tensor,
         *noise: Tensor,
         padding_mask: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
     ) -> Tensor:
-        """The block NELBO per sequence `(B,)`; `noise` is `(t (B, K), z_t (B, L))`."""
-        _check_padding(x, padding_mask)
+        """The block NELBO per sequence `(B,)`; `noise` is `(t (B, K), z_t (B, L))`.
+
+        With a `prompt_mask` the prompt is kept clean and not counted (the
+        bound of the response given the prompt).
+        """
+        scored = _scored_positions(x, padding_mask=padding_mask, prompt_mask=prompt_mask)
         t, z_t = noise
+        z_t = _keep_prompt(x, z_t, prompt_mask)
         batch, blocks, n = x.shape[0], self._blocks(x), self.block_size
         kwargs: dict[str, Any] = {"clean": x}
         if padding_mask is not None:
@@ -550,6 +659,6 @@ class BlockNELBO:
             z_t.reshape(batch * blocks, n),
             t.reshape(-1),
         ).view_as(x)
-        if padding_mask is not None:
-            integrand = integrand * padding_mask
+        if scored is not None:
+            integrand = integrand * scored
         return integrand.sum(-1) * (1.0 - T_MIN)

@@ -7,6 +7,8 @@ from discdiff.data.sources import (
     LanguageSource,
     Padded,
     PaddedSource,
+    Prompted,
+    PromptedSource,
 )
 from discdiff.data.synthetic import (
     EntropyEstimate,
@@ -43,6 +45,8 @@ __all__ = [
     "PCFGLanguage",
     "Padded",
     "PaddedSource",
+    "Prompted",
+    "PromptedSource",
     "SyntheticLanguage",
     "Tokenizer",
     "char_blocks",

@@ -13,7 +13,16 @@ from torch import Tensor
 
 from discdiff.data.synthetic import ExactLanguage
 
-__all__ = ["BatchSource", "BlockSource", "LanguageSource", "Padded", "PaddedSource", "epoch_rows"]
+__all__ = [
+    "BatchSource",
+    "BlockSource",
+    "LanguageSource",
+    "Padded",
+    "PaddedSource",
+    "Prompted",
+    "PromptedSource",
+    "epoch_rows",
+]
 
 
 class Padded(NamedTuple):
@@ -26,6 +35,20 @@ class Padded(NamedTuple):
 
     tokens: Int[Tensor, "batch length"]
     padding_mask: Bool[Tensor, "batch length"]
+
+
+class Prompted(NamedTuple):
+    """A batch of prompt/response sequences: the loss bounds each response given its prompt.
+
+    Attributes:
+        tokens: Token ids `(B, L)`: prompt, response, padding.
+        padding_mask: `True` at real tokens `(B, L)` (prompt and response).
+        prompt_mask: `True` at prompt tokens `(B, L)`: never noised, never scored.
+    """
+
+    tokens: Int[Tensor, "batch length"]
+    padding_mask: Bool[Tensor, "batch length"]
+    prompt_mask: Bool[Tensor, "batch length"]
 
 
 @runtime_checkable
@@ -152,6 +175,59 @@ class PaddedSource:
         """
         rows = epoch_rows(self.rows.blocks.shape[0], index, size, self.rows.seed)
         return Padded(self.rows.blocks[rows], self.padding_mask[rows])
+
+
+class PromptedSource:
+    """Shuffled epochs over prompt/response rows (e.g. from `discdiff.data.sft`).
+
+    Args:
+        rows: `(N, L)` token ids, padding included.
+        padding_mask: `(N, L)`, `True` at real tokens.
+        prompt_mask: `(N, L)`, `True` at prompt tokens.
+        vocab_size: Number of data tokens; ids must lie below it.
+        seed: Seed of the per-epoch permutations.
+
+    Raises:
+        ValueError: If the shapes differ, a row has no real response token, or
+            `rows` holds ids outside `0..vocab_size-1`.
+    """
+
+    def __init__(
+        self,
+        rows: Tensor,
+        padding_mask: Tensor,
+        prompt_mask: Tensor,
+        vocab_size: int,
+        seed: int = 0,
+    ) -> None:
+        if prompt_mask.shape != rows.shape or prompt_mask.dtype != torch.bool:
+            raise ValueError(
+                f"`prompt_mask` must be a bool tensor of the shape of `rows` "
+                f"{tuple(rows.shape)}; got {prompt_mask.dtype} {tuple(prompt_mask.shape)}"
+            )
+        self.padded = PaddedSource(rows, padding_mask, vocab_size, seed)
+        if rows.shape[0] and not bool((padding_mask & ~prompt_mask).any(-1).all()):
+            raise ValueError("every row needs at least one real response token")
+        self.prompt_mask = prompt_mask
+        self.vocab_size, self.length = vocab_size, self.padded.length
+
+    def __len__(self) -> int:
+        return self.padded.rows.blocks.shape[0]
+
+    def batch(self, index: int, size: int) -> Prompted:
+        """Rows `index * size ...` of the shuffled epochs, with their masks.
+
+        Args:
+            index: The batch number.
+            size: Sequences per batch.
+
+        Returns:
+            `Prompted(tokens, padding_mask, prompt_mask)`, each `(size, L)`.
+        """
+        rows = epoch_rows(len(self), index, size, self.padded.rows.seed)
+        return Prompted(
+            self.padded.rows.blocks[rows], self.padded.padding_mask[rows], self.prompt_mask[rows]
+        )
 
 
 def epoch_rows(count: int, index: int, size: int, seed: int) -> Int[Tensor, "size"]:

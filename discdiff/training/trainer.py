@@ -8,6 +8,11 @@ validation, a progress bar with loss and tokens/s; under `torchrun` it trains
 with PyTorch DDP (gloo on CPU, NCCL on CUDA) on per-rank slices of each global
 batch, or FSDP on CUDA.
 
+Prompt/response data: a source may return `Prompted(tokens, padding_mask,
+prompt_mask)` batches (e.g. `PromptedSource`); the objective is then the
+conditional bound of each response given its prompt (prompts never noised,
+never scored), normalised as `TrainConfig.normalise` says.
+
 Labelled data: a source may return `(x, *side)` instead of `x` (e.g. class
 labels for a conditional model or a noisy classifier). The side tensors,
 one row per sequence, are sliced per rank and micro-batch like `x` and passed
@@ -38,7 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy
-from discdiff.data.sources import BatchSource, Padded
+from discdiff.data.sources import BatchSource, Padded, Prompted
 from discdiff.objectives import (
     Bound,
     ConditionalNELBO,
@@ -92,6 +97,16 @@ class TrainConfig:
         objective: The loss, by name from `OBJECTIVES`: `nelbo` (MDLM),
             `score-entropy` (SEDD) or `autoregressive` (an AR model). It is the
             trainer's default objective (which validation reports).
+        normalise: How the summed per-sequence losses of a global batch become
+            the training loss. `"token"` (default, the library's convention and
+            MDLM's): divided by the number of scored tokens of the global batch
+            (real tokens; real response tokens for `Prompted` batches), so every
+            scored token weighs the same and the loss is the bound in nats per
+            token. `"sequence"`: LLaDA's SFT normalisation, each sequence's loss
+            divided by its own number of scored tokens (its response length),
+            then averaged over the batch: short responses weigh more per
+            token. The two agree when every sequence has the same number of
+            scored tokens. Validation always reports nats per scored token.
     """
 
     steps: int | None = 1000
@@ -113,8 +128,11 @@ class TrainConfig:
     fsdp: bool = False
     deterministic: bool = False
     objective: str = "nelbo"
+    normalise: str = "token"
 
     def __post_init__(self) -> None:
+        if self.normalise not in ("token", "sequence"):
+            raise ValueError(f"`normalise` must be 'token' or 'sequence'; got {self.normalise!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"`objective` must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}"
@@ -163,8 +181,8 @@ class Trainer:
         config: The settings.
         objective: Per-sequence loss; by default the one `config.objective`
             names (the continuous-time NELBO unless set).
-        validation: Fixed validation sequences `(N, L)`, or `Padded` ones,
-            evaluated with the objective (EMA weights when enabled).
+        validation: Fixed validation sequences `(N, L)`, or `Padded` or
+            `Prompted` ones, evaluated with the objective (EMA weights when enabled).
         run_dir: Where checkpoints go (`run_dir/checkpoints`); none if `None`.
         on_eval: Called with each validation record (step, nats/token…) and
             the wall-clock `minutes` since `fit` started.
@@ -178,7 +196,7 @@ class Trainer:
         config: TrainConfig,
         *,
         objective: Objective | None = None,
-        validation: Tensor | Padded | None = None,
+        validation: Tensor | Padded | Prompted | None = None,
         run_dir: str | os.PathLike | None = None,
         on_eval: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
@@ -262,17 +280,21 @@ class Trainer:
         """One optimiser step on global batch `self.step`; returns its loss in nats/token."""
         config, dist = self.config, self.dist
         batch = self.data.batch(self.step, config.batch_size)
-        padding_mask = None
-        if isinstance(batch, Padded):
-            batch, padding_mask = batch
+        masks: dict[str, Tensor] = {}
+        if isinstance(batch, Prompted):
+            batch, masks["padding_mask"], masks["prompt_mask"] = batch
+        elif isinstance(batch, Padded):
+            batch, masks["padding_mask"] = batch
         x, *side = (batch,) if isinstance(batch, Tensor) else batch
         noise = self.objective.noise(self.process, x, self._step_generator(self.step))
         noise = (*side, *noise)
-        # the global batch's real tokens: padding counts neither in the loss nor here
-        tokens = x.numel() if padding_mask is None else int(padding_mask.sum())
+        # the weight of each sequence's summed loss, from the global batch's scored
+        # tokens: padding and prompts count neither in the loss nor here
+        weights = self._weights(x, **masks)
         rank_slice = dist.shard(config.batch_size)
         x, noise = x[rank_slice], [n[rank_slice] for n in noise]
-        masks = {} if padding_mask is None else {"padding_mask": padding_mask[rank_slice]}
+        weights = weights[rank_slice]
+        masks = {k: v[rank_slice] for k, v in masks.items()}
         micro = x.shape[0] // config.accumulate
         total = torch.zeros((), device=self.device)
         for m in range(config.accumulate):
@@ -286,7 +308,7 @@ class Trainer:
                     *(n[part].to(self.device) for n in noise),
                     **{k: v[part].to(self.device) for k, v in masks.items()},
                 )
-                loss = losses.sum() / tokens * dist.world_size
+                loss = (losses * weights[part].to(self.device)).sum() * dist.world_size
             loss.backward()
             total += loss.detach() / dist.world_size  # this rank's share of the global loss
         if config.grad_clip:
@@ -298,6 +320,23 @@ class Trainer:
         self._update_ema()
         self.step += 1
         return float(dist.sum(total))
+
+    def _weights(
+        self,
+        x: Tensor,
+        padding_mask: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`(B,)` factors turning the global batch's per-sequence sums into the loss."""
+        scored = torch.ones_like(x, dtype=torch.bool)
+        if padding_mask is not None:
+            scored = scored & padding_mask
+        if prompt_mask is not None:
+            scored = scored & ~prompt_mask
+        counts = scored.sum(-1).double()
+        if self.config.normalise == "sequence":
+            return (1.0 / (counts.clamp_min(1.0) * x.shape[0])).float()
+        return torch.full((x.shape[0],), 1.0 / float(counts.sum().clamp_min(1.0)))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -317,9 +356,11 @@ class Trainer:
         if self.validation is None:
             raise ValueError("no `validation` data was given")
         self.model.eval()
-        data, padding_mask = (
-            self.validation if isinstance(self.validation, Padded) else (self.validation, None)
-        )
+        data, padding_mask, prompt_mask = self.validation, None, None
+        if isinstance(data, Prompted):
+            data, padding_mask, prompt_mask = data
+        elif isinstance(data, Padded):
+            data, padding_mask = data
         rows = slice(self.config.eval_sequences)
         objective = self.objective
         if isinstance(objective, ConditionalNELBO):  # validation rows carry no labels
@@ -330,6 +371,7 @@ class Trainer:
                 self.model,
                 data[rows],
                 padding_mask=None if padding_mask is None else padding_mask[rows],
+                prompt_mask=None if prompt_mask is None else prompt_mask[rows],
                 batch_size=batch_size,
                 device=self.device,
                 autocast=self._autocast,
