@@ -62,14 +62,18 @@ from discdiff.remasking import (
 from discdiff.sampling import (
     AncestralSampler,
     DilatedDecoder,
+    DreamCount,
     EntropyDecoder,
+    EvenCount,
     MarginDecoder,
     MaskGITDecoder,
+    ScheduleCount,
     SEDDAnalytic,
     SEDDEuler,
     ThresholdDecoder,
 )
 from discdiff.sampling.ancestral import Nucleus, Strategy
+from discdiff.sampling.decoders import StepCount
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -89,6 +93,7 @@ __all__ = [
     "POSTERIORS",
     "PROCESSES",
     "REMASKING_SCHEDULES",
+    "STEP_COUNTS",
     "ConfigError",
     "DataSpec",
     "ProcessSpec",
@@ -142,6 +147,15 @@ POSTERIORS: dict[str, type] = {
 `RemaskPosterior(schedule)` by their schedule's name, the confidence decoders,
 the posterior of uniform-state noise, and SEDD's samplers for score models
 (`train.objective: score-entropy`)."""
+
+
+STEP_COUNTS: dict[str, type[StepCount]] = {
+    "schedule": ScheduleCount,
+    "even": EvenCount,
+    "dream": DreamCount,
+}
+"""Names of the decoders' count rules (`count` of `maskgit`, `entropy`, `margin`, `dilated`):
+MDLM's expected count, LLaDA's even quota, Dream's floor(n (1 - s/t))."""
 
 
 LANGUAGES: dict[str, type[ExactLanguage]] = {
@@ -256,6 +270,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         (NoiseSchedule, NOISE_SCHEDULES),
         (RemaskingSchedule, REMASKING_SCHEDULES),
         (ExactLanguage, LANGUAGES),
+        (StepCount, STEP_COUNTS),
     ):
         if inspect.isclass(hint) and issubclass(hint, base):
             built = _choice(key, value, registry)
@@ -287,7 +302,7 @@ def _plain(value: Any) -> Any:
     if type(value) in (RemaskPosterior, MaskingPosterior):  # not a subclass with its own name
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
-    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES):
+    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES, STEP_COUNTS):
         for name, cls in registry.items():
             if type(value) is cls:
                 return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(cls)}
