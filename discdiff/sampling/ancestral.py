@@ -314,7 +314,7 @@ class AncestralSampler:
         self.progress = progress
         self.grid = posterior.time_grid(steps, t_min)
 
-    def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
+    def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Any:
         # A strategy may turn the network's output into its `x` itself (SEDD's keep the scale).
         shaping = {
             "temperature": self.temperature,
@@ -480,7 +480,7 @@ class AncestralSampler:
     def complete(
         self,
         denoiser: Denoiser,
-        prompts: Sequence[Int[Tensor, "prompt"]] | Int[Tensor, "batch prompt"],
+        prompts: Sequence[Int[Tensor, "_prompt"]] | Int[Tensor, "batch prompt"],
         length: int,
         *,
         lengths: Int[Tensor, "batch"] | None = None,
@@ -553,7 +553,7 @@ class AncestralSampler:
     def complete_batches(
         self,
         denoiser: Denoiser,
-        prompts: Sequence[Int[Tensor, "prompt"]],
+        prompts: Sequence[Int[Tensor, "_prompt"]],
         length: int,
         *,
         seed: int,
@@ -750,7 +750,7 @@ class _Run:
         self.fractions: list[Tensor] | None = [] if stats else None
         self.remasks: list[Tensor] | None = [] if stats else None
 
-    def x_theta(self, z: Tensor, t: Tensor) -> Tensor:
+    def x_theta(self, z: Tensor, t: Tensor) -> Any:
         self.nfe += 1
         if self.sequence_nfe is None:
             self.sequence_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
