@@ -338,3 +338,30 @@ def test_bad_blocks_and_prompts_are_named(
         )
         == 2
     )
+
+
+@pytest.mark.parametrize(
+    ("form", "temperature"), [({"name": "maskgit", "count": "even"}, 0.0), ("cap", 1.0)]
+)
+def test_the_dit_completes_prompts_of_different_lengths_as_alone(
+    form: object, temperature: float
+) -> None:
+    from discdiff import SUBS, DiT, DiTConfig
+
+    process = MaskingProcess(vocab_size=11)
+    torch.manual_seed(0)
+    network = DiT(DiTConfig.micro(vocab_size=12, model_length=32)).eval()
+    with torch.no_grad():  # the modulations and the output layer start at zero
+        for name, parameter in network.named_parameters():
+            if "adaLN" in name or "output_layer.linear" in name:
+                parameter.normal_(0.0, 0.1)
+    denoiser = SUBS(network, process)
+    sampler = AncestralSampler(process, build_strategy(form), 6, temperature=temperature)
+    rows = [torch.tensor(p) for p in ([1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 1, 2], [7])]
+    together = sampler.complete_batches(denoiser, rows, 6, seed=1, block_length=3)
+    for i, row in enumerate(rows):
+        alone = sampler.complete(
+            denoiser, [row], 6, block_length=3, generator=SequenceGenerator(1, 1, start=i)
+        )
+        assert torch.equal(alone.tokens[0], together.tokens[i])
+        assert int(alone.sequence_nfe[0]) == int(together.sequence_nfe[i])
