@@ -829,7 +829,8 @@ class _Run:
         if sampler.noise_removal and bool((process.is_masked(z) & active).any()):
             if x is None:
                 x = self.x_theta(z, grid[-1])
-            z = torch.where(active, process.remove_noise(z, x, grid[-1].expand(batch)), z)
+            probs = getattr(x, "probs", x)  # a decoder's input carries its probabilities
+            z = torch.where(active, process.remove_noise(z, probs, grid[-1].expand(batch)), z)
             self.steps += 1
             self.record(z, active, torch.zeros_like(active))
         return z
