@@ -67,6 +67,7 @@ from discdiff.sampling import (
     ScheduleCount,
     SEDDAnalytic,
     SEDDEuler,
+    ThresholdCount,
     ThresholdDecoder,
 )
 from discdiff.schedules import (
@@ -138,6 +139,7 @@ __all__ = [
     "ScoreEntropy",
     "ScoreModel",
     "SequenceGenerator",
+    "ThresholdCount",
     "ThresholdDecoder",
     "UniformPosterior",
     "UniformProcess",

@@ -70,10 +70,11 @@ from discdiff.sampling import (
     ScheduleCount,
     SEDDAnalytic,
     SEDDEuler,
+    ThresholdCount,
     ThresholdDecoder,
 )
 from discdiff.sampling.ancestral import Nucleus, Strategy
-from discdiff.sampling.decoders import StepCount
+from discdiff.sampling.decoders import ConfidenceDecoder, StepCount
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -153,6 +154,7 @@ STEP_COUNTS: dict[str, type[StepCount]] = {
     "schedule": ScheduleCount,
     "even": EvenCount,
     "dream": DreamCount,
+    "threshold": ThresholdCount,
 }
 """Names of the decoders' count rules (`count` of `maskgit`, `entropy`, `margin`, `dilated`):
 MDLM's expected count, LLaDA's even quota, Dream's floor(n (1 - s/t))."""
@@ -257,6 +259,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return None
         raise ConfigError(key, "may not be null")
     concrete = [o for o in options if o is not type(None)]
+    if len(concrete) > 1 and all(
+        inspect.isclass(o) and issubclass(o, (RemaskPosterior, ConfidenceDecoder)) for o in concrete
+    ):  # a choice among strategies (a threshold decoder's base)
+        built = _choice(key, value, POSTERIORS)
+        if not isinstance(built, tuple(concrete)):
+            names = " or ".join(o.__name__ for o in concrete)
+            raise ConfigError(key, f"must name a {names}; got {value!r}")
+        return built
     if len(concrete) == 1:
         hint = concrete[0]
     if hint is Strategy:

@@ -365,3 +365,21 @@ def test_the_dit_completes_prompts_of_different_lengths_as_alone(
         )
         assert torch.equal(alone.tokens[0], together.tokens[i])
         assert int(alone.sequence_nfe[0]) == int(together.sequence_nfe[i])
+
+
+@pytest.mark.parametrize(
+    "row",
+    REFERENCE["fast_dllm_threshold"],
+    ids=lambda r: f"{len(r['prompt'])}-{r['length']}-{r['block_length']}-{r['threshold']}",
+)
+def test_fast_dllm_threshold_decoding_token_for_token(denoisers: dict, row: dict) -> None:
+    denoiser = denoisers["llada"]
+    strategy = build_strategy(
+        {"name": "threshold", "threshold": row["threshold"], "posterior": "maskgit"}
+    )
+    sampler = AncestralSampler(denoiser.process(), strategy, row["length"], temperature=0.0)
+    prompt = [denoiser.encode(torch.tensor(row["prompt"]))]
+    result = sampler.complete(denoiser, prompt, row["length"], block_length=row["block_length"])
+    assert denoiser.decode(result.tokens)[0].tolist() == row["tokens"]
+    # one call per step of Fast-dLLM's loop, none once a block is decoded
+    assert int(result.sequence_nfe[0]) == result.nfe == row["nfe"]

@@ -19,6 +19,7 @@ from discdiff.sampling.decoders import (
     MaskGITDecoder,
     ScheduleCount,
     StepCount,
+    ThresholdCount,
     ThresholdDecoder,
 )
 from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
@@ -44,6 +45,7 @@ __all__ = [
     "ScorePosterior",
     "StepCount",
     "Strategy",
+    "ThresholdCount",
     "ThresholdDecoder",
     "shape_probs",
 ]

@@ -52,7 +52,9 @@ class Strategy(Protocol):
     looks further. A strategy that reads $x_\theta$ only at the positions
     masked in $z_t$ may also set `masked_only = True`; the sampler then spends
     the nucleus's $O(V)$ work there only (every strategy of the masking
-    process does).
+    process does). A strategy that never remasks a decoded token may set
+    `never_remasks = True`: the sampler then stops a grid (or a block) as
+    soon as nothing is left masked, with no further network call.
 
     Attributes:
         process_type: The class of forward processes the strategy works with.
@@ -789,6 +791,7 @@ class _Run:
         self.view = view
         frozen = z.clone()
         memory = sampler.posterior.start(process, z)
+        done_when_unmasked = bool(getattr(sampler.posterior, "never_remasks", False))
         batch = z.shape[0]
         self.record(z, active, None)
         x = None
@@ -797,6 +800,10 @@ class _Run:
         per_step = int(active.sum()) / max(1, len(grid) - 1) if sampler.progress else 0.0
         for i in bar:
             t, s = grid[i].expand(batch), grid[i + 1].expand(batch)
+            # a strategy that never remasks has nothing left to do once all is decoded: no call
+            finished = x is None and done_when_unmasked and i > 0
+            if finished and not bool((process.is_masked(z) & active).any()):
+                break
             if x is None:
                 x = self.x_theta(z, grid[i])
             with validation(not self.checked):

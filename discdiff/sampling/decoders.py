@@ -39,6 +39,7 @@ MaskGIT table on another machine, while the posterior samplers, which compare a
 uniform number with a float64 CDF, did not.
 """
 
+import copy
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
@@ -65,6 +66,7 @@ __all__ = [
     "MaskGITDecoder",
     "ScheduleCount",
     "StepCount",
+    "ThresholdCount",
     "ThresholdDecoder",
     "dilated_order",
 ]
@@ -121,8 +123,18 @@ class StepCount(ABC):
         n_masked: Int[Tensor, "batch"],
         t: Times,
         s: Times,
+        score: PerPosition | None = None,
     ) -> Int[Tensor, "batch"]:
-        r"""Counts `(B,)` for the step $t \to s$, given each sequence's masked count."""
+        r"""Counts `(B,)` for the step $t \to s$.
+
+        Args:
+            process: The forward process.
+            n_masked: Each sequence's masked count `(B,)`.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            score: The candidates' float64 scores `(B, L)`, $-\infty$ where not
+                masked (for rules that read them).
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -144,7 +156,12 @@ class ScheduleCount(StepCount):
         return f"ScheduleCount(tokens_per_step={self.tokens_per_step})"
 
     def __call__(
-        self, process: MaskingProcess, n_masked: Int[Tensor, "batch"], t: Times, s: Times
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
     ) -> Int[Tensor, "batch"]:
         """The count of each sequence (see the class)."""
         if self.tokens_per_step is not None:
@@ -168,7 +185,12 @@ class EvenCount(StepCount):
         return uniform_time_grid(steps, 0.0)
 
     def __call__(
-        self, process: MaskingProcess, n_masked: Int[Tensor, "batch"], t: Times, s: Times
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
     ) -> Int[Tensor, "batch"]:
         r"""$\lceil n / (T - i) \rceil$ with $T - i = t/(t - s)$ steps left."""
         left = torch.round(t / (t - s)).long().clamp_min(1)
@@ -201,7 +223,12 @@ class DreamCount(StepCount):
         return torch.linspace(1.0, self.eps, steps + 1, dtype=torch.float32).double()
 
     def __call__(
-        self, process: MaskingProcess, n_masked: Int[Tensor, "batch"], t: Times, s: Times
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
     ) -> Int[Tensor, "batch"]:
         r"""$\lfloor n (1 - s/t) \rfloor$ in float32; $n$ at the last step."""
         t32, s32 = t.float(), s.float()
@@ -214,6 +241,47 @@ def _highest(key: PerPosition, k: Int[Tensor, "batch"]) -> MaskFlags:
     """The `k[b]` positions of row `b` with the highest `key` (ties: the first), as flags."""
     rank = key.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)
     return rank < k.unsqueeze(-1)
+
+
+class ThresholdCount(StepCount):
+    r"""Fast-dLLM's threshold rule: every masked position scoring at least $\tau$, at least one.
+
+    As Fast-dLLM's `get_transfer_index` with `threshold`: the positions whose
+    confidence is $\ge \tau$ unmask, and always the most confident one; the
+    last step of the grid unmasks everything left. Fast-dLLM loops until the
+    block is decoded, so give at least as many steps as positions per block to
+    follow it exactly; steps left once the block is decoded cost no network
+    call (nothing changes, and nothing is left to remove).
+
+    Args:
+        threshold: $\tau \in (0, 1]$.
+    """
+
+    def __init__(self, threshold: float = 0.9) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"`threshold` must lie in (0, 1]; got {threshold}")
+        self.threshold = threshold
+
+    def __repr__(self) -> str:
+        return f"ThresholdCount(threshold={self.threshold})"
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """$t_i = 1 - i/T$; the last step ($s = 0$) unmasks what is left."""
+        return uniform_time_grid(steps, 0.0)
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        """The positions scoring at least the threshold (at least 1); all at the last step."""
+        if score is None:
+            raise ValueError("ThresholdCount needs the candidates' scores")
+        sure = (score >= self.threshold).sum(-1).clamp_min(1)
+        return torch.where(s <= 0, n_masked, torch.minimum(sure, n_masked))
 
 
 class ConfidenceDecoder(ABC):
@@ -232,6 +300,7 @@ class ConfidenceDecoder(ABC):
 
     process_type = MaskingProcess
     masked_only = True  # x_θ is read at masked positions only
+    never_remasks = True  # decoded tokens stay: once nothing is masked, the run is over
 
     def __init__(
         self,
@@ -348,7 +417,7 @@ class ConfidenceDecoder(ABC):
         Returns:
             Counts `(B,)`, int64.
         """
-        return self.count(process, masked.sum(-1), t, s)
+        return self.count(process, masked.sum(-1), t, s, score.masked_fill(~masked, -torch.inf))
 
     def rank_key(
         self, score: PerPosition, masked: MaskFlags, greedy: bool, generator: RandomSource
@@ -636,10 +705,18 @@ class ThresholdDecoder:
     ($\sigma_t > 0$) decoded tokens can still be corrected, as in ReMDM; the
     sequence then keeps changing and every step calls the network.
 
+    With a confidence decoder as the base (`posterior=MaskGITDecoder()`, in a
+    config `{name: threshold, threshold: 0.9, posterior: maskgit}`) it is
+    Fast-dLLM's own rule instead: the decoder's candidates (the argmax at
+    temperature 0) and float64 scores, and `ThresholdCount(threshold)` as the
+    count: every masked position scoring at least $\tau$ unmasks, and always
+    the most confident one.
+
     Args:
         threshold: The confidence $\tau \in (0, 1]$ above which a masked position
             is decoded at once ($\tau = 1$: the base posterior alone).
-        posterior: The base posterior (default `MaskingPosterior()`, MDLM).
+        posterior: The base posterior (default `MaskingPosterior()`, MDLM), or a
+            `ConfidenceDecoder` (Fast-dLLM's rule).
 
     Example:
         >>> from discdiff import MaskingProcess
@@ -658,13 +735,28 @@ class ThresholdDecoder:
     process_type = MaskingProcess
     masked_only = True  # x_θ is read at masked positions only
 
-    def __init__(self, threshold: float = 0.9, posterior: RemaskPosterior | None = None) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.9,
+        posterior: RemaskPosterior | ConfidenceDecoder | None = None,
+    ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"`threshold` must lie in (0, 1]; got {threshold}")
-        if posterior is not None and not isinstance(posterior, RemaskPosterior):
-            raise TypeError(f"`posterior` must be a RemaskPosterior or None; got {posterior!r}")
+        if posterior is not None and not isinstance(
+            posterior, (RemaskPosterior, ConfidenceDecoder)
+        ):
+            raise TypeError(
+                f"`posterior` must be a RemaskPosterior, a ConfidenceDecoder or None; "
+                f"got {posterior!r}"
+            )
         self.threshold = threshold
         self.posterior = posterior if posterior is not None else MaskingPosterior()
+        self.rule: ConfidenceDecoder | None = None  # Fast-dLLM's rule on a decoder base
+        self.never_remasks = isinstance(posterior, ConfidenceDecoder)
+        if isinstance(posterior, ConfidenceDecoder):
+            self.rule = copy.copy(posterior)
+            self.rule.count = ThresholdCount(threshold)
+            self.shape_output = self.rule.shape_output
 
     def __repr__(self) -> str:
         return f"ThresholdDecoder(threshold={self.threshold}, posterior={self.posterior!r})"
@@ -679,6 +771,8 @@ class ThresholdDecoder:
         Returns:
             Decreasing float64 times `(points,)`.
         """
+        if self.rule is not None:
+            return self.rule.time_grid(steps, t_min)
         return self.posterior.time_grid(steps, t_min)
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
@@ -704,13 +798,15 @@ class ThresholdDecoder:
         Returns:
             A `DecodeConfidence`, or `None`.
         """
+        if self.rule is not None:
+            return None
         return self.posterior.start(process, z)
 
     def draw(
         self,
         process: MaskingProcess,
         z_t: Tokens,
-        x: Probs,
+        x: Probs | DecoderInput,
         t: Times,
         s: Times,
         *,
@@ -723,7 +819,7 @@ class ThresholdDecoder:
         Args:
             process: The forward process.
             z_t: Current tokens `(B, L)`.
-            x: $x_\theta(z_t)$ `(B, L, V)`.
+            x: $x_\theta(z_t)$ `(B, L, V)` (a `DecoderInput` for a decoder base).
             t: Current times `(B,)`.
             s: Next times `(B,)`.
             state: The base posterior's state (what `start` returned).
@@ -733,6 +829,8 @@ class ThresholdDecoder:
         Returns:
             $z_s$ `(B, L)`.
         """
+        if self.rule is not None:  # Fast-dLLM's rule
+            return self.rule.draw(process, z_t, x, t, s, generator=generator, dtype=dtype)
         z_s = self.posterior.draw(
             process, z_t, x, t, s, state=state, generator=generator, dtype=dtype
         )
