@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from discdiff._io import CorruptFileError, atomic_write, locked
-from discdiff.config import ConfigError, RunConfig, parse_override
+from discdiff.config import POSTERIORS, ConfigError, RunConfig, parse_override
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
@@ -60,6 +60,7 @@ from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
 from discdiff.sampling.blocks import BlockSampler
+from discdiff.sampling.decoders import ConfidenceDecoder
 from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
@@ -535,7 +536,12 @@ MODEL_RULES: dict[str, dict[str, str]] = {
 decoders use unless `count` is given (LLaDA: low-confidence remasking with `generate.py`'s even
 per-block quota; Dream: `diffusion_generate`'s count, entropy ordering)."""
 
-_DECODERS = ("maskgit", "entropy", "margin", "dilated")
+_DECODERS = tuple(
+    name
+    for name, cls in POSTERIORS.items()
+    if isinstance(cls, type) and issubclass(cls, ConfidenceDecoder)
+)
+"""The strategy names that take a `count` (the confidence decoders)."""
 
 
 def _model_rules(values: dict[str, Any], kind: str) -> None:
