@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import SupportsIndex
 
 import torch
 from torch import Tensor
@@ -149,7 +150,7 @@ RandomSource = torch.Generator | SequenceGenerator | None
 
 
 def uniform(
-    shape: Sequence[int],
+    shape: Sequence[SupportsIndex],
     *,
     generator: RandomSource = None,
     dtype: torch.dtype = torch.float32,
@@ -163,7 +164,7 @@ def uniform(
     With a `SequenceGenerator`, dimension `batch_dim` indexes its sequences.
 
     Args:
-        shape: The shape of the draw.
+        shape: The shape of the draw (sizes: ints, or 0-dim tensors under `torch.jit.trace`).
         generator: The random source.
         dtype: Floating dtype of the numbers.
         device: Where to make them (a `SequenceGenerator` uses its own device).

@@ -5,6 +5,7 @@ causal mask. Each layer is
 
 $$h \leftarrow h + W_o\,\mathrm{Attn}(R(W_q \bar h), R(W_k \bar h), W_v \bar h),
 \quad \bar h = \mathrm{RMSNorm}(h),$$
+
 $$h \leftarrow h + W_{down}\big(\mathrm{SiLU}(W_{gate} \bar h) \odot W_{up} \bar h\big),
 \quad \bar h = \mathrm{RMSNorm}(h),$$
 
