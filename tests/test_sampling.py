@@ -280,8 +280,9 @@ def test_dfm_reports_its_adaptive_number_of_calls():
     sampler = dd.AncestralSampler(
         process, dd.RemaskPosterior(dd.DFMCorrector()), steps=8, cache=False
     )
-    result = sampler.sample(denoiser, 2, 8)
-    assert result.nfe == len(sampler.grid) > 9
+    result = sampler.sample(denoiser, 2, 8, generator=torch.Generator().manual_seed(0))
+    steps = len(sampler.grid) - 1  # one call a step, and one for noise removal if masks remain
+    assert steps > 8 and result.nfe == steps + int(result.steps > steps)
 
 
 def test_infill_positions_never_change():
