@@ -310,13 +310,15 @@ def test_semi_autoregressive_generation_beyond_the_model_length():
     process, denoiser = micro_denoiser()
     sampler = dd.AncestralSampler(process, dd.MaskingPosterior(), steps=4)
     prompt = torch.tensor([[3, 1, 4]])
-    result = sampler.sample_long(denoiser, 2, 300, model_length=128, stride=64, prompt=prompt)
+    result = sampler.sample_long(
+        denoiser, 2, 300, model_length=128, stride=64, prompt=prompt, generator=torch.Generator()
+    )
     assert result.tokens.shape == (2, 300)
     assert (result.tokens[:, :3] == prompt).all()
     assert not process.is_masked(result.tokens).any()
-    # windows end at 128, 192, 256, 320; T calls each (nothing is masked after the last step,
-    # so no noise-removal call)
-    assert result.nfe == 4 * 4
+    # windows end at 128, 192, 256, 320; T calls each, and one for noise removal in a window
+    # where masks remain after the last step (rare: each mask unmasks with probability 1 - 4e-5)
+    assert 4 * 4 <= result.nfe == result.steps <= 4 * 5
 
 
 @pytest.mark.parametrize(
