@@ -230,12 +230,17 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     if args.model is not None:
         try:
+            prompts = list(args.prompt or [])
+            if args.prompts is not None:
+                lines = Path(args.prompts).read_text().splitlines()
+                prompts += [line.replace("\\n", "\n") for line in lines if line.strip()]
             folder = sample_model(
                 args.model,
                 args.overrides,
-                prompt=args.prompt,
+                prompt=prompts[0] if len(prompts) == 1 else (prompts or None),
                 length=args.length,
                 blocks=args.blocks,
+                block_length=args.block_length,
                 chat=args.chat,
                 out=args.out,
                 dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
@@ -249,8 +254,11 @@ def _sample(args: argparse.Namespace) -> int:
         for text in completions:
             print(text)
     else:
-        if args.prompt is not None or args.chat:
-            print("discdiff sample: error: --prompt and --chat need --model", file=sys.stderr)
+        if args.prompt is not None or args.prompts is not None or args.chat:
+            print(
+                "discdiff sample: error: --prompt, --prompts and --chat need --model",
+                file=sys.stderr,
+            )
             return 2
         folder = sample_run(args.run, args.overrides, out=args.out, progress=not args.quiet)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -564,7 +572,20 @@ def _parser() -> argparse.ArgumentParser:
         help="an open diffusion LLM (LLaDA, Dream): a local directory or a Hub id such as "
         "GSAI-ML/LLaDA-8B-Instruct; loaded natively, no checkpoint code runs",
     )
-    sample.add_argument("--prompt", default=None, help="with --model: the text to complete")
+    sample.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="with --model: a text to complete; repeat it for several (completed together, "
+        "each as alone, in order)",
+    )
+    sample.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="with --model: a file of prompts, one per line (\\n for a line break), after any "
+        "--prompt",
+    )
     sample.add_argument(
         "--length", type=_positive, default=64, help="with --model: tokens to generate (64)"
     )
@@ -572,7 +593,16 @@ def _parser() -> argparse.ArgumentParser:
         "--blocks",
         type=_positive,
         default=1,
-        help="with --model: generate in this many left-to-right blocks (semi-autoregressive; 1)",
+        help="with --model: generate the --length new tokens in this many equal left-to-right "
+        "blocks (semi-autoregressive; 1); sampler.steps is the total over all blocks",
+    )
+    sample.add_argument(
+        "--block-length",
+        type=_positive,
+        default=None,
+        help="with --model: new tokens per block instead of --blocks (LLaDA's block_length); "
+        "it must divide --length, and the number of blocks must divide sampler.steps, the "
+        "total over all blocks",
     )
     sample.add_argument(
         "--chat", action="store_true", help="with --model: wrap the prompt in the chat template"

@@ -72,14 +72,19 @@ from discdiff.remasking import (
 from discdiff.sampling import (
     AncestralSampler,
     DilatedDecoder,
+    DreamCount,
     EntropyDecoder,
+    EvenCount,
     MarginDecoder,
     MaskGITDecoder,
+    ScheduleCount,
     SEDDAnalytic,
     SEDDEuler,
+    ThresholdCount,
     ThresholdDecoder,
 )
 from discdiff.sampling.ancestral import Nucleus, Strategy
+from discdiff.sampling.decoders import ConfidenceDecoder, StepCount
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -104,6 +109,7 @@ __all__ = [
     "PROCESSES",
     "RANGES",
     "REMASKING_SCHEDULES",
+    "STEP_COUNTS",
     "ConfigError",
     "DataSpec",
     "ProcessSpec",
@@ -158,6 +164,16 @@ POSTERIORS: dict[str, type] = {
 `RemaskPosterior(schedule)` by their schedule's name, the confidence decoders,
 the posterior of uniform-state noise, and SEDD's samplers for score models
 (`train.objective: score-entropy`)."""
+
+
+STEP_COUNTS: dict[str, type[StepCount]] = {
+    "schedule": ScheduleCount,
+    "even": EvenCount,
+    "dream": DreamCount,
+    "threshold": ThresholdCount,
+}
+"""Names of the decoders' count rules (`count` of `maskgit`, `entropy`, `margin`, `dilated`):
+MDLM's expected count, LLaDA's even quota, Dream's floor(n (1 - s/t))."""
 
 
 LANGUAGES: dict[str, type[ExactLanguage]] = {
@@ -465,6 +481,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return None
         raise ConfigError(key, "may not be null")
     concrete = [o for o in options if o is not type(None)]
+    if len(concrete) > 1 and all(
+        inspect.isclass(o) and issubclass(o, (RemaskPosterior, ConfidenceDecoder)) for o in concrete
+    ):  # a choice among strategies (a threshold decoder's base)
+        built = _choice(key, value, POSTERIORS)
+        if not isinstance(built, tuple(concrete)):
+            names = " or ".join(o.__name__ for o in concrete)
+            raise ConfigError(key, f"must name a {names}; got {value!r}")
+        return built
     if len(concrete) == 1:
         hint = concrete[0]
     if hint is Strategy:
@@ -478,6 +502,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         (NoiseSchedule, NOISE_SCHEDULES),
         (RemaskingSchedule, REMASKING_SCHEDULES),
         (ExactLanguage, LANGUAGES),
+        (StepCount, STEP_COUNTS),
     ):
         if inspect.isclass(hint) and issubclass(hint, base):
             built = _choice(key, value, registry)
@@ -512,7 +537,7 @@ def _plain(value: Any) -> Any:
     if type(value) in (RemaskPosterior, MaskingPosterior):  # not a subclass with its own name
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
-    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES):
+    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES, STEP_COUNTS):
         for name, cls in registry.items():
             if type(value) is cls:
                 return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(cls)}

@@ -88,8 +88,11 @@ def load_diffusion_llm(
         tokenizer: Load the tokenizer too (`denoiser.tokenizer`).
 
     Returns:
-        The denoiser: process ids in, SUBS log-probabilities over $V$ data tokens out;
-        `encode` / `decode` map tokenizer ids to process ids and back.
+        The denoiser: process ids in, log-probabilities over $V$ data tokens out
+        (normalised over the whole vocabulary, `mask_mass=True`, so that
+        confidences are scored as LLaDA's and Dream's own code scores them);
+        `encode` / `decode` map tokenizer ids to process ids and back, and
+        `denoiser.kind` is the `model_type` (`"llada"` or `"dream"`).
 
     Raises:
         ValueError: If `config.json`'s `model_type` is not one of `DIFFUSION_LLMS`.
@@ -106,7 +109,9 @@ def load_diffusion_llm(
         model,
         mask_token_id=model.config.mask_token_id,
         model_vocab_size=model.config.vocab_size,
+        mask_mass=True,
     )
+    denoiser.kind = kind
     if tokenizer:
         denoiser.tokenizer = load_tokenizer(directory)
     return denoiser
