@@ -3,11 +3,12 @@ r"""The `discdiff` command: `quickstart`, `train`, `sample`, `eval`, `scale`, `f
 `discdiff quickstart` is the main job: the small version of the ReMDM paper's
 Table 1 on the default benchmark language (a hidden Markov model with exact
 likelihoods), with the small checkpoint shipped in the package (or one trained
-on the spot with `--from-scratch`). In the paper's setting (nucleus 0.9 with
-ReMDM's rule) it samples with MDLM, ReMDM-cap and ReMDM-loop at T = L/4, L
-and 4L, with the model and with the language's exact denoiser, scores every
-sample by its exact likelihood, prints the table with 95 % intervals and
-writes `study.csv`, `study.json`, `study.png` and the samples. `--compare RUN ...`
+on the spot with `--from-scratch`). It samples with MDLM, ReMDM-cap and
+ReMDM-loop at T = L/4, L and 4L without a nucleus, scores every sample by its
+exact likelihood, prints the gap to the entropy (lower is better, 0 is data
+quality) with 95 % intervals and a three-line reading, and writes
+`study.csv`, `study.json`, `study.png` and the samples (`--top-p 0.9`: the
+paper's nucleus, under which the gap falls below 0). `--compare RUN ...`
 adds the paper's baselines trained on the same language to the same table:
 SEDD runs (`train.objective=score-entropy`, sampled with SEDD's analytic and
 Euler samplers), AR runs (`train.objective=autoregressive`, "AR (T=L)" rows)
@@ -16,8 +17,10 @@ and other MDLM runs.
 The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
-sample set, `scale` runs the full scaling study, or with `--preset table1` /
-`--preset table2` the paper's Table 1 and Table 2 at CPU scale.
+sample set (or, with `--harness TASKS`, any run or LLaDA / Dream on
+lm-evaluation-harness tasks; see `discdiff.evaluation.harness`), `scale` runs
+the full scaling study, or with `--preset table1` / `--preset table2` the
+paper's Table 1 and Table 2 at CPU scale.
 `finetune` fine-tunes a diffusion LLM (LLaDA, Dream) or a DiT run on
 prompt/response data, with or without LoRA (see `discdiff.finetune`), and
 `export` merges a LoRA adapter into its base.
@@ -37,8 +40,7 @@ from typing import Any
 import torch
 import yaml
 
-from discdiff._io import CorruptFileError
-from discdiff._tokenizers import RemoteCodeError
+from discdiff._io import CorruptFileError, FolderBusyError, writing
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
@@ -53,6 +55,7 @@ from discdiff.runs import (
     sample_run,
     train_run,
 )
+from discdiff.tokenizer_loader import RemoteCodeError
 
 __all__ = ["default_threads", "main"]
 
@@ -71,6 +74,11 @@ OVERRIDES_HELP = (
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    with writing(args.out):
+        return _run_quickstart(args)
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.from_scratch:
         overrides = ["train.steps=null", f"train.max_minutes={args.minutes}"]
@@ -121,12 +129,28 @@ def _compared(runs: Sequence[str], base: Any) -> dict[str, dict[str, Any]]:
 
 
 def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> None:
+    """The table of gaps with 95 % intervals and NFE, then its reading in three lines."""
     cells = summarize(rows, ["nll_gap", "token_entropy"])
     steps = sorted({c["steps"] for c in cells})
     seen = dict.fromkeys((c["denoiser"], c["sampler"], c["top_p"]) for c in cells)
-    width = max(28, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
-    print("exact NLL gap to the entropy (nats/token) ± 95 % interval | token entropy | NFE")
-    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>30s}" for T in steps))
+    nucleus = any(p < 1.0 for _, _, p in seen)
+    width = max(24, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
+    column = 25 if nucleus else 20
+    print(
+        "exact NLL gap to the language's entropy, nats/token: lower is better, 0 is as "
+        "likely as the language's own samples"
+    )
+    print(
+        f"± 95 % interval ({cells[0]['samples']} samples per cell) · "
+        + ("token entropy · " if nucleus else "")
+        + "NFE (the most network calls a sequence needed)"
+    )
+    if nucleus:
+        print(
+            "with a nucleus (p < 1) gaps fall below 0 and token entropy below the data's: "
+            "there a lower gap is less diverse, not better"
+        )
+    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>{column}s}" for T in steps))
     for denoiser, sampler, top_p in seen:
         by_steps = {
             c["steps"]: c
@@ -136,14 +160,61 @@ def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> Non
         name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f" p={top_p}")
         line = "".join(
             f"{c['nll_gap']:>9.3f} ±{c.get('nll_gap_ci95', math.nan):6.3f}"
-            f"{c['token_entropy']:7.3f}{c['nfe']:6d}"
+            + (f"{c['token_entropy']:6.2f}" if nucleus else "")
+            + f"{c['nfe']:5d}"
             if (c := by_steps.get(T))
-            else " " * 30
+            else " " * column
             for T in steps
         )
         print(f"{name:{width}s}{line}")
-    data = f"{reference['nll_gap']:>9.3f} {' ' * 7}{reference['token_entropy']:7.3f}"
+    data = f"{reference['nll_gap']:>9.3f} ±{1.96 * reference.get('nll_gap_se', math.nan):6.3f}"
+    data += f"{reference['token_entropy']:6.2f}" if nucleus else ""
     print(f"{'data':{width}s}{data}")
+    for line in _reading(cells, reference):
+        print(line)
+
+
+def _reading(cells: list[dict[str, Any]], reference: dict[str, float]) -> list[str]:
+    """The table's reading in three lines (none without no-nucleus MDLM and ReMDM rows).
+
+    How each sampler's gap moves from the second-largest $T$ to the largest;
+    whether the best ReMDM beats MDLM there beyond the intervals (the paper's
+    claim); how far the best cell stays from data.
+    """
+    model = {
+        (c["sampler"], c["steps"]): c
+        for c in cells
+        if c["denoiser"] == "model" and c["top_p"] == 1.0
+    }
+    steps = sorted({T for _, T in model})
+    remdm = sorted({s for s, _ in model if s.startswith("ReMDM")})
+    if len(steps) < 2 or not remdm or ("MDLM", steps[-1]) not in model:
+        return []
+    mid, top = steps[-2], steps[-1]
+    moves = [
+        f"{s} {model[s, mid]['nll_gap']:.3f} → {model[s, top]['nll_gap']:.3f}"
+        for s in ["MDLM", *remdm]
+        if (s, mid) in model and (s, top) in model
+    ]
+    best = min(remdm, key=lambda s: model[s, top]["nll_gap"])
+    mdlm, winner = model["MDLM", top], model[best, top]
+    gain = mdlm["nll_gap"] - winner["nll_gap"]
+    ci = math.hypot(mdlm.get("nll_gap_ci95", math.nan), winner.get("nll_gap_ci95", math.nan))
+    if gain - ci > 0:
+        verdict = "the paper's claim shows: remasking keeps improving where MDLM stalls"
+    elif gain + ci < 0:
+        verdict = "MDLM is better here: the paper's claim does not hold on this model"
+    else:
+        verdict = (
+            f"within the noise of {mdlm['samples']} samples per cell: the paper's claim is "
+            "not resolved (the full Table 1, `discdiff scale --preset table1`, pools 288)"
+        )
+    return [
+        f"from T={mid} to T={top} (no nucleus): " + "; ".join(moves) + ".",
+        f"at T={top}, {best} − MDLM = {-gain:+.3f} ± {ci:.3f} nats/token (95 %): {verdict}.",
+        f"the best cell ({best}, T={top}) stays {winner['nll_gap'] - reference['nll_gap']:.3f} "
+        "nats/token less likely than the language's own samples (data row).",
+    ]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -162,12 +233,17 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     if args.model is not None:
         try:
+            prompts = list(args.prompt or [])
+            if args.prompts is not None:
+                lines = Path(args.prompts).read_text().splitlines()
+                prompts += [line.replace("\\n", "\n") for line in lines if line.strip()]
             folder = sample_model(
                 args.model,
                 args.overrides,
-                prompt=args.prompt,
+                prompt=prompts[0] if len(prompts) == 1 else (prompts or None),
                 length=args.length,
                 blocks=args.blocks,
+                block_length=args.block_length,
                 chat=args.chat,
                 out=args.out,
                 dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
@@ -182,8 +258,11 @@ def _sample(args: argparse.Namespace) -> int:
         for text in completions:
             print(text)
     else:
-        if args.prompt is not None or args.chat:
-            print("discdiff sample: error: --prompt and --chat need --model", file=sys.stderr)
+        if args.prompt is not None or args.prompts is not None or args.chat:
+            print(
+                "discdiff sample: error: --prompt, --prompts and --chat need --model",
+                file=sys.stderr,
+            )
             return 2
         if args.adapter is not None:
             print(
@@ -199,7 +278,59 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harness(args: argparse.Namespace) -> int:
+    """`eval --harness`: lm-eval tasks on the `discdiff` model (needs the `harness` extra)."""
+    try:
+        from discdiff.evaluation.harness import HarnessError, run_harness
+    except ImportError as error:
+        print(
+            f"discdiff eval: error: --harness needs lm-eval ({error}); "
+            "pip install 'discdiff[harness]'",
+            file=sys.stderr,
+        )
+        return 2
+    model_args = args.model_args or ""
+    if args.run is not None:
+        model_args = ",".join(filter(None, [f"run={args.run}", model_args]))
+    if not model_args:
+        print("discdiff eval: error: --harness needs --run or --model-args", file=sys.stderr)
+        return 2
+    try:
+        path = run_harness(
+            [t for t in args.harness.split(",") if t],
+            model_args,
+            out=args.out or "harness",
+            include_path=args.include_path,
+            limit=args.limit if args.limit is None or args.limit < 1 else int(args.limit),
+            num_fewshot=args.num_fewshot,
+            default_tasks=not args.no_default_tasks,
+        )
+    except HarnessError as error:
+        print(f"discdiff eval: error: {error}", file=sys.stderr)
+        return 2
+    record = json.loads(path.read_text())
+    for task, metrics in record["results"].items():
+        for name, value in metrics.items():
+            if "_stderr," in name:
+                continue
+            metric, _, flt = name.partition(",")
+            stderr = metrics.get(f"{metric}_stderr,{flt}")
+            spread = f" ± {stderr:.4f}" if isinstance(stderr, float) else ""
+            print(f"{task:24s} {name:28s} {value:.4f}{spread}")
+    for kind, tasks in record["discdiff"]["usage"].items():
+        for task, usage in tasks.items():
+            cost = " ".join(f"{k} {v:.4g}" for k, v in usage.items())
+            print(f"{kind:22s} {task:24s} {cost}")
+    print(f"wrote {path} and {path.parent / 'results.json'}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.harness is not None:
+        return _harness(args)
+    if args.run is None:
+        print("discdiff eval: error: --run is required (or --harness)", file=sys.stderr)
+        return 2
     path = evaluate_run(args.run, sequences=args.sequences, out=args.out)
     table = json.loads(path.read_text())
     bound = table["validation"]
@@ -246,6 +377,11 @@ def _table2(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
+    with writing(args.out):
+        return _run_scale(args)
+
+
+def _run_scale(args: argparse.Namespace) -> int:
     if args.preset == "table2":
         return _table2(args)
     if args.run is None:
@@ -491,8 +627,8 @@ def _parser() -> argparse.ArgumentParser:
         "--top-p",
         type=_probability,
         default=STUDY.quickstart_top_p,
-        help=f"nucleus mass with ReMDM's rule (default {STUDY.quickstart_top_p}, the paper's; "
-        "1 turns the nucleus off)",
+        help="nucleus mass with ReMDM's rule (default: off, so the table reads one way; "
+        f"{PAPER.top_p} is the paper's setting)",
     )
     quick.add_argument(
         "--from-scratch",
@@ -542,7 +678,20 @@ def _parser() -> argparse.ArgumentParser:
         help="an open diffusion LLM (LLaDA, Dream): a local directory or a Hub id such as "
         "GSAI-ML/LLaDA-8B-Instruct; loaded natively, no checkpoint code runs",
     )
-    sample.add_argument("--prompt", default=None, help="with --model: the text to complete")
+    sample.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="with --model: a text to complete; repeat it for several (completed together, "
+        "each as alone, in order)",
+    )
+    sample.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="with --model: a file of prompts, one per line (\\n for a line break), after any "
+        "--prompt",
+    )
     sample.add_argument(
         "--length", type=_positive, default=64, help="with --model: tokens to generate (64)"
     )
@@ -550,7 +699,16 @@ def _parser() -> argparse.ArgumentParser:
         "--blocks",
         type=_positive,
         default=1,
-        help="with --model: generate in this many left-to-right blocks (semi-autoregressive; 1)",
+        help="with --model: generate the --length new tokens in this many equal left-to-right "
+        "blocks (semi-autoregressive; 1); sampler.steps is the total over all blocks",
+    )
+    sample.add_argument(
+        "--block-length",
+        type=_positive,
+        default=None,
+        help="with --model: new tokens per block instead of --blocks (LLaDA's block_length); "
+        "it must divide --length, and the number of blocks must divide sampler.steps, the "
+        "total over all blocks",
     )
     sample.add_argument(
         "--chat", action="store_true", help="with --model: wrap the prompt in the chat template"
@@ -588,12 +746,37 @@ def _parser() -> argparse.ArgumentParser:
         "entropy on the synthetic language; token entropy). Writes RUN/eval.json.",
     )
     evaluate.add_argument(
-        "--run", required=True, help=f"a run directory, or a built-in run ({builtin})"
+        "--run", default=None, help=f"a run directory, or a built-in run ({builtin})"
     )
     evaluate.add_argument(
         "--sequences", type=_positive, default=256, help="validation sequences (256)"
     )
-    evaluate.add_argument("--out", default=None, help="output file (default RUN/eval.json)")
+    evaluate.add_argument(
+        "--out",
+        default=None,
+        help="output file (default RUN/eval.json); with --harness a folder (default harness)",
+    )
+    harness = evaluate.add_argument_group(
+        "lm-evaluation-harness (the harness extra)",
+        "Score the model on lm-eval tasks (the `discdiff` lm-eval model, "
+        "discdiff.evaluation.harness): OUT/results.json is lm-eval's output, OUT/discdiff.json "
+        "adds the settings, network calls per generated token, tokens/s and Monte-Carlo stderrs.",
+    )
+    harness.add_argument("--harness", default=None, metavar="TASKS", help="comma-separated tasks")
+    harness.add_argument(
+        "--model-args",
+        default=None,
+        help="the model's arguments, k=v,... (e.g. model=DIR,draws=64,sampler.steps=128); "
+        "--run R adds run=R",
+    )
+    harness.add_argument("--include-path", default=None, help="a folder of task YAML files")
+    harness.add_argument("--limit", type=float, default=None, help="documents per task")
+    harness.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples")
+    harness.add_argument(
+        "--no-default-tasks",
+        action="store_true",
+        help="only the tasks of --include-path (skips indexing lm-eval's own tasks)",
+    )
 
     scale = command(
         "scale",
@@ -664,8 +847,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad options, configs and missing or damaged files end the command with
     exit status 2 and a one-line message naming the option, config key or
-    file, before any work starts. Every command takes `--threads` (default
-    `default_threads()`).
+    file, before any work starts; so do an output folder another process is
+    writing (naming its pid) and a full disk (naming the file and what was
+    kept). Every command takes `--threads` (default `default_threads()`).
     """
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -678,14 +862,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or default_threads())
     try:
         return args.handler(args)
-    except (
-        ConfigError,
-        CorruptFileError,
-        RemoteCodeError,
-        FileNotFoundError,
-        FileExistsError,
-    ) as error:
-        parser.exit(2, f"discdiff {args.command}: error: {error}\n")
+    except (ConfigError, CorruptFileError, RemoteCodeError, FolderBusyError, OSError) as error:
+        # OSError: a missing or existing file, a full disk (DiskFullError), no permission
+        message = " ".join(str(error).split())
+        parser.exit(2, f"discdiff {args.command}: error: {message}\n")
     finally:
         torch.set_num_threads(previous)  # for callers of main() in a longer-lived process
 

@@ -18,6 +18,26 @@ $$
 where $y^\ell$ is either a given categorical $x^\ell$ (`probs`) or a point mass
 on a carried-over token $c^\ell$ (`carry`). Keeping the two parts apart is
 exact and never materialises a $(B, L, V+1)$ tensor.
+
+Both are usable at the edges of their parameters: a mask probability of
+exactly 0 or 1 and token probabilities of exactly 0 give finite gradients of
+`log_prob`, `entropy` and the registered KLs wherever the value is finite, equal
+to the analytic derivative where that is finite. Every logarithm masks its
+argument before it is taken (`torch.where` differentiates both branches, and a
+$\log 0$ in the unused one would turn the gradient into NaN): $\log 0 = -\infty$
+with a zero gradient, and a term $a \log b$ with $a = 0$ is dropped, value and
+gradient alike. Where the one-sided derivative diverges ($\partial_a\, a \log a$
+at $a = 0$: the entropy or KL at a surely-masked or never-masked position, or at
+a token of probability 0), that convention gives the derivative of the sum
+over the outcomes of positive probability, which is finite and, after any
+parameterisation whose Jacobian vanishes there (softmax, sigmoid), exact.
+
+Small supports can be listed (`enumerate_support`, at most
+`MAX_ENUMERATED_STATES` sequences), so pyro's `TraceEnum_ELBO` sums over them
+exactly (pyro's `infer_discrete` gathers site values as if they had no event
+dimension, and does not take these sites). Sampling is the same under
+`torch.jit.trace` and `torch.compile` as in eager mode: the data-dependent row
+selection that saves work in eager mode is skipped when tracing.
 """
 
 from typing import ClassVar
@@ -33,6 +53,7 @@ from discdiff._checks import validation_enabled
 from discdiff.rng import RandomSource, uniform
 
 __all__ = [
+    "MAX_ENUMERATED_STATES",
     "FactorizedCategorical",
     "MaskedCategorical",
     "TokenOrMask",
@@ -41,6 +62,50 @@ __all__ = [
 ]
 
 _SIMPLEX_TOL = 1e-4
+
+MAX_ENUMERATED_STATES = 4096
+"""The most sequences `enumerate_support` lists: $(V + 1)^L$ or $V^L$ above it is refused."""
+
+
+def _log(x: Tensor) -> Tensor:
+    r"""$\log x$; $-\infty$ with a zero gradient at $x = 0$ (no $0 \cdot \infty$ in backward)."""
+    zero = x == 0
+    return torch.where(zero, -torch.inf, torch.where(zero, 1.0, x).log())
+
+
+def _log1m(x: Tensor) -> Tensor:
+    r"""$\log(1 - x)$, and $-\infty$ with a zero gradient at $x = 1$."""
+    one = x == 1
+    return torch.where(one, -torch.inf, torch.log1p(-torch.where(one, 0.0, x)))
+
+
+def _xlogy(a: Tensor, b: Tensor) -> Tensor:
+    r"""$a \log b$, with the term dropped (value and gradient 0) where $a = 0$."""
+    zero = a == 0
+    return torch.where(zero, 0.0, a * _log(torch.where(zero, 1.0, b)))
+
+
+def _tracing() -> bool:
+    """Whether the code runs under `torch.jit.trace` or `torch.compile` (shapes must not vary)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def _enumerate(
+    ids: list[int], length: int, batch_dims: int, device: torch.device
+) -> Int[Tensor, "states ..."]:
+    """Every sequence of `length` tokens from `ids`, `(K, 1, ..., 1, length)`, the last fastest."""
+    count = len(ids) ** length
+    if count > MAX_ENUMERATED_STATES:
+        raise ValueError(
+            f"enumerate_support would list {len(ids)}^{length} = {count} sequences, more than "
+            f"MAX_ENUMERATED_STATES = {MAX_ENUMERATED_STATES}; enumerate fewer positions "
+            "or a smaller vocabulary"
+        )
+    index = torch.arange(count, device=device).unsqueeze(-1)
+    place = len(ids) ** torch.arange(length - 1, -1, -1, device=device)
+    digits = index.div(place, rounding_mode="floor").remainder(len(ids))
+    values = torch.tensor(ids, device=device)[digits]
+    return values.reshape(count, *(1,) * batch_dims, length)
 
 
 _CHUNKS = 8
@@ -73,7 +138,8 @@ def draw_categorical(
         where: Draw only for these categoricals (the others return 0): the
             uniform numbers are still made for every one, so the draws that are
             made equal those without `where`, and the $O(V)$ work is spent on the
-            selected rows only (one host synchronisation to count them).
+            selected rows only (one host synchronisation to count them; under
+            `torch.jit.trace` or `torch.compile` every row is drawn instead).
 
     Returns:
         Indices `(..., n)`.
@@ -87,6 +153,9 @@ def _categorical_from(probs: Tensor, u: Tensor, dtype: torch.dtype, where: Tenso
     n = u.shape[-1]
     rows = probs.detach().reshape(-1, probs.shape[-1])
     u = u.reshape(rows.shape[0], n)
+    if where is not None and _tracing():  # the selected rows' count is data: draw every row
+        drawn = _inverse_cdf(rows, u, dtype)
+        return torch.where(where.reshape(-1, 1), drawn, 0).reshape(*probs.shape[:-1], n)
     if where is not None:
         picked = where.reshape(-1).nonzero().squeeze(-1)
         out = torch.zeros(rows.shape[0], n, dtype=torch.long, device=probs.device)
@@ -298,16 +367,17 @@ class MaskedCategorical(TorchDistribution):
 
     At position $\ell$ the token part is the carried-over token
     $c^\ell$ when `carry[ℓ]` is a data token, and a draw from `probs[ℓ]`
-    when `carry[ℓ]` is the mask id (or `carry` is omitted). The batch shape
-    is `(B,)` and the event shape `(L,)`.
+    when `carry[ℓ]` is the mask id (or `carry` is omitted). The event shape
+    is `(L,)` and the batch shape that of `mask_prob` without its last
+    dimension: `(B,)` for a batch of sequences, or any other (none included).
 
     Args:
-        mask_prob: $\mu$, the probability of the mask at each position, `(B, L)`.
+        mask_prob: $\mu$, the probability of the mask at each position, `(*batch, L)`.
         vocab_size: $V$, the number of data tokens.
         mask_id: The id of the mask token, $\ge V$.
-        probs: Distribution over data tokens at each position, `(B, L, V)`.
+        probs: Distribution over data tokens at each position, `(*batch, L, V)`.
             May be omitted when every position is carried.
-        carry: Token ids `(B, L)`: data tokens are carried over, the mask id
+        carry: Token ids `(*batch, L)`: data tokens are carried over, the mask id
             means "draw from `probs`".
         validate_args: Check arguments and values (defaults to torch's flag).
 
@@ -323,16 +393,16 @@ class MaskedCategorical(TorchDistribution):
         "mask_prob": constraints.unit_interval,
         "probs": _LooseSimplex(),
     }
-    has_enumerate_support = False
+    has_enumerate_support = True
 
     def __init__(
         self,
-        mask_prob: Float[Tensor, "batch length"],
+        mask_prob: Float[Tensor, "*batch length"],
         *,
         vocab_size: int,
         mask_id: int,
-        probs: Float[Tensor, "batch length vocab"] | None = None,
-        carry: Int[Tensor, "batch length"] | None = None,
+        probs: Float[Tensor, "*batch length vocab"] | None = None,
+        carry: Int[Tensor, "*batch length"] | None = None,
         validate_args: bool | None = None,
     ) -> None:
         if mask_id < vocab_size:
@@ -378,6 +448,49 @@ class MaskedCategorical(TorchDistribution):
     def support(self) -> constraints.Constraint:
         """Data tokens and the mask id, independently at each position."""
         return constraints.independent(TokenOrMask(self.vocab_size, self.mask_id), 1)
+
+    @classmethod
+    def infer_shapes(
+        cls,
+        mask_prob: tuple[int, ...],
+        vocab_size: tuple[int, ...] = (),
+        mask_id: tuple[int, ...] = (),
+        probs: tuple[int, ...] | None = None,
+        carry: tuple[int, ...] | None = None,
+    ) -> tuple[torch.Size, torch.Size]:
+        """`(batch_shape, event_shape)` of the distribution built from arguments of these shapes.
+
+        Args:
+            mask_prob: The shape of `mask_prob`, `(*batch, L)`.
+            vocab_size: Unused (an integer).
+            mask_id: Unused (an integer).
+            probs: The shape of `probs`, `(*batch, L, V)`, if given.
+            carry: The shape of `carry`, `(*batch, L)`, if given.
+
+        Returns:
+            `(*batch,)` and `(L,)`.
+        """
+        return torch.Size(mask_prob[:-1]), torch.Size(mask_prob[-1:])
+
+    def enumerate_support(self, expand: bool = True) -> Int[Tensor, "states *batch length"]:
+        r"""Every sequence in $\{0, \dots, V-1, m\}^L$, the last position varying fastest.
+
+        The list is the same for every batch element (sequences a carried
+        position rules out have probability 0), $(V + 1)^L$ of them, at most
+        `MAX_ENUMERATED_STATES`.
+
+        Args:
+            expand: Expand over the batch shape (else its dimensions have size 1).
+
+        Returns:
+            Token ids `(K,) + batch_shape + (L,)`, or `(K, 1, ..., 1, L)`.
+
+        Raises:
+            ValueError: If $(V + 1)^L$ exceeds `MAX_ENUMERATED_STATES`.
+        """
+        ids = [*range(self.vocab_size), self.mask_id]
+        support = _enumerate(ids, self.event_shape[0], len(self.batch_shape), self.mask_prob.device)
+        return support.expand(-1, *self.batch_shape, -1) if expand else support
 
     @property
     def carried(self) -> Tensor:
@@ -494,16 +607,19 @@ class MaskedCategorical(TorchDistribution):
         value = value.expand(torch.broadcast_shapes(value.shape, self.mask_prob.shape))
         is_mask = value == self.mask_id
         token = torch.where(is_mask, 0, value).long()
-        log_keep = torch.log1p(-self.mask_prob)
+        mu = self.mask_prob
+        # Each log sees only the argument of the branch that uses it (the safe where).
+        log_keep = _log1m(torch.where(is_mask, 0.0, mu))
         if self.probs is not None:
             probs = self.probs.expand((*value.shape, self.vocab_size))
-            token_lp = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1).log()
+            token_p = probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+            token_lp = _log(torch.where(is_mask | self.carried, 1.0, token_p))
         else:
             token_lp = torch.zeros_like(log_keep)
         if self.carry is not None:
             match = torch.where(token == self.carry, 0.0, -torch.inf).to(log_keep.dtype)
             token_lp = torch.where(self.carried, match, token_lp)
-        return torch.where(is_mask, self.mask_prob.log(), log_keep + token_lp)
+        return torch.where(is_mask, _log(torch.where(is_mask, mu, 1.0)), log_keep + token_lp)
 
     def log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
         r"""$\log P(z) = \sum_\ell \log P(z^\ell)$.
@@ -536,14 +652,15 @@ class MaskedCategorical(TorchDistribution):
             raise ValueError("KL needs both distributions over the same vocabulary and mask id")
         mu_q, mu_p = self.mask_prob, other.mask_prob
         binary = (
-            torch.xlogy(mu_q, mu_q)
-            - torch.xlogy(mu_q, mu_p)
-            + torch.xlogy(1 - mu_q, 1 - mu_q)
-            - torch.xlogy(1 - mu_q, 1 - mu_p)
+            _xlogy(mu_q, mu_q)
+            - _xlogy(mu_q, mu_p)
+            + _xlogy(1 - mu_q, 1 - mu_q)
+            - _xlogy(1 - mu_q, 1 - mu_p)
         )
-        y_q, y_p = self.token_probs(), other.token_probs()
-        token_kl = (torch.xlogy(y_q, y_q) - torch.xlogy(y_q, y_p)).sum(-1)
-        return binary + torch.where(mu_q < 1, (1 - mu_q) * token_kl, 0.0)
+        # Surely masked under `self`: no token part (its KL may be infinite there).
+        y_q = torch.where((mu_q < 1).unsqueeze(-1), self.token_probs(), 0.0)
+        token_kl = (_xlogy(y_q, y_q) - _xlogy(y_q, other.token_probs())).sum(-1)
+        return binary + (1 - mu_q) * token_kl
 
     def entropy(self) -> Tensor:
         r"""$H = \sum_\ell h(\mu^\ell) + (1 - \mu^\ell) H(y^\ell)$, in nats.
@@ -556,8 +673,8 @@ class MaskedCategorical(TorchDistribution):
         """
         mu = self.mask_prob
         y = self.token_probs()
-        token_entropy = -torch.xlogy(y, y).sum(-1)
-        binary = -torch.xlogy(mu, mu) - torch.xlogy(1 - mu, 1 - mu)
+        token_entropy = -_xlogy(y, y).sum(-1)
+        binary = -_xlogy(mu, mu) - _xlogy(1 - mu, 1 - mu)
         return (binary + (1 - mu) * token_entropy).sum(-1)
 
 
@@ -570,12 +687,12 @@ def _kl_masked_categorical(q, p):
 class FactorizedCategorical(TorchDistribution):
     r"""Independent categoricals over the data tokens: $\prod_\ell \mathrm{Cat}(p^\ell)$.
 
-    The batch shape is `(B,)` and the event shape `(L,)`, as for
-    `MaskedCategorical`; draws go through `draw_categorical` (float64 CDFs,
-    `SequenceGenerator` streams).
+    The batch shape is `probs.shape[:-2]` (`(B,)` for a batch of sequences)
+    and the event shape `(L,)`, as for `MaskedCategorical`; draws go through
+    `draw_categorical` (float64 CDFs, `SequenceGenerator` streams).
 
     Args:
-        probs: Probabilities `(B, L, V)`, each row on the simplex.
+        probs: Probabilities `(*batch, L, V)`, each row on the simplex.
         validate_args: Check arguments and values (defaults to torch's flag).
 
     Example:
@@ -585,11 +702,11 @@ class FactorizedCategorical(TorchDistribution):
     """
 
     arg_constraints: ClassVar[dict] = {"probs": _LooseSimplex()}
-    has_enumerate_support = False
+    has_enumerate_support = True
 
     def __init__(
         self,
-        probs: Float[Tensor, "batch length vocab"],
+        probs: Float[Tensor, "*batch length vocab"],
         *,
         validate_args: bool | None = None,
     ) -> None:
@@ -605,6 +722,34 @@ class FactorizedCategorical(TorchDistribution):
     def support(self) -> constraints.Constraint:
         """Data tokens, independently at each position."""
         return constraints.independent(constraints.integer_interval(0, self.vocab_size - 1), 1)
+
+    @classmethod
+    def infer_shapes(cls, probs: tuple[int, ...]) -> tuple[torch.Size, torch.Size]:
+        """`(batch_shape, event_shape)` of the distribution built from `probs` of this shape.
+
+        Args:
+            probs: The shape of `probs`, `(*batch, L, V)`.
+
+        Returns:
+            `(*batch,)` and `(L,)`.
+        """
+        return torch.Size(probs[:-2]), torch.Size(probs[-2:-1])
+
+    def enumerate_support(self, expand: bool = True) -> Int[Tensor, "states *batch length"]:
+        r"""Every sequence in $\{0, \dots, V-1\}^L$, the last position varying fastest.
+
+        Args:
+            expand: Expand over the batch shape (else its dimensions have size 1).
+
+        Returns:
+            Token ids `(K,) + batch_shape + (L,)` with $K = V^L$, or `(K, 1, ..., 1, L)`.
+
+        Raises:
+            ValueError: If $V^L$ exceeds `MAX_ENUMERATED_STATES`.
+        """
+        ids = list(range(self.vocab_size))
+        support = _enumerate(ids, self.event_shape[0], len(self.batch_shape), self.probs.device)
+        return support.expand(-1, *self.batch_shape, -1) if expand else support
 
     def token_probs(self) -> Float[Tensor, "*batch length vocab"]:
         """The probabilities `(..., L, V)` (as `MaskedCategorical.token_probs`)."""
@@ -656,7 +801,7 @@ class FactorizedCategorical(TorchDistribution):
             self._validate_sample(value)
         shape = torch.broadcast_shapes(value.shape, self.probs.shape[:-1])
         probs = self.probs.expand((*shape, self.vocab_size))
-        return probs.gather(-1, value.expand(shape).long().unsqueeze(-1)).squeeze(-1).log()
+        return _log(probs.gather(-1, value.expand(shape).long().unsqueeze(-1)).squeeze(-1))
 
     def log_prob(self, value: Int[Tensor, "*batch length"]) -> Tensor:
         r"""$\log P(z) = \sum_\ell \log p^\ell[z^\ell]$.
@@ -679,11 +824,11 @@ class FactorizedCategorical(TorchDistribution):
             `(*batch, L)` KLs in nats.
         """
         p, q = self.probs, other.probs
-        return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
+        return (_xlogy(p, p) - _xlogy(p, q)).sum(-1)
 
     def entropy(self) -> Tensor:
         r"""$H = -\sum_\ell \sum_v p^\ell_v \log p^\ell_v$ per batch element, in nats."""
-        return -torch.xlogy(self.probs, self.probs).sum((-1, -2))
+        return -_xlogy(self.probs, self.probs).sum((-1, -2))
 
 
 @register_kl(FactorizedCategorical, FactorizedCategorical)

@@ -250,7 +250,7 @@ def discrete_nelbo(
         generator: Random generator.
         step: Step indices `(B,)` in `1..T` (from $t = i/T$ to $s = (i-1)/T$)
             instead of uniform draws.
-        z_t: A draw of $q(z_t \mid x)$ at $t = $ `step / steps` to use (with `step`).
+        z_t: A draw of $q(z_t \mid x)$ at time `step / steps` to use (with `step`).
         exact_kl: Compute the KL from the posterior objects' `position_kl`
             (materialises `(B, L, V)` token tables) instead of the masking
             closed form; always so for a process without a mask.

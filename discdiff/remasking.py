@@ -362,9 +362,10 @@ class LoopSchedule(RemaskingSchedule):
     A step $t \to s$ belongs to the phase of $t$. With `phase_from="t"`
     (ReMDM's code, the default) both $\alpha_t$ and $\alpha_s$ come from that
     phase's formula, also when $s$ lies in the next phase: the step that
-    crosses $t_{\mathrm{on}}$ decodes to $(1 - s)\,\alpha_{\mathrm{on}}/(1 - t_{\mathrm{on}})
-    > \alpha_{\mathrm{on}}$, and the first step after $t_{\mathrm{off}}$ starts
-    from $\alpha(t) > \alpha_{\mathrm{on}}$. With `phase_from="s"`, $\alpha_s$ is
+    crosses $t_{\mathrm{on}}$ decodes to
+    $(1 - s)\,\alpha_{\mathrm{on}}/(1 - t_{\mathrm{on}}) > \alpha_{\mathrm{on}}$, and the first
+    step after $t_{\mathrm{off}}$ starts from $\alpha(t) > \alpha_{\mathrm{on}}$.
+    With `phase_from="s"`, $\alpha_s$ is
     the re-timed $\alpha(s)$ above, so consecutive steps agree on $\alpha$ and
     every step's $z_s$ has exactly the marginals the next step assumes.
 

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import SupportsIndex
 
 import torch
 from torch import Tensor
@@ -99,8 +100,31 @@ class SequenceGenerator:
             raise ValueError(f"`start` must be non-negative; got {start}")
         self.seed, self.size, self.start = int(seed), size, start
         self.device = torch.device(device if device is not None else "cpu")
-        base = _mix_int(self.seed)
         index = torch.arange(start, start + size, dtype=torch.int64, device=self.device)
+        self._key(index)
+
+    @classmethod
+    def of(
+        cls, seed: int, indices: Sequence[int], *, device: torch.device | str | None = None
+    ) -> "SequenceGenerator":
+        """The streams of the given global sequence indices, in that order (any indices).
+
+        For batches that gather sequences out of order, e.g. requests grouped by
+        length: row `r` draws what sequence `indices[r]` draws in any other batch.
+
+        Example:
+            >>> whole = SequenceGenerator(0, 4).rand((4, 2))
+            >>> torch.equal(SequenceGenerator.of(0, [3, 1]).rand((2, 2)), whole[[3, 1]])
+            True
+        """
+        if not len(indices) or min(indices) < 0:
+            raise ValueError(f"`indices` must be non-empty and non-negative; got {list(indices)}")
+        streams = cls(seed, len(indices), device=device)
+        streams._key(torch.tensor(list(indices), dtype=torch.int64, device=streams.device))
+        return streams
+
+    def _key(self, index: Tensor) -> None:
+        base = _mix_int(self.seed)
         self.keys = _mix(index * _signed(_GAMMA_SEQ) + _signed(base))
         self.offset = 0
         """Numbers each sequence has drawn so far (the next draw's counter)."""
@@ -149,7 +173,7 @@ RandomSource = torch.Generator | SequenceGenerator | None
 
 
 def uniform(
-    shape: Sequence[int],
+    shape: Sequence[SupportsIndex],
     *,
     generator: RandomSource = None,
     dtype: torch.dtype = torch.float32,
@@ -163,7 +187,7 @@ def uniform(
     With a `SequenceGenerator`, dimension `batch_dim` indexes its sequences.
 
     Args:
-        shape: The shape of the draw.
+        shape: The shape of the draw (sizes: ints, or 0-dim tensors under `torch.jit.trace`).
         generator: The random source.
         dtype: Floating dtype of the numbers.
         device: Where to make them (a `SequenceGenerator` uses its own device).

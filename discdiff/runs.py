@@ -14,7 +14,12 @@ A run directory holds everything one experiment produced::
 
 Every file is written atomically, so an interrupted command never leaves a
 half-written result, and a run directory is never reused for a different
-data, model or process config.
+data, model or process config. A command that writes a folder is its only
+writer (`discdiff._io.writing`): a second `train` into the same folder stops
+at once with a `FolderBusyError` naming the first one's pid, and a command
+that fails before writing anything leaves no empty folder behind. The
+model's weights carry the SHA-256 of their tensors (checked on loading), and
+`metrics.json` records the SHA-256 of `model/model.safetensors` as written.
 
 Reproducibility: every random part of a run derives from its config's seeds:
 the model's initialisation from `derive_seed(train.seed, "init")`, dropout
@@ -43,8 +48,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff._io import CorruptFileError, atomic_write, locked
-from discdiff.config import ConfigError, RunConfig, parse_override
+from discdiff._io import (
+    CorruptFileError,
+    DiskFullError,
+    FolderBusyError,
+    atomic_write,
+    locked,
+    sha256,
+    writing,
+)
+from discdiff.config import POSTERIORS, ConfigError, RunConfig, parse_override
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import token_entropy
@@ -60,11 +73,15 @@ from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
 from discdiff.sampling.blocks import BlockSampler
+from discdiff.sampling.decoders import ConfidenceDecoder
 from discdiff.training.lora import load_adapter, merge_lora
 from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
     "BUILTIN_RUNS",
+    "MODEL_RULES",
+    "DiskFullError",
+    "FolderBusyError",
     "Run",
     "RunData",
     "evaluate_run",
@@ -161,8 +178,14 @@ class RunData:
             tokenizer, train, validation = char_blocks(
                 read_text(spec.path), spec.length, alphabet=alphabet, val_fraction=spec.val_fraction
             )
-        except ValueError as error:
-            raise ValueError(f"`data.path`: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                "data.path",
+                f"{spec.path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                f"offset {error.start})",
+            ) from None
+        except ValueError as error:  # empty, or too short for a training and validation split
+            raise ConfigError("data.path", str(error)) from None
         return cls(
             vocab_size=tokenizer.vocab_size,
             source=BlockSource(train, tokenizer.vocab_size, seed=spec.seed),
@@ -269,13 +292,21 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
 
     Raises:
         FileExistsError: If `out` holds a run with other data/model/process sections.
+        FolderBusyError: If another process is writing `out`.
+        ConfigError: If the text file of `data.path` is empty, not UTF-8 or too short.
+        DiskFullError: If the disk fills up, naming the file and what was kept.
     """
     out = Path(out)
     if config.data.path is not None:  # later commands may run from elsewhere
         config = replace(
             config, data=replace(config.data, path=str(Path(config.data.path).resolve()))
         )
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        return _train(config, out, progress)
+
+
+def _train(config: RunConfig, out: Path, progress: bool) -> Path:
+    """`train_run`'s work, as the only writer of `out`."""
     _check_same_run(out, config)
     saved = out / "alphabet.json"
     data = RunData.from_config(config, _read_json(saved) if saved.is_file() else None)
@@ -310,11 +341,14 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     }
     _write_json(out / "history.json", record)
     final = {k: v for k, v in trainer.final_bound().items() if k != "step"}
-    _write_json(out / "metrics.json", {"step": trainer.step, **final, "provenance": made_by})
     if history.evals:
         _plot_learning_curve(history.evals, out / "learning_curve.png")
     with trainer.ema_weights():
-        return network.save_pretrained(out / "model")
+        model = network.save_pretrained(out / "model")
+    weights = {"model/model.safetensors": sha256(model / "model.safetensors")}
+    made_by = {**made_by, "weights_sha256": weights}
+    _write_json(out / "metrics.json", {"step": trainer.step, **final, "provenance": made_by})
+    return model
 
 
 @dataclass
@@ -482,7 +516,10 @@ def _check_same_samples(folder: Path, settings: dict[str, Any]) -> None:
     saved = folder / "samples.json"
     if not saved.is_file():
         return
-    previous = _read_json(saved).get("sampler") or {}
+    record = _read_json(saved)
+    previous = record.get("sampler") if isinstance(record, dict) else None
+    if not isinstance(previous, dict):
+        raise CorruptFileError(saved, "samples file", "no `sampler` mapping of settings")
     changed = sorted(
         k
         for k in set(settings) | set(previous)
@@ -504,6 +541,10 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
 
     Returns:
         The written `eval.json` (`{"validation": ..., "samples": {label: metrics}}`).
+
+    Raises:
+        CorruptFileError: For a `samples.json` that is damaged or of the wrong shape.
+        FolderBusyError: If another process is writing the folder of `eval.json`.
     """
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
@@ -515,25 +556,95 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
         "provenance": provenance({"run": str(loaded.directory), "sequences": sequences}, None),
     }
     for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
-        record = _read_json(folder)
-        tokens = torch.tensor(record["tokens"])
+        record = _read_samples(folder, loaded.data.vocab_size, loaded.config.data.length)
         table["samples"][folder.parent.name] = {
             "steps": record["sampler"]["steps"],
             "nfe": record["metrics"]["nfe"],
-            **loaded.data.metrics(tokens),
+            **loaded.data.metrics(torch.tensor(record["tokens"])),
         }
     path = Path(out) if out is not None else _output(loaded.directory, run, "eval.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_json(path, table)
+    with writing(path.parent):
+        return _write_json(path, table)
+
+
+def _read_samples(path: Path, vocab_size: int, length: int) -> dict[str, Any]:
+    """A run's `samples.json`, checked to be the shape `sample_run` writes.
+
+    Raises:
+        CorruptFileError: Naming the file and what is wrong with it.
+    """
+    record = _read_json(path)
+
+    def wrong(detail: str) -> CorruptFileError:
+        return CorruptFileError(path, "samples file", detail)
+
+    if not isinstance(record, dict):
+        raise wrong(f"a {type(record).__name__}, not a mapping")
+    sampler, metrics, tokens = record.get("sampler"), record.get("metrics"), record.get("tokens")
+    if not isinstance(sampler, dict) or type(sampler.get("steps")) is not int:
+        raise wrong("`sampler` is not a mapping with an integer `steps`")
+    if not isinstance(metrics, dict) or type(metrics.get("nfe")) is not int:
+        raise wrong("`metrics` is not a mapping with an integer `nfe`")
+    rows_ok = (
+        isinstance(tokens, list)
+        and tokens
+        and all(
+            isinstance(row, list)
+            and len(row) == length
+            and all(type(t) is int and 0 <= t < vocab_size for t in row)
+            for row in tokens
+        )
+    )
+    if not rows_ok:
+        raise wrong(f"`tokens` is not a non-empty list of {length} token ids in [0, {vocab_size})")
+    return record
+
+
+def _label(model: str | Path) -> str:
+    """The folder name of a model: its directory's own name (`a/sub/..` is `a`), or a Hub name."""
+    path = Path(model)
+    name = path.resolve().name if path.exists() else path.name
+    return name if name not in ("", ".", "..") else "model"
+
+
+MODEL_RULES: dict[str, dict[str, str]] = {
+    "llada": {"posterior": "maskgit", "count": "even"},
+    "dream": {"posterior": "entropy", "count": "dream"},
+}
+"""Each open model's own decoding: its default strategy, and the count rule its confidence
+decoders use unless `count` is given (LLaDA: low-confidence remasking with `generate.py`'s even
+per-block quota; Dream: `diffusion_generate`'s count, entropy ordering)."""
+
+_DECODERS = tuple(
+    name
+    for name, cls in POSTERIORS.items()
+    if isinstance(cls, type) and issubclass(cls, ConfidenceDecoder)
+)
+"""The strategy names that take a `count` (the confidence decoders)."""
+
+
+def _model_rules(values: dict[str, Any], kind: str) -> None:
+    """Fill in the model's own strategy and count rule where the overrides leave them open."""
+    rules = MODEL_RULES.get(kind)
+    if rules is None:
+        return
+    sampler = values.setdefault("sampler", {})
+    form = sampler.get("posterior", rules["posterior"])
+    if isinstance(form, str):
+        form = {"name": form}
+    if isinstance(form, dict) and form.get("name") in _DECODERS and "count" not in form:
+        form = {**form, "count": rules["count"]}
+    sampler["posterior"] = form
 
 
 def sample_model(
     model: str | Path,
     overrides: tuple[str, ...] | list[str] = (),
     *,
-    prompt: str | None = None,
+    prompt: str | list[str] | None = None,
     length: int = 64,
     blocks: int = 1,
+    block_length: int | None = None,
     chat: bool = False,
     out: str | Path | None = None,
     dtype: torch.dtype | None = None,
@@ -541,20 +652,31 @@ def sample_model(
     progress: bool = True,
     adapter: str | Path | None = None,
 ) -> Path:
-    """Complete a prompt with an open diffusion LLM (LLaDA, Dream) and a `sampler` section.
+    """Complete prompts with an open diffusion LLM (LLaDA, Dream) and a `sampler` section.
 
     The model is loaded natively (`load_diffusion_llm`; no checkpoint code runs).
     The sampler section starts from its defaults with `samples: 1, batch_size: 1`
-    and takes `sampler.*` overrides, e.g. `sampler.posterior=loop sampler.steps=128`.
+    and the model's own decoding rule (`MODEL_RULES`: LLaDA's `maskgit` with the
+    even per-block quota, Dream's `entropy` with its count; a decoder named
+    without `count` gets the model's), and takes `sampler.*` overrides, e.g.
+    `sampler.posterior=loop sampler.steps=128`. `sampler.steps` is the total
+    over all blocks, as LLaDA's `steps`.
+
+    Several prompts are completed together (`sampler.batch_size` at a time),
+    left-padded, each as it would be alone: prompt $i$ draws from stream
+    $(seed, i)$, so its completion does not depend on the others or on the
+    batch size.
 
     Args:
         model: A model directory, or a Hub id (fetched only when no such path exists).
         overrides: `sampler.key=value` overrides.
-        prompt: The text to complete (kept fixed); none: unconditional.
-        length: Tokens to generate after the prompt.
-        blocks: Generate the `length` tokens left to right in this many blocks
-            (LLaDA's semi-autoregressive sampling); `sampler.steps` is split among them.
-        chat: Wrap the prompt in the tokenizer's chat template (instruct models).
+        prompt: The text to complete (kept fixed), or a list of texts; none:
+            unconditional.
+        length: Tokens to generate after each prompt.
+        blocks: Generate the `length` tokens left to right in this many equal blocks.
+        block_length: Tokens per block instead (LLaDA's `block_length`); it must
+            divide `length`, and the number of blocks must divide `sampler.steps`.
+        chat: Wrap each prompt in the tokenizer's chat template (instruct models).
         out: Output folder (default `samples/MODEL/LABEL`); a folder holding other
             settings is refused.
         dtype: Cast the weights (default: as stored).
@@ -564,80 +686,119 @@ def sample_model(
             is merged into the model (see `discdiff.finetune`).
 
     Returns:
-        The folder holding `samples.json` (settings, tokens, texts, completions,
-        metrics), `samples.txt` (one completion per line) and `metrics.json`.
+        The folder holding `samples.json` (settings, tokens, texts, completions in
+        the order of the prompts, `sampler.samples` each, metrics), `samples.txt`
+        (one completion per line) and `metrics.json`.
 
     Raises:
         ConfigError: For an override outside the `sampler` section, or a bad value.
-        ValueError: For `length` or `blocks` below 1, or `chat` with a tokenizer without a template.
+        ValueError: For `length` below 1, blocks that do not divide `length` or
+            `sampler.steps`, an empty prompt, a prompt that leaves no room for
+            `length` tokens in the model's context, or `chat` with a tokenizer
+            without a template.
     """
     for override in overrides:
         if not override.startswith("sampler."):
             raise ConfigError(override, "only sampler.* keys can be set when sampling a model")
     if length < 1 or blocks < 1:
         raise ValueError(f"`length` and `blocks` must be at least 1; got {length} and {blocks}")
+    if block_length is not None and (block_length < 1 or length % block_length):
+        raise ValueError(f"`block_length` ({block_length}) must divide `length` ({length})")
+    if length % blocks:
+        raise ValueError(f"`blocks` ({blocks}) must divide `length` ({length})")
+    texts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    for i, text in enumerate(texts):
+        if not text:
+            raise ValueError(f"`prompt` {i + 1} is empty: give some text, or no prompt")
     values: dict[str, Any] = {"sampler": {"samples": 1, "batch_size": 1}}
     for override in overrides:
         parse_override(values, override)
-    spec = RunConfig.from_dict(values).sampler
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     denoiser = load_diffusion_llm(model, dtype=dtype, device=device)
     if adapter is not None:
         folder = Path(adapter) / "adapter" if (Path(adapter) / "adapter").is_dir() else adapter
         merge_lora(load_adapter(denoiser.model, folder))
+    _model_rules(values, denoiser.kind)
+    config = RunConfig.from_dict(values)
+    spec = config.sampler
     tokenizer = denoiser.tokenizer
-    prompt_ids: list[int] = []
-    if prompt is not None:
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"`chat`: the tokenizer of {model!s} has no chat template")
+    prompt_ids: list[list[int]] = []
+    for text in texts:
         if chat:
-            if not getattr(tokenizer, "chat_template", None):
-                raise ValueError(f"`chat`: the tokenizer of {model!s} has no chat template")
             text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
             )
-        else:
-            text = prompt
-        prompt_ids = list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
+        prompt_ids.append(list(tokenizer(text, add_special_tokens=not chat)["input_ids"]))
+    context = denoiser.model.config.context_length
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise ValueError(f"`prompt` {i + 1} is empty after tokenisation")
+        if context is not None and len(ids) + length > context:
+            raise ValueError(
+                f"`prompt` {i + 1} has {len(ids)} tokens: with `length` {length} that is past "
+                f"the model's context of {context} tokens"
+            )
+    if not texts and context is not None and length > context:
+        raise ValueError(f"`length` ({length}) is past the model's context of {context} tokens")
     process = denoiser.process()
-    prompt_tokens = denoiser.encode(torch.tensor([prompt_ids], dtype=torch.long))
     settings = {
-        **RunConfig.from_dict(values).to_dict()["sampler"],
+        **config.to_dict()["sampler"],
         "model": str(model),
         "prompt": prompt,
         "chat": chat,
         "length": length,
         "blocks": blocks,
+        "block_length": block_length,
         **({} if adapter is None else {"adapter": str(Path(adapter).resolve())}),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-    folder = (
-        Path(out)
-        if out is not None
-        else Path("samples") / Path(model).name / (f"{spec.label}-{digest}")
-    )
+    folder = Path(out) if out is not None else Path("samples") / _label(model) / spec.label
+    if out is None:
+        folder = folder.with_name(f"{spec.label}-{digest}")
     _check_same_samples(folder, settings)
     sampler = spec.build(process, progress=progress)
     start = time.perf_counter()
     with torch.no_grad():
-        result = sampler.sample_batches(
-            denoiser,
-            spec.samples,
-            len(prompt_ids) + length,
-            seed=spec.seed,
-            batch_size=spec.batch_size,
-            device=device,
-            prompt=prompt_tokens if prompt_ids else None,
-            blocks=blocks,
-        )
+        if prompt_ids:
+            rows = [
+                denoiser.encode(torch.tensor(ids, dtype=torch.long))
+                for ids in prompt_ids
+                for _ in range(spec.samples)
+            ]
+            result = sampler.complete_batches(
+                denoiser,
+                rows,
+                length,
+                seed=spec.seed,
+                batch_size=spec.batch_size,
+                device=device,
+                blocks=blocks,
+                block_length=block_length,
+            )
+        else:
+            result = sampler.sample_batches(
+                denoiser,
+                spec.samples,
+                length,
+                seed=spec.seed,
+                batch_size=spec.batch_size,
+                device=device,
+                blocks=blocks,
+                block_length=block_length,
+            )
     seconds = time.perf_counter() - start
-    model_ids = denoiser.decode(result.tokens).tolist()
-    completions = [
-        tokenizer.decode(row[len(prompt_ids) :], skip_special_tokens=True) for row in model_ids
-    ]
+    generated = denoiser.decode(result.tokens).tolist()
+    prefixes = [ids for ids in prompt_ids for _ in range(spec.samples)] or [[]] * len(generated)
+    model_ids = [ids + row for ids, row in zip(prefixes, generated, strict=True)]
+    completions = [tokenizer.decode(row, skip_special_tokens=True) for row in generated]
     metrics = {
         "nfe": int(result.sequence_nfe.max()),
+        "sequence_nfe": result.sequence_nfe.tolist(),
         "seconds": seconds,
-        "tokens_per_second": spec.samples * length / seconds,
+        "tokens_per_second": len(generated) * length / seconds,
     }
     record = {
         "sampler": settings,

@@ -88,7 +88,7 @@ class NoiseSchedule(ABC):
             alpha: Values in $[\alpha_1, \alpha_0]$, any shape.
 
         Returns:
-            $t \in [0, 1]$ with $\alpha_t = $ `alpha`.
+            $t \in [0, 1]$ at which $\alpha_t$ equals `alpha`.
 
         Raises:
             ValueError: If any `alpha` lies outside $[\alpha_1, \alpha_0]$.

@@ -323,7 +323,7 @@ def sample_distribution(
 
 @dataclass(frozen=True)
 class _Fixed(NoiseSchedule):
-    r"""$\alpha_t = $ `alpha_value` at every time: a process's marginal at a given $\alpha$."""
+    r"""$\alpha_t$ fixed at `alpha_value`: a process's marginal at a given $\alpha$."""
 
     alpha_value: float
 

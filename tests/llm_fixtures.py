@@ -143,8 +143,15 @@ def write_tokenizer(directory: Path, mask_token: str) -> None:
     )
 
 
-def write_tiny_llada(directory: Path, seed: int = 0, tokenizer: bool = True) -> Path:
-    """A 2-layer LLaDA in LLaDA-8B's layout: config.json, two shards and their index."""
+def write_tiny_llada(
+    directory: Path, seed: int = 0, tokenizer: bool = True, quiet_mask: bool = False
+) -> Path:
+    """A 2-layer LLaDA in LLaDA-8B's layout: config.json, two shards and their index.
+
+    `quiet_mask` zeroes the output row of the mask token (its logit is 0 everywhere, beside
+    random ones for the other tokens), so that, as in the released models, the mask is never
+    the most likely token, while its probability still counts in the softmax.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     d, h, v = 32, 48, VOCAB
     shapes = {"model.transformer.wte.weight": (v, d)}
@@ -167,6 +174,8 @@ def write_tiny_llada(directory: Path, seed: int = 0, tokenizer: bool = True) -> 
         {"model.transformer.ln_f.weight": (d,), "model.transformer.ff_out.weight": (v, d)}
     )
     weights = _weights(shapes, seed)
+    if quiet_mask:
+        weights["model.transformer.ff_out.weight"][60] = 0.0
     names = list(weights)
     shards = {
         "model-00001-of-00002.safetensors": names[:8],
@@ -182,8 +191,13 @@ def write_tiny_llada(directory: Path, seed: int = 0, tokenizer: bool = True) -> 
     return directory
 
 
-def write_tiny_dream(directory: Path, seed: int = 1, tokenizer: bool = True) -> Path:
-    """A 2-layer Dream (grouped-query: 4 heads, 2 key/value heads) in Dream-7B's layout."""
+def write_tiny_dream(
+    directory: Path, seed: int = 1, tokenizer: bool = True, quiet_mask: bool = False
+) -> Path:
+    """A 2-layer Dream (grouped-query: 4 heads, 2 key/value heads) in Dream-7B's layout.
+
+    `quiet_mask`: as for `write_tiny_llada`.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     d, h, v, kv = 32, 48, VOCAB, 16
     shapes = {"model.embed_tokens.weight": (v, d)}
@@ -206,7 +220,10 @@ def write_tiny_dream(directory: Path, seed: int = 1, tokenizer: bool = True) -> 
             }
         )
     shapes.update({"model.norm.weight": (d,), "lm_head.weight": (v, d)})
-    save_file(_weights(shapes, seed), directory / "model.safetensors", metadata={"format": "pt"})
+    weights = _weights(shapes, seed)
+    if quiet_mask:
+        weights["lm_head.weight"][60] = 0.0
+    save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(DREAM_CONFIG, indent=2))
     if tokenizer:
         write_tokenizer(directory, "<|mask|>")

@@ -379,3 +379,38 @@ def test_baseline_runs_train_sample_eval_and_join_the_study(tmp_path, capsys):
     ar = kinds["autoregressive", "AR (T=L)"]
     assert ar["steps"] == ar["nfe"] == 16 and "nll_gap" in ar
     assert "AR (T=L) (autoregressive)" in capsys.readouterr().out
+
+
+def _cells(gaps: dict[str, tuple[float, float]], ci: float) -> list[dict]:
+    """No-nucleus model cells: sampler → (gap at T=64, gap at T=256), all with interval `ci`."""
+    return [
+        {"denoiser": "model", "sampler": s, "steps": T, "top_p": 1.0, "samples": 64}
+        | {"nll_gap": gap, "nll_gap_ci95": ci}
+        for s, pair in gaps.items()
+        for T, gap in zip((64, 256), pair, strict=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("remdm", "ci", "verdict"),
+    [
+        ((0.22, 0.10), 0.03, "the paper's claim shows"),
+        ((0.22, 0.18), 0.03, "not resolved"),
+        ((0.30, 0.30), 0.03, "does not hold"),
+    ],
+)
+def test_quickstart_reading_follows_the_intervals(remdm, ci, verdict):
+    from discdiff.cli import _reading
+
+    cells = _cells({"MDLM": (0.25, 0.21), "ReMDM-cap": remdm, "ReMDM-loop": (0.35, 0.32)}, ci)
+    lines = _reading(cells, {"nll_gap": -0.002})
+    assert len(lines) == 3
+    assert lines[0] == (
+        f"from T=64 to T=256 (no nucleus): MDLM 0.250 → 0.210; ReMDM-cap {remdm[0]:.3f} → "
+        f"{remdm[1]:.3f}; ReMDM-loop 0.350 → 0.320."
+    )
+    difference = f"{remdm[1] - 0.21:+.3f} ± {ci * 2**0.5:.3f} nats/token (95 %)"
+    assert lines[1].startswith(f"at T=256, ReMDM-cap − MDLM = {difference}")
+    assert verdict in lines[1]
+    assert f"stays {remdm[1] + 0.002:.3f} nats/token" in lines[2]
+    assert _reading([c for c in cells if c["sampler"] == "MDLM"], {"nll_gap": 0.0}) == []

@@ -137,20 +137,25 @@ def test_scaling_study_writes_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
-    """The small Table 1 in the paper's setting: nucleus 0.9 with ReMDM's rule."""
-    from discdiff.presets import PAPER, STUDY
+    """The small Table 1 without nucleus: a gap that reads one way, then its reading."""
+    from discdiff.presets import STUDY
 
     assert main(["quickstart", "--samples", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "MDLM (model) p=0.9" in out and "ReMDM-loop (perfect) p=0.9" in out and "data" in out
+    assert "lower is better" in out and "MDLM (model)" in out and "p=0.9" not in out
+    table, reading = out.split("\ndata ")[0], out.split("\ndata ")[1].splitlines()[1:]
+    assert len(reading) == 4 and reading[-1].startswith("wrote ")
+    assert reading[0].startswith("from T=64 to T=256 (no nucleus): MDLM ")
+    assert " − MDLM = " in reading[1] and "data row" in reading[2]
     rows = json.loads((tmp_path / "study.json").read_text())
     assert {r["steps"] for r in rows} == {16, 64, 256}
     assert {r["sampler"] for r in rows} == set(STUDY.quickstart_samplers)
-    assert {r["denoiser"] for r in rows} == {"model", "perfect"}
-    assert {(r["top_p"], r["nucleus"]) for r in rows} == {(PAPER.top_p, PAPER.nucleus)}
+    assert {r["denoiser"] for r in rows} == {"model"}
+    assert {(r["top_p"], r["nucleus"]) for r in rows} == {(1.0, "off")}
     fields = {"denoiser", "sampler", "steps", "top_p", "seed", "nfe", "nll_gap", "token_entropy"}
     assert all(fields <= r.keys() and r["nll_gap_se"] > 0 for r in rows)
     assert (tmp_path / "study.png").is_file()
+    assert "ReMDM-loop (model)" in table
 
 
 def test_hf_causal_judge_scores_retokenised_text():

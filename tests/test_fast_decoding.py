@@ -92,12 +92,16 @@ def test_threshold_decoder_arguments_are_checked_and_configurable():
     with pytest.raises(ValueError, match="threshold"):
         dd.ThresholdDecoder(0.0)
     with pytest.raises(TypeError, match="posterior"):
-        dd.ThresholdDecoder(0.9, posterior=dd.MaskGITDecoder())
+        dd.ThresholdDecoder(0.9, posterior=dd.UniformPosterior())
     built = build_strategy({"name": "threshold", "threshold": 0.8, "posterior": {"name": "cap"}})
     assert isinstance(built, dd.ThresholdDecoder) and built.threshold == 0.8
-    assert isinstance(built.posterior.schedule, dd.CapSchedule)
+    assert isinstance(built.posterior.schedule, dd.CapSchedule) and built.rule is None
     with pytest.raises(ConfigError, match="posterior"):
-        build_strategy({"name": "threshold", "posterior": {"name": "maskgit"}})
+        build_strategy({"name": "threshold", "posterior": {"name": "uniform"}})
+    # a confidence decoder as the base: Fast-dLLM's rule (its count replaced, the base kept)
+    fast = build_strategy({"name": "threshold", "threshold": 0.7, "posterior": "maskgit"})
+    assert isinstance(fast.rule, dd.MaskGITDecoder) and fast.rule.count.threshold == 0.7
+    assert isinstance(fast.posterior.count, dd.ScheduleCount)
 
 
 def sorted_nucleus(probs, top_p, rule):

@@ -130,7 +130,7 @@ def test_cache_skips_calls_and_changes_nothing(truth):
     trajectory = results[True].trajectory
     changed_steps = int((trajectory[1:-1] != trajectory[:-2]).any(-1).any(-1).sum())
     assert results[True].nfe <= changed_steps + 1
-    assert results[False].nfe == 201
+    assert results[False].nfe == 200  # no call for noise removal: nothing is left masked
     assert results[True].nfe < 20
 
 
@@ -138,7 +138,10 @@ def test_time_conditioned_denoisers_are_never_cached():
     process = dd.MaskingProcess(vocab_size=5)
     counting = Counting(lambda z, t: torch.zeros(*z.shape, 5))  # no attribute: conditioned
     sampler = dd.AncestralSampler(process, dd.MaskingPosterior(), steps=50)
-    assert sampler.sample(counting, 2, 3).nfe == counting.calls == 51
+    result = sampler.sample(counting, 2, 3, generator=torch.Generator().manual_seed(0))
+    # one call a step, and none for noise removal: nothing is left masked at the end
+    assert not process.is_masked(result.tokens).any()
+    assert result.nfe == counting.calls == 50
 
 
 def test_float64_draws_keep_the_tail_that_float32_loses():
@@ -277,8 +280,9 @@ def test_dfm_reports_its_adaptive_number_of_calls():
     sampler = dd.AncestralSampler(
         process, dd.RemaskPosterior(dd.DFMCorrector()), steps=8, cache=False
     )
-    result = sampler.sample(denoiser, 2, 8)
-    assert result.nfe == len(sampler.grid) > 9
+    result = sampler.sample(denoiser, 2, 8, generator=torch.Generator().manual_seed(0))
+    steps = len(sampler.grid) - 1  # one call a step, and one for noise removal if masks remain
+    assert steps > 8 and result.nfe == steps + int(result.steps > steps)
 
 
 def test_infill_positions_never_change():
@@ -306,11 +310,15 @@ def test_semi_autoregressive_generation_beyond_the_model_length():
     process, denoiser = micro_denoiser()
     sampler = dd.AncestralSampler(process, dd.MaskingPosterior(), steps=4)
     prompt = torch.tensor([[3, 1, 4]])
-    result = sampler.sample_long(denoiser, 2, 300, model_length=128, stride=64, prompt=prompt)
+    result = sampler.sample_long(
+        denoiser, 2, 300, model_length=128, stride=64, prompt=prompt, generator=torch.Generator()
+    )
     assert result.tokens.shape == (2, 300)
     assert (result.tokens[:, :3] == prompt).all()
     assert not process.is_masked(result.tokens).any()
-    assert result.nfe == 4 * 5  # windows end at 128, 192, 256, 320; T + 1 calls each
+    # windows end at 128, 192, 256, 320; T calls each, and one for noise removal in a window
+    # where masks remain after the last step (rare: each mask unmasks with probability 1 - 4e-5)
+    assert 4 * 4 <= result.nfe == result.steps <= 4 * 5
 
 
 @pytest.mark.parametrize(
@@ -337,7 +345,7 @@ def test_nan_from_a_denoiser_is_caught():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"steps": 0}, "steps"), ({"top_p": 0.0}, "top_p"), ({"temperature": 0.0}, "temperature")],
+    [({"steps": 0}, "steps"), ({"top_p": 0.0}, "top_p"), ({"temperature": -1.0}, "temperature")],
 )
 def test_bad_sampler_settings_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):

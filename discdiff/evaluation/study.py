@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def scaling_study(
     nucleus: Nucleus = PAPER.nucleus,
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
-    progress: bool = True,
+    progress: bool | tqdm = True,
     keep: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Sample and score every combination.
@@ -77,7 +77,8 @@ def scaling_study(
         seeds: Sampling seeds.
         batch_size: Samples per sampler call (all at once by default); the
             results do not depend on it.
-        progress: Show a progress bar.
+        progress: Show a progress bar over the cells, or advance this bar
+            (a `tqdm` of a whole job) by each cell's $T$.
         keep: If given, every row's samples `(samples, L)` are appended to
             it, in row order.
 
@@ -97,7 +98,7 @@ def scaling_study(
         for seed in seeds
     ]
     rows = []
-    for d, s, T, p, seed in tqdm(cells, desc="scaling study", disable=not progress):
+    for d, s, T, p, seed in _advancing(cells, progress, "scaling study", lambda cell: cell[2]):
         sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p, nucleus=nucleus)
         run = {"denoiser": d, "sampler": s, "steps": T, "top_p": p, "nucleus": nucleus}
         rows.append(
@@ -116,7 +117,7 @@ def autoregressive_study(
     nucleus: Nucleus = PAPER.nucleus,
     seeds: Sequence[int] = (0,),
     batch_size: int | None = None,
-    progress: bool = True,
+    progress: bool | tqdm = True,
     keep: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of autoregressive models, in `scaling_study`'s format.
@@ -130,7 +131,8 @@ def autoregressive_study(
         nucleus: The nucleus rule (the diffusion rows' one).
         seeds: Sampling seeds.
         batch_size: Samples per call; the results do not depend on it.
-        progress: Show a progress bar.
+        progress: Show a progress bar over the rows, or advance this bar
+            (a `tqdm` of a whole job) by $L$ per row.
         keep: If given, every row's samples are appended to it, in row order.
 
     Returns:
@@ -139,7 +141,7 @@ def autoregressive_study(
     """
     cells = [(m, p, seed) for m in models for p in top_p for seed in seeds]
     rows = []
-    for m, p, seed in tqdm(cells, desc="AR rows", disable=not progress):
+    for m, p, seed in _advancing(cells, progress, "AR rows", lambda cell: length):
         sampler = AutoregressiveSampler(top_p=p, nucleus=nucleus)
         run = {
             "denoiser": m,
@@ -152,6 +154,18 @@ def autoregressive_study(
             _scored(sampler, models[m], run, seed, samples, length, batch_size, metrics, keep)
         )
     return rows
+
+
+def _advancing(
+    cells: list[tuple], progress: bool | tqdm, desc: str, steps: Callable[[tuple], int]
+) -> Iterator[tuple]:
+    """The cells, with a bar of their own, or advancing the job's bar by `steps(cell)` each."""
+    if isinstance(progress, bool):
+        yield from tqdm(cells, desc=desc, disable=not progress)
+        return
+    for cell in cells:
+        yield cell
+        progress.update(steps(cell))
 
 
 def _scored(

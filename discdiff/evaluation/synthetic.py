@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
 from discdiff.config import build_strategy
@@ -163,7 +164,8 @@ def run_synthetic_study(
             nucleus settings and seeds.
         batch_size: Samples per sampler call (all of a cell at once by
             default); the tables do not depend on it.
-        progress: Show progress bars.
+        progress: Show one progress bar over the whole study, in sampler steps
+            (a cell of $T$ steps counts $T$; an AR row $L$), with the time left.
         denoisers: More denoisers (e.g. other MDLM runs) sampled like `model`.
         score_models: Named SEDD score models, sampled with `score_strategies(full)`
             at every $T$ and nucleus setting.
@@ -192,6 +194,12 @@ def run_synthetic_study(
     metrics = language_metrics(language, length)
     tokens: list[torch.Tensor] = []
     sampled = {name: chosen[name] for name in samplers} if samplers else chosen
+    sedd = score_strategies(full) if score_models else {}
+    diffusion_rows = (1 + len(denoisers or {})) * len(sampled) + len(perfect)
+    diffusion_rows += len(score_models or {}) * len(sedd)
+    ar_steps = len(autoregressive or {}) * length
+    total = (diffusion_rows * sum(steps) + ar_steps) * len(top_p) * len(seeds)
+    bar = tqdm(total=total, desc="study", unit="step", disable=not progress)
     rows = scaling_study(
         process,
         {"model": model, **(denoisers or {})},
@@ -204,13 +212,12 @@ def run_synthetic_study(
         nucleus=nucleus,
         seeds=seeds,
         batch_size=batch_size,
-        progress=progress,
+        progress=bar,
         keep=tokens,
     )
     common = {"samples": samples, "length": length, "top_p": top_p, "nucleus": nucleus}
-    common |= {"seeds": seeds, "batch_size": batch_size, "progress": progress, "keep": tokens}
+    common |= {"seeds": seeds, "batch_size": batch_size, "progress": bar, "keep": tokens}
     if score_models:
-        sedd = score_strategies(full)
         rows += scaling_study(process, score_models, sedd, steps, metrics, **common)
     if autoregressive:
         rows += autoregressive_study(autoregressive, metrics, **common)
@@ -218,6 +225,7 @@ def run_synthetic_study(
         oracle = {"perfect": language.denoiser(process=process)}
         subset = {name: chosen[name] for name in perfect}
         rows += scaling_study(process, oracle, subset, steps, metrics, **common)
+    bar.close()
     reference = _data_reference(language, length, samples)
     write_rows(rows, out, "study")
     named = {str(i): t.contiguous() for i, t in enumerate(tokens)}
@@ -245,7 +253,7 @@ def run_synthetic_study(
         metric="nll_gap",
         label="exact NLL − entropy (nats/token)",
         references={"data": reference["nll_gap"]},
-        title=f"Synthetic language, L = {length}: sample quality vs sampling budget",
+        title=f"{type(language).__name__}, L = {length}: sample quality vs sampling budget",
     )
     return rows, reference
 

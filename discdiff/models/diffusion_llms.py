@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from discdiff._tokenizers import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 from discdiff.models.attention import AttentionBackend
 from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import DREAM_KEYS, load_dream
 from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.llada import LLADA_KEYS, load_llada
 from discdiff.models.llm import _shards, key_renamer, read_config
+from discdiff.tokenizer_loader import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 
 __all__ = [
     "DIFFUSION_LLMS",
@@ -94,8 +94,11 @@ def load_diffusion_llm(
         tokenizer: Load the tokenizer too (`denoiser.tokenizer`).
 
     Returns:
-        The denoiser: process ids in, SUBS log-probabilities over $V$ data tokens out;
-        `encode` / `decode` map tokenizer ids to process ids and back.
+        The denoiser: process ids in, log-probabilities over $V$ data tokens out
+        (normalised over the whole vocabulary, `mask_mass=True`, so that
+        confidences are scored as LLaDA's and Dream's own code scores them);
+        `encode` / `decode` map tokenizer ids to process ids and back, and
+        `denoiser.kind` is the `model_type` (`"llada"` or `"dream"`).
 
     Raises:
         ValueError: If `config.json`'s `model_type` is not one of `DIFFUSION_LLMS`.
@@ -112,7 +115,9 @@ def load_diffusion_llm(
         model,
         mask_token_id=model.config.mask_token_id,
         model_vocab_size=model.config.vocab_size,
+        mask_mass=True,
     )
+    denoiser.kind = kind
     if tokenizer:
         denoiser.tokenizer = load_tokenizer(directory)
     return denoiser

@@ -304,7 +304,8 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x32 = _upcast(x)
     half = x32.shape[-1] // 2
     rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    return (x32 * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
+    # tables (L, D), or (B, L, D) for per-row positions, over the heads
+    return (x32 * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype)
 
 
 class TimestepEmbedder(nn.Module):
@@ -456,6 +457,7 @@ class DiT(nn.Module):
         label: Int[Tensor, "batch"] | None = None,
         *,
         clean: Tokens | None = None,
+        positions: Int[Tensor, "batch length"] | None = None,
     ) -> Float[Tensor, "batch length model_vocab"]:
         r"""Logits for every position.
 
@@ -472,6 +474,9 @@ class DiT(nn.Module):
                 which `tokens` is a noisy draw; block $b$ of `tokens` then sees
                 the clean blocks before it (BD3-LM's $z_t \oplus x$ pass, see
                 the module docstring). Needs `block_size`.
+            positions: `(B, L)` rotary positions of each row (default `0 .. L - 1`):
+                left-padded rows start at 0 on their first real token, as alone.
+                Full attention only.
 
         Returns:
             Logits `(B, L, vocab_size)`: float32 (float64 for a float64 model).
@@ -481,7 +486,7 @@ class DiT(nn.Module):
                 `model_length`, labels out of range (or given to an
                 unconditional model), or `clean` without `block_size`.
         """
-        x, c, _ = self._run(tokens, sigma, padding_mask, label, clean=clean)
+        x, c, _ = self._run(tokens, sigma, padding_mask, label, clean=clean, rows=positions)
         return self._logits(x[:, : tokens.shape[1]], c)
 
     def step(
@@ -563,6 +568,7 @@ class DiT(nn.Module):
         clean: Tensor | None = None,
         cache: KVCache | None = None,
         offset: int = 0,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, KVCache]:
         """Hidden states, conditioning and the attended keys/values (see `forward`, `step`)."""
         batch, length = tokens.shape[:2]
@@ -604,6 +610,12 @@ class DiT(nn.Module):
         c = F.silu(c)
         cos, sin = self.rotary_emb(offset + length, device)
         cos, sin = cos[offset:], sin[offset:]
+        if rows is not None:  # each row's own positions (left padding)
+            if block is not None or cache is not None or clean is not None:
+                raise ValueError("`positions` needs a full-attention DiT without a cache")
+            angles = rows.float()[..., None] * self.rotary_emb.inv_freq.to(device)
+            angles = torch.cat((angles, angles), dim=-1)
+            cos, sin = angles.cos(), angles.sin()
         positions = torch.arange(offset, offset + length, device=device)
         keys, noisy = positions, None
         if clean is not None:  # z_t ⊕ x, both at positions 0..L-1

@@ -74,6 +74,7 @@ def dream_config(values: dict[str, Any], attention: AttentionBackend = "auto") -
         tied=bool(values.get("tie_word_embeddings", False)),
         shift_logits=True,
         attention=attention,
+        context_length=values.get("max_position_embeddings"),
     )
 
 

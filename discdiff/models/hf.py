@@ -15,17 +15,17 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from discdiff._tokenizers import load_tokenizer
 from discdiff.models.subs import subs_log_probs
 from discdiff.processes import MaskingProcess
 from discdiff.schedules import LogLinear, NoiseSchedule
+from discdiff.tokenizer_loader import load_tokenizer
 from discdiff.typing import Times, Tokens
 
 __all__ = ["HuggingFaceDenoiser"]
 
 
 class HuggingFaceDenoiser(nn.Module):
-    """A `Denoiser` from any masked LM whose call returns `.logits`.
+    r"""A `Denoiser` from any masked LM whose call returns `.logits`.
 
     The model is not time-conditioned; SUBS is applied to its logits (the
     `[MASK]` logit removed, log-softmax, carry-over at unmasked positions).
@@ -36,6 +36,12 @@ class HuggingFaceDenoiser(nn.Module):
             `model.config.mask_token_id` where the config has one.
         model_vocab_size: Width of the model's logits; defaults to
             `model.config.vocab_size`.
+        mask_mass: At masked positions, normalise the data tokens' probabilities
+            over the model's whole vocabulary, `[MASK]` included, instead of
+            over the data tokens alone (SUBS): they then sum to
+            $1 - p_{\text{mask}}$, and confidence decoders score them as
+            LLaDA's and Dream's own code does. Samplers that renormalise
+            (every posterior, through `shape_probs`) are unaffected.
     """
 
     time_conditioned = False
@@ -46,6 +52,7 @@ class HuggingFaceDenoiser(nn.Module):
         *,
         mask_token_id: int | None = None,
         model_vocab_size: int | None = None,
+        mask_mass: bool = False,
     ) -> None:
         super().__init__()
         if mask_token_id is None:
@@ -65,6 +72,7 @@ class HuggingFaceDenoiser(nn.Module):
         self.model_mask_id = mask_token_id
         self.vocab_size = model_vocab_size - 1
         self.mask_id = self.vocab_size
+        self.mask_mass = mask_mass
 
     @classmethod
     def from_pretrained(
@@ -135,22 +143,43 @@ class HuggingFaceDenoiser(nn.Module):
         return torch.where(tokens == self.mask_id, self.model_mask_id, shifted)
 
     def forward(
-        self, z_t: Tokens, t: Times, padding_mask: torch.Tensor | None = None
+        self,
+        z_t: Tokens,
+        t: Times,
+        padding_mask: torch.Tensor | None = None,
+        positions: Int[Tensor, "batch length"] | None = None,
     ) -> Float[Tensor, "batch length vocab"]:
         r"""$\log x_\theta(z_t)$ over the $V$ data tokens.
 
-        The model's logits without the `[MASK]` column, through SUBS.
+        The model's logits without the `[MASK]` column, through SUBS (with
+        `mask_mass`, normalised over the whole vocabulary at masked positions).
 
         Args:
             z_t: Noisy tokens `(B, L)` in process ids.
             t: Times `(B,)` (unused: a masked LM does not see $t$).
             padding_mask: `(B, L)`, `True` at real tokens, passed on as the
                 attention mask.
+            positions: `(B, L)` position ids, passed on as `position_ids`
+                (default: the model's own, `0 .. L - 1`).
 
         Returns:
             Float32 log-probabilities `(B, L, V)`.
         """
-        logits = self.model(input_ids=self.decode(z_t), attention_mask=padding_mask).logits
+        ids = self.decode(z_t)
+        if positions is None:
+            logits = self.model(input_ids=ids, attention_mask=padding_mask).logits
+        else:
+            logits = self.model(
+                input_ids=ids, attention_mask=padding_mask, position_ids=positions
+            ).logits
         m = self.model_mask_id
         data_logits = torch.cat((logits[..., :m], logits[..., m + 1 :]), dim=-1)
-        return subs_log_probs(data_logits, z_t, vocab_size=self.vocab_size, mask_id=self.mask_id)
+        log_probs = subs_log_probs(
+            data_logits, z_t, vocab_size=self.vocab_size, mask_id=self.mask_id
+        )
+        if not self.mask_mass:
+            return log_probs
+        # log(1 - p_mask) = logsumexp(data logits) - logsumexp(all logits)
+        kept = data_logits.float().logsumexp(-1) - logits.float().logsumexp(-1)
+        masked = (z_t == self.mask_id).unsqueeze(-1)
+        return torch.where(masked, log_probs + kept.unsqueeze(-1), log_probs)

@@ -97,6 +97,7 @@ def llada_config(values: dict[str, Any], attention: AttentionBackend = "auto") -
         qkv_bias=bool(values.get("include_qkv_bias", False)),
         tied=bool(values.get("weight_tying", False)),
         attention=attention,
+        context_length=values.get("max_sequence_length"),
     )
 
 

@@ -5,6 +5,7 @@ causal mask. Each layer is
 
 $$h \leftarrow h + W_o\,\mathrm{Attn}(R(W_q \bar h), R(W_k \bar h), W_v \bar h),
 \quad \bar h = \mathrm{RMSNorm}(h),$$
+
 $$h \leftarrow h + W_{down}\big(\mathrm{SiLU}(W_{gate} \bar h) \odot W_{up} \bar h\big),
 \quad \bar h = \mathrm{RMSNorm}(h),$$
 
@@ -66,6 +67,7 @@ class TransformerConfig:
             convention, inherited from its autoregressive initialisation); they are
             shifted back so that position $i$ predicts token $i$.
         attention: The attention backend (`"auto"`: xformers on CUDA when installed, else SDPA).
+        context_length: The longest sequence the model was trained on (`None`: unknown).
     """
 
     vocab_size: int
@@ -81,6 +83,7 @@ class TransformerConfig:
     tied: bool = False
     shift_logits: bool = False
     attention: AttentionBackend = "auto"
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -193,26 +196,29 @@ class BidirectionalTransformer(nn.Module):
         self.gradient_checkpointing = False
         """Recompute each layer in the backward pass instead of storing its activations."""
 
-    def _rotary(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _rotary(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         dim = self.config.head_dim
         inv_freq = 1.0 / (
             self.config.rope_theta
-            ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+            ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
         )
-        freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
-        angles = torch.cat((freqs, freqs), dim=-1)[None, :, None, :]  # (1, L, 1, D)
+        freqs = positions.float()[..., None] * inv_freq  # (B or 1, L, D/2)
+        angles = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]  # (B or 1, L, 1, D)
         return angles.cos(), angles.sin()
 
     def forward(
         self,
         input_ids: Int[Tensor, "batch length"],
         attention_mask: Shaped[Tensor, "batch length"] | None = None,
+        position_ids: Int[Tensor, "batch length"] | None = None,
     ) -> LMOutput:
         r"""Logits for every position (position $i$ predicting token $i$).
 
         Args:
             input_ids: Token ids `(B, L)` in the model's vocabulary.
             attention_mask: `(B, L)`, true/1 at real tokens; padded keys get no weight.
+            position_ids: `(B, L)` rotary positions (default `0 .. L - 1`); left-padded
+                rows start at 0 on their first real token, as when run alone.
 
         Returns:
             `LMOutput` with logits `(B, L, vocab_size)` in the weights' dtype.
@@ -225,7 +231,9 @@ class BidirectionalTransformer(nn.Module):
         padding_mask = None if attention_mask is None else attention_mask.bool()
         if padding_mask is not None and bool(padding_mask.all()):
             padding_mask = None
-        cos, sin = self._rotary(input_ids.shape[1], input_ids.device)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        cos, sin = self._rotary(position_ids)
         h = self.embed(input_ids)
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:

@@ -100,6 +100,7 @@ class SUBS(nn.Module):
         padding_mask: torch.Tensor | None = None,
         *,
         clean: Tokens | None = None,
+        positions: Int[Tensor, "batch length"] | None = None,
     ) -> Float[Tensor, "batch length vocab"]:
         r"""$\log x_\theta(z_t)$ over the data tokens.
 
@@ -111,13 +112,18 @@ class SUBS(nn.Module):
             clean: Block diffusion training only: the clean tokens, passed on to
                 a block-causal backbone (`DiT(..., clean=x)`, BD3-LM's
                 $z_t \oplus x$ pass).
+            positions: `(B, L)` positions of each row, passed on to the backbone
+                (left-padded prompts of different lengths; see `DiT.forward`).
 
         Returns:
             Float32 log-probabilities `(B, L, V)` (see `subs_log_probs`).
         """
-        if clean is None:
-            return self._log_probs(z_t, t, padding_mask=padding_mask)
-        return self._log_probs(z_t, t, padding_mask=padding_mask, clean=clean)
+        extra: dict[str, Any] = {}
+        if clean is not None:
+            extra["clean"] = clean
+        if positions is not None:
+            extra["positions"] = positions
+        return self._log_probs(z_t, t, padding_mask=padding_mask, **extra)
 
     def sigma(self, t: Times) -> Float[Tensor, "batch"]:
         r"""The backbone's input: $\sigma(t) = -\log\alpha_t$ if time-conditioned, else zeros."""

@@ -12,7 +12,7 @@ its `x` from the network's output itself (SEDD's keep the scores' total);
 `shape_probs` does it otherwise. The sampler never looks at which one it has.
 """
 
-import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -52,7 +52,9 @@ class Strategy(Protocol):
     looks further. A strategy that reads $x_\theta$ only at the positions
     masked in $z_t$ may also set `masked_only = True`; the sampler then spends
     the nucleus's $O(V)$ work there only (every strategy of the masking
-    process does).
+    process does). A strategy that never remasks a decoded token may set
+    `never_remasks = True`: the sampler then stops a grid (or a block) as
+    soon as nothing is left masked, with no further network call.
 
     Attributes:
         process_type: The class of forward processes the strategy works with.
@@ -182,7 +184,9 @@ def shape_probs(
 ) -> Float[Tensor, "batch length vocab"]:
     r"""Turn denoiser logits into the $x_\theta$ a step samples from.
 
-    Temperature divides the logits; top-k keeps the $k$ most likely tokens;
+    Temperature divides the logits (temperature 0 is the limit: the one-hot
+    of the most likely token, ties to the lowest id); top-k keeps the $k$ most
+    likely tokens;
     nucleus (top-p) keeps a prefix of the tokens sorted by probability,
     $p_{(1)} \ge p_{(2)} \ge \dots$, with cumulative masses
     $c_j = \sum_{i \le j} p_{(i)}$, and renormalises:
@@ -198,7 +202,7 @@ def shape_probs(
 
     Args:
         logits: `(B, L, V)` unnormalised log-probabilities.
-        temperature: Positive temperature.
+        temperature: Temperature $\ge 0$ (0: greedy, a one-hot of the argmax).
         top_k: Keep this many tokens, or all when `None`.
         top_p: Nucleus mass in $(0, 1]$, or no nucleus when `None`.
         nucleus: Which nucleus rule `top_p` applies.
@@ -215,6 +219,9 @@ def shape_probs(
         tensor([[[1., 0., 0.]]])
     """
     logits = logits.float()
+    if temperature == 0:  # the limit of low temperatures: all mass on the argmax
+        top = logits.argmax(-1, keepdim=True)
+        return torch.zeros_like(logits).scatter_(-1, top, 1.0)
     if temperature != 1.0:
         logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
@@ -235,8 +242,12 @@ class AncestralSampler:
         posterior: The strategy: a posterior (e.g. `MaskingPosterior()`,
             `RemaskPosterior(CapSchedule(0.04))`, `UniformPosterior()`) or a
             `ConfidenceDecoder`; it must work with the process (`process_type`).
-        steps: Number of steps $T$ (DFM's adaptive grid takes more).
-        temperature: Temperature applied to the denoiser's logits.
+        steps: Number of steps $T$ (DFM's adaptive grid takes more); with
+            blocks, the total over all blocks (each gets $T / \text{blocks}$, as
+            in LLaDA).
+        temperature: Temperature applied to the denoiser's logits; 0 is greedy
+            decoding (the most likely token, ties to the lowest id; confidence
+            decoders then rank by the untempered confidence, exactly).
         top_k: Keep the `top_k` most likely tokens of $x_\theta$; off by default.
         top_p: Nucleus sampling mass; off by default (ReMDM's papers use 0.9).
         nucleus: The nucleus rule (see `shape_probs`): `"standard"` (default) or
@@ -279,8 +290,8 @@ class AncestralSampler:
     ) -> None:
         if steps < 1:
             raise ValueError(f"`steps` must be at least 1; got {steps}")
-        if not temperature > 0:
-            raise ValueError(f"`temperature` must be positive; got {temperature}")
+        if not temperature >= 0:
+            raise ValueError(f"`temperature` must be >= 0 (0: greedy); got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}")
         if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -305,7 +316,7 @@ class AncestralSampler:
         self.progress = progress
         self.grid = posterior.time_grid(steps, t_min)
 
-    def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Tensor:
+    def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Any:
         # A strategy may turn the network's output into its `x` itself (SEDD's keep the scale).
         shaping = {
             "temperature": self.temperature,
@@ -347,6 +358,45 @@ class AncestralSampler:
             values[:, : prompt.shape[-1]] = prompt.to(device).expand(batch_size, -1)
         return values, values >= 0
 
+    def spans(
+        self, generated: int, blocks: int = 1, block_length: int | None = None
+    ) -> list[tuple[int, int]]:
+        """The blocks `[(start, stop), ...]` of the `generated` positions, and a check of `steps`.
+
+        Args:
+            generated: Positions to generate (after the prompt).
+            blocks: Number of equal blocks.
+            block_length: Positions per block (instead of `blocks`).
+
+        Returns:
+            Spans relative to the first generated position.
+
+        Raises:
+            ValueError: If the blocks do not divide `generated`, or `steps` is not
+                divisible by their number.
+        """
+        if block_length is not None:
+            if blocks != 1:
+                raise ValueError("give `blocks` or `block_length`, not both")
+            if not 1 <= block_length <= generated or generated % block_length:
+                raise ValueError(
+                    f"`block_length` ({block_length}) must divide the generated length "
+                    f"({generated})"
+                )
+        else:
+            if not 1 <= blocks <= generated or generated % blocks:
+                raise ValueError(
+                    f"`blocks` ({blocks}) must divide the generated length ({generated})"
+                )
+            block_length = generated // blocks
+        count = generated // block_length
+        if self.steps % count:
+            raise ValueError(
+                f"`steps` ({self.steps}) must be divisible by the number of blocks ({count}): "
+                "it is the total over all blocks"
+            )
+        return [(b * block_length, (b + 1) * block_length) for b in range(count)]
+
     @torch.no_grad()
     def sample(
         self,
@@ -357,6 +407,7 @@ class AncestralSampler:
         prompt: Int[Tensor, "prompt_batch prompt_length"] | None = None,
         infill: Int[Tensor, "infill_batch length"] | None = None,
         blocks: int = 1,
+        block_length: int | None = None,
         generator: RandomSource = None,
         device: torch.device | str | None = None,
         return_trajectory: bool = False,
@@ -372,9 +423,14 @@ class AncestralSampler:
             infill: `(B or 1, L)` with data tokens at fixed positions and `-1`
                 (or the mask id, for a masking process) where tokens are to be
                 generated.
-            blocks: Generate left to right in this many contiguous blocks of the
-                free positions, each with `steps // blocks` steps while later
-                blocks wait masked (block-wise / semi-autoregressive decoding).
+            blocks: Generate the positions after the prompt left to right in
+                this many equal blocks (semi-autoregressive decoding, LLaDA's
+                `gen_length / block_length`), each with `steps / blocks` steps
+                while later blocks wait masked. The strategy sees one block at
+                a time (its counts and ranking are the block's); the denoiser
+                sees the whole sequence.
+            block_length: Positions per block instead of `blocks` (LLaDA's
+                `block_length`); it must divide `length - P`.
             generator: Random generator; the same seed gives the same samples. A
                 `SequenceGenerator` of `batch_size` sequences gives each sequence
                 its own stream, so the samples do not depend on the batch size
@@ -388,14 +444,13 @@ class AncestralSampler:
 
         Raises:
             ValueError: On prompt or infill ids outside the vocabulary, shapes that
-                do not match, or a denoiser that returns NaN or infinite values.
+                do not match, blocks that do not divide the generated length or
+                `steps`, or a denoiser that returns NaN or infinite values.
         """
         if batch_size < 1 or length < 1:
             raise ValueError(
                 f"`batch_size` and `length` must be positive; got {batch_size}, {length}"
             )
-        if not 1 <= blocks <= length:
-            raise ValueError(f"`blocks` must lie in [1, length={length}]; got {blocks}")
         if isinstance(generator, SequenceGenerator) and generator.size != batch_size:
             raise ValueError(
                 f"`generator` serves {generator.size} sequences but `batch_size` is {batch_size}"
@@ -405,18 +460,134 @@ class AncestralSampler:
         device = torch.device(device)
         values, given = self._given(batch_size, length, prompt, infill, device)
         free = ~given
-        bounds = torch.linspace(0, length, blocks + 1).round().long().tolist()
+        offset = 0 if prompt is None else prompt.shape[-1]
+        whole = blocks == 1 and block_length is None
+        spans = None if whole else self.spans(length - offset, blocks, block_length)
         prior = self.process.sample_prior(batch_size, length, generator=generator, device=device)
         z = torch.where(given, values, prior)
         state = _Run(self, denoiser, generator, return_trajectory, return_stats)
-        for start, stop in itertools.pairwise(bounds):
-            active = free.clone()
-            active[:, :start] = False
-            active[:, stop:] = False
-            steps = max(1, self.steps // blocks)
-            grid = self.grid if steps == self.steps else self.posterior.time_grid(steps, self.t_min)
-            z = state.run(z, active, grid.to(device))
+        if spans is None:
+            return state.result(state.run(z, free, self.grid.to(device)))
+        steps = self.steps // len(spans)
+        grid = self.grid if steps == self.steps else self.posterior.time_grid(steps, self.t_min)
+        for start, stop in spans:
+            start, stop = start + offset, stop + offset
+            view = _BlockView(denoiser, z, start, stop)
+            z[:, start:stop] = state.run(
+                z[:, start:stop].clone(), free[:, start:stop], grid.to(device), view=view
+            )
         return state.result(z)
+
+    @torch.no_grad()
+    def complete(
+        self,
+        denoiser: Denoiser,
+        prompts: Sequence[Int[Tensor, "_prompt"]] | Int[Tensor, "batch prompt"],
+        length: int,
+        *,
+        lengths: Int[Tensor, "batch"] | None = None,
+        blocks: int = 1,
+        block_length: int | None = None,
+        generator: RandomSource = None,
+        device: torch.device | str | None = None,
+    ) -> SampleResult:
+        r"""Complete prompts of different lengths in one batch: `length` new tokens each.
+
+        The prompts are left-padded to the longest, $P$; the padding is never
+        attended to (the denoiser gets `padding_mask`) and each row's positions
+        start at 0 on its first real token (the denoiser gets `positions`), so
+        a row's completion is the one it gets alone (to float rounding).
+        The `length` new tokens are generated in blocks as in `sample` (one
+        block of `length` by default); the strategy only ever sees the current
+        block, so a row's random draws do not depend on the other rows either.
+
+        Args:
+            denoiser: A denoiser called as `denoiser(z, t, padding_mask=,
+                positions=)` when the prompts differ in length (e.g. the
+                `HuggingFaceDenoiser` of `load_diffusion_llm`), else `(z, t)`.
+            prompts: A list of 1-D prompts (process ids, each non-empty), or a
+                `(B, P)` tensor whose row $b$ holds its prompt in its first
+                `lengths[b]` entries.
+            length: New tokens per prompt.
+            lengths: With a tensor of prompts, each row's prompt length (all
+                $P$ by default).
+            blocks: Equal blocks of the new tokens (see `sample`).
+            block_length: Positions per block (see `sample`).
+            generator: Random generator (a `SequenceGenerator` of $B$ streams
+                makes each row independent of the batch; see `complete_batches`).
+            device: Where to sample.
+
+        Returns:
+            A `SampleResult` whose `tokens` `(B, length)` are the completions.
+
+        Raises:
+            ValueError: For an empty prompt, bad shapes or ids, or blocks that do
+                not divide `length` or `steps`.
+        """
+        rows = _prompt_rows(prompts, lengths)
+        longest = max(len(row) for row in rows)
+        device = torch.device(
+            device if device is not None else (generator.device if generator else "cpu")
+        )
+        padded = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+        real = torch.zeros(len(rows), longest + length, dtype=torch.bool, device=device)
+        for b, row in enumerate(rows):
+            padded[b, longest - len(row) :] = row.to(device)
+            real[b, longest - len(row) :] = True
+        model = denoiser
+        if not bool(real.all()):
+            model = _Padded(denoiser, real, (real.long().cumsum(-1) - 1).clamp_min(0))
+        if block_length is None and blocks == 1:
+            block_length = length
+        result = self.sample(
+            model,
+            len(rows),
+            longest + length,
+            prompt=padded,
+            blocks=blocks,
+            block_length=block_length,
+            generator=generator,
+            device=device,
+        )
+        result.tokens = result.tokens[:, longest:]
+        return result
+
+    def complete_batches(
+        self,
+        denoiser: Denoiser,
+        prompts: Sequence[Int[Tensor, "_prompt"]],
+        length: int,
+        *,
+        seed: int,
+        batch_size: int | None = None,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> SampleResult:
+        """`complete` `batch_size` prompts at a time; prompt $i$ uses stream $(seed, i)$.
+
+        The completions, and `sequence_nfe`, do not depend on `batch_size` or on
+        which prompts share a batch.
+
+        Args:
+            denoiser: As for `complete`.
+            prompts: 1-D prompts (process ids).
+            length: New tokens per prompt.
+            seed: Seed of the streams.
+            batch_size: Prompts per call (all at once by default).
+            device: Where to sample.
+            **kwargs: Passed on to `complete` (`blocks`, `block_length`).
+
+        Returns:
+            A `SampleResult` with `(N, length)` completions on the CPU and `sequence_nfe` `(N,)`.
+        """
+        parts, first = [], 0
+        for size, generator in stream_batches(len(prompts), batch_size, seed, device):
+            chunk = list(prompts[first : first + size])
+            parts.append(
+                self.complete(denoiser, chunk, length, generator=generator, device=device, **kwargs)
+            )
+            first += size
+        return SampleResult.joined(parts)
 
     def sample_long(
         self,
@@ -513,6 +684,52 @@ class AncestralSampler:
         )
 
 
+def _prompt_rows(prompts: Sequence[Tensor] | Tensor, lengths: Tensor | None) -> list[Tensor]:
+    """The prompts as a list of 1-D tensors, each checked to be non-empty."""
+    if isinstance(prompts, Tensor):
+        if prompts.dim() != 2:
+            raise ValueError(f"`prompts` must be (B, P) or a list; got {tuple(prompts.shape)}")
+        if lengths is None:
+            lengths = torch.full((prompts.shape[0],), prompts.shape[1])
+        if lengths.shape != (prompts.shape[0],):
+            raise ValueError(f"`lengths` must have shape ({prompts.shape[0]},)")
+        rows = [prompts[b, : int(n)] for b, n in enumerate(lengths.tolist())]
+    else:
+        if lengths is not None:
+            raise ValueError("`lengths` goes with a tensor of prompts, not a list")
+        rows = [torch.as_tensor(row, dtype=torch.long).reshape(-1) for row in prompts]
+    if not rows:
+        raise ValueError("`prompts` is empty: give at least one prompt")
+    for b, row in enumerate(rows):
+        if row.numel() == 0:
+            raise ValueError(f"prompt {b} is empty: give at least one token")
+    return rows
+
+
+class _BlockView:
+    r"""$x_\theta$ of positions `start:stop` of `context`, the rest of the sequence as it stands."""
+
+    def __init__(self, denoiser: Denoiser, context: Tensor, start: int, stop: int) -> None:
+        self.denoiser, self.context, self.start, self.stop = denoiser, context, start, stop
+        self.time_conditioned = is_time_conditioned(denoiser)
+
+    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
+        whole = self.context.clone()
+        whole[:, self.start : self.stop] = z
+        return self.denoiser(whole, t)[:, self.start : self.stop]
+
+
+class _Padded:
+    """A denoiser over left-padded rows: padding never attended to, positions per row."""
+
+    def __init__(self, denoiser: Denoiser, real: Tensor, positions: Tensor) -> None:
+        self.denoiser, self.real, self.positions = denoiser, real, positions
+        self.time_conditioned = is_time_conditioned(denoiser)
+
+    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
+        return self.denoiser(z, t, padding_mask=self.real, positions=self.positions)
+
+
 class _Run:
     """The state of one `sample` call: counters, cache and optional records."""
 
@@ -530,11 +747,12 @@ class _Run:
         self.sequence_nfe: Tensor | None = None  # (B,) calls each sequence needed
         self.stale: Tensor | None = None  # (B,) sequences changed since their last call
         self.checked = False
+        self.view: _BlockView | None = None
         self.trajectory: list[Tensor] | None = [] if trajectory else None
         self.fractions: list[Tensor] | None = [] if stats else None
         self.remasks: list[Tensor] | None = [] if stats else None
 
-    def x_theta(self, z: Tensor, t: Tensor) -> Tensor:
+    def x_theta(self, z: Tensor, t: Tensor) -> Any:
         self.nfe += 1
         if self.sequence_nfe is None:
             self.sequence_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
@@ -545,11 +763,16 @@ class _Run:
         self.stale = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
         # The first call runs with every check on (NaN logits, σ bounds, ids);
         # later ones without, so the loop does not synchronise with the host.
+        denoiser = self.denoiser if self.view is None else self.view
         with validation(not self.checked):
-            return self.sampler._x_theta(self.denoiser, z, t.expand(z.shape[0]).float())
+            return self.sampler._x_theta(denoiser, z, t.expand(z.shape[0]).float())
 
     def record(self, z: Tensor, active: Tensor, remasked: Tensor | None) -> None:
         if self.trajectory is not None:
+            if self.view is not None:  # the whole sequence with this block in place
+                whole = self.view.context.clone()
+                whole[:, self.view.start : self.view.stop] = z
+                z = whole
             self.trajectory.append(z.clone())
         if self.fractions is not None:
             masked = (self.sampler.process.is_masked(z) & active).sum(-1)
@@ -557,11 +780,18 @@ class _Run:
             if remasked is not None:
                 self.remasks.append(remasked.sum(-1))
 
-    def run(self, z: Tensor, active: Tensor, grid: Tensor) -> Tensor:
-        """Run the grid on the `active` positions; all others stay as they are."""
+    def run(
+        self, z: Tensor, active: Tensor, grid: Tensor, view: "_BlockView | None" = None
+    ) -> Tensor:
+        """Run the grid on the `active` positions; all others stay as they are.
+
+        With a `view`, `z` is the view's block and the denoiser is the view.
+        """
         sampler, process = self.sampler, self.sampler.process
+        self.view = view
         frozen = z.clone()
         memory = sampler.posterior.start(process, z)
+        done_when_unmasked = bool(getattr(sampler.posterior, "never_remasks", False))
         batch = z.shape[0]
         self.record(z, active, None)
         x = None
@@ -570,6 +800,10 @@ class _Run:
         per_step = int(active.sum()) / max(1, len(grid) - 1) if sampler.progress else 0.0
         for i in bar:
             t, s = grid[i].expand(batch), grid[i + 1].expand(batch)
+            # a strategy that never remasks has nothing left to do once all is decoded: no call
+            finished = x is None and done_when_unmasked and i > 0
+            if finished and not bool((process.is_masked(z) & active).any()):
+                break
             if x is None:
                 x = self.x_theta(z, grid[i])
             with validation(not self.checked):
@@ -598,10 +832,12 @@ class _Run:
             z = z_s
             if not keep:
                 x = None
-        if sampler.noise_removal:
+        # no call once nothing is left to decode (one host synchronisation per grid)
+        if sampler.noise_removal and bool((process.is_masked(z) & active).any()):
             if x is None:
                 x = self.x_theta(z, grid[-1])
-            z = torch.where(active, process.remove_noise(z, x, grid[-1].expand(batch)), z)
+            probs = getattr(x, "probs", x)  # a decoder's input carries its probabilities
+            z = torch.where(active, process.remove_noise(z, probs, grid[-1].expand(batch)), z)
             self.steps += 1
             self.record(z, active, torch.zeros_like(active))
         return z

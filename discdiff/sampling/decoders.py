@@ -3,22 +3,45 @@ r"""Decoders that choose where to unmask: MaskGIT / LLaDA / Dream orderings, dil
 These are not posteriors of the forward process: at each step they draw a
 candidate for every masked position from $x_\theta$, score the candidates,
 and unmask only the most confident ones; the rest stay masked (LLaDA calls
-this "low-confidence remasking"). By default the number unmasked per step
-follows the noise schedule (the expected MDLM count
-$n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)$, rounded); give
-`tokens_per_step` for a fixed $k$ instead. They plug into `AncestralSampler`
-exactly where a posterior does.
+this "low-confidence remasking"). How many unmask per step is a separate
+rule, a `StepCount`:
 
-Scores are compared on a grid of `resolution` and ties are broken at random
-(from the sampler's generator). Without the grid the order among nearly equal
-scores (at the first step every position of a time-unconditioned model sees
-the same all-mask input) was decided by the last bits of the network's float32
-output, which differ between CPU kernels (AVX-512, AVX2, baseline): the
-same seed then gave another MaskGIT table on another machine, while the
-posterior samplers, which compare a uniform number with a float64 CDF, did not.
+- `ScheduleCount` (default): the noise schedule's expected MDLM count
+  $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$
+  on a uniform grid, or a fixed `tokens_per_step`;
+- `EvenCount` (LLaDA's `get_num_transfer_tokens`): the masked count at the
+  start split equally over the steps, the remainder going to the first
+  steps ($12$ tokens in $8$ steps: $2,2,2,2,1,1,1,1$);
+- `DreamCount` (Dream's `diffusion_generate`): times
+  $\mathrm{linspace}(1, \epsilon, T + 1)$ and
+  $\lfloor n_{\mathrm{masked}} (1 - s/t) \rfloor$ a step, all remaining at
+  the last.
+
+Inside `BlockSampler`, or with blocks in `AncestralSampler.sample`, a decoder
+only ever sees the current block, so its counts and its ranking are the
+block's (LLaDA's per-block quota, $-\infty$ confidence outside the block).
+
+Scores are read from `DecoderInput.probs`, the untempered probabilities of
+the data tokens in float64. A denoiser that reports the mask token's mass
+(`HuggingFaceDenoiser(mask_mass=True)`, as LLaDA and Dream load) gives them
+normalised over the model's whole vocabulary, mask included, as LLaDA's and
+Dream's own code scores them; the candidate itself is never the mask.
+
+At temperature 0 nothing is random: the candidate is the most likely token
+(ties: the lowest id) and positions are ranked by their exact float64 score
+(ties: the leftmost position). At a positive temperature scores are compared
+on a grid of `resolution` and ties are broken at random (from the sampler's
+generator). Without the grid the order among nearly equal scores (at the first
+step every position of a time-unconditioned model sees the same all-mask input)
+was decided by the last bits of the network's float32 output, which differ
+between CPU kernels (AVX-512, AVX2, baseline): the same seed then gave another
+MaskGIT table on another machine, while the posterior samplers, which compare a
+uniform number with a float64 CDF, did not.
 """
 
+import copy
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -29,17 +52,189 @@ from discdiff.posteriors import DecodeConfidence, MaskingPosterior, RemaskPoster
 from discdiff.processes import MaskingProcess
 from discdiff.remasking import uniform_time_grid
 from discdiff.rng import RandomSource, uniform
+from discdiff.sampling.ancestral import shape_probs
 from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
 __all__ = [
     "ConfidenceDecoder",
+    "DecoderInput",
     "DilatedDecoder",
+    "DreamCount",
     "EntropyDecoder",
+    "EvenCount",
     "MarginDecoder",
     "MaskGITDecoder",
+    "ScheduleCount",
+    "StepCount",
+    "ThresholdCount",
     "ThresholdDecoder",
     "dilated_order",
 ]
+
+
+class DecoderInput(NamedTuple):
+    r"""What a confidence decoder reads at a step (made by its `shape_output`).
+
+    Attributes:
+        probs: `(B, L, V)` float64 untempered probabilities of the data tokens
+            (normalised over the model's whole vocabulary when the denoiser
+            reports the mask's mass: the mask then has $1 - \sum_v$ `probs`).
+        sampling: `(B, L, V)` the distribution candidates are drawn from
+            (temperature, top-k, nucleus applied), or `None` at temperature 0:
+            the candidate is then the argmax of `probs`.
+    """
+
+    probs: Float[Tensor, "batch length vocab"]
+    sampling: Float[Tensor, "batch length vocab"] | None
+
+    def argmax(self, dim: int = -1) -> Int[Tensor, "batch length"]:
+        """The most likely data token (ties: the lowest id); for noise removal."""
+        return self.probs.argmax(dim)
+
+    def candidates(
+        self, masked: MaskFlags, generator: RandomSource, dtype: torch.dtype
+    ) -> Int[Tensor, "batch length"]:
+        """One candidate per position: a draw from `sampling`, or the argmax at temperature 0."""
+        if self.sampling is None:
+            return self.probs.argmax(-1)
+        drawn = draw_categorical(self.sampling, generator=generator, dtype=dtype, where=masked)
+        return drawn.squeeze(-1)
+
+    def scored(self) -> Float[Tensor, "batch length vocab"]:
+        """The distribution Dream scores: the sampled one, untempered at temperature 0."""
+        return self.probs if self.sampling is None else self.sampling.double()
+
+    def mask_mass(self) -> Float[Tensor, "batch length"]:
+        r"""The mask token's untempered probability, $1 - \sum_v$ `probs` (0 after SUBS)."""
+        return (1.0 - self.probs.sum(-1)).clamp_min(0.0)
+
+
+class StepCount(ABC):
+    """How many masked positions a decoder unmasks per step, and on which time grid."""
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """Times from 1 down, `(steps + 1,)` float64 (default: uniform to `t_min`)."""
+        return uniform_time_grid(steps, t_min)
+
+    @abstractmethod
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        r"""Counts `(B,)` for the step $t \to s$.
+
+        Args:
+            process: The forward process.
+            n_masked: Each sequence's masked count `(B,)`.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            score: The candidates' float64 scores `(B, L)`, $-\infty$ where not
+                masked (for rules that read them).
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ScheduleCount(StepCount):
+    r"""MDLM's expected count $\mathrm{round}\big(n (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
+
+    Args:
+        tokens_per_step: A fixed number $k$ instead (at most the masked count).
+    """
+
+    def __init__(self, tokens_per_step: int | None = None) -> None:
+        if tokens_per_step is not None and tokens_per_step < 1:
+            raise ValueError(f"`tokens_per_step` must be at least 1; got {tokens_per_step}")
+        self.tokens_per_step = tokens_per_step
+
+    def __repr__(self) -> str:
+        return f"ScheduleCount(tokens_per_step={self.tokens_per_step})"
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        """The count of each sequence (see the class)."""
+        if self.tokens_per_step is not None:
+            return n_masked.clamp_max(self.tokens_per_step)
+        alpha_t, alpha_s = process.schedule.alpha(t), process.schedule.alpha(s)
+        fraction = ((alpha_s - alpha_t) / (1 - alpha_t)).clamp(0, 1)
+        return torch.round(n_masked * fraction).long()
+
+
+class EvenCount(StepCount):
+    r"""LLaDA's quota: the masked count split equally over the steps, remainder first.
+
+    On the grid $t_i = 1 - i/T$, step $i$ unmasks
+    $\lceil n_i / (T - i) \rceil$ of the $n_i$ positions still masked, which is
+    exactly LLaDA's `get_num_transfer_tokens`: with $n_0 = qT + r$, $q + 1$ at
+    the first $r$ steps and $q$ after, and nothing is left after the last step.
+    """
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """$t_i = 1 - i/T$, $i = 0..T$ (`t_min` unused: the last step leaves no mask)."""
+        return uniform_time_grid(steps, 0.0)
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        r"""$\lceil n / (T - i) \rceil$ with $T - i = t/(t - s)$ steps left."""
+        left = torch.round(t / (t - s)).long().clamp_min(1)
+        return torch.div(n_masked + left - 1, left, rounding_mode="floor")
+
+
+class DreamCount(StepCount):
+    r"""Dream's count: $\lfloor n (1 - s/t) \rfloor$ on $\mathrm{linspace}(1, \epsilon, T + 1)$.
+
+    Computed in float32 as Dream's `diffusion_generate` does, with each row's
+    own masked count $n$ (Dream averages it over the batch; equal at batch 1).
+    The last step unmasks every remaining position.
+
+    Args:
+        eps: The last time $\epsilon$ (Dream's default $10^{-3}$).
+    """
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"`eps` must lie in (0, 1); got {eps}")
+        self.eps = eps
+
+    def __repr__(self) -> str:
+        return f"DreamCount(eps={self.eps})"
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        r"""Dream's float32 grid $\mathrm{linspace}(1, \epsilon, T + 1)$ (`t_min` unused)."""
+        if steps < 1:
+            raise ValueError(f"`steps` must be at least 1; got {steps}")
+        return torch.linspace(1.0, self.eps, steps + 1, dtype=torch.float32).double()
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        r"""$\lfloor n (1 - s/t) \rfloor$ in float32; $n$ at the last step."""
+        t32, s32 = t.float(), s.float()
+        count = (n_masked.float() * (1 - s32 / t32)).long()
+        last = s32 <= torch.tensor(self.eps, dtype=torch.float32)
+        return torch.where(last, n_masked, count)
 
 
 def _highest(key: PerPosition, k: Int[Tensor, "batch"]) -> MaskFlags:
@@ -48,57 +243,147 @@ def _highest(key: PerPosition, k: Int[Tensor, "batch"]) -> MaskFlags:
     return rank < k.unsqueeze(-1)
 
 
-class ConfidenceDecoder(ABC):
-    """Base class: unmask the highest-scoring candidates each step.
+class ThresholdCount(StepCount):
+    r"""Fast-dLLM's threshold rule: every masked position scoring at least $\tau$, at least one.
+
+    As Fast-dLLM's `get_transfer_index` with `threshold`: the positions whose
+    confidence is $\ge \tau$ unmask, and always the most confident one; the
+    last step of the grid unmasks everything left. Fast-dLLM loops until the
+    block is decoded, so give at least as many steps as positions per block to
+    follow it exactly; steps left once the block is decoded cost no network
+    call (nothing changes, and nothing is left to remove).
 
     Args:
-        tokens_per_step: A fixed number $k$ of tokens to unmask per step;
-            `None` follows the noise schedule.
-        resolution: Scores closer than this are ties, broken at random; it
-            sits well above float32 rounding of the network's output, so the
-            order does not depend on which CPU or GPU kernel computed it.
+        threshold: $\tau \in (0, 1]$.
+    """
+
+    def __init__(self, threshold: float = 0.9) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"`threshold` must lie in (0, 1]; got {threshold}")
+        self.threshold = threshold
+
+    def __repr__(self) -> str:
+        return f"ThresholdCount(threshold={self.threshold})"
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """$t_i = 1 - i/T$; the last step ($s = 0$) unmasks what is left."""
+        return uniform_time_grid(steps, 0.0)
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        """The positions scoring at least the threshold (at least 1); all at the last step."""
+        if score is None:
+            raise ValueError("ThresholdCount needs the candidates' scores")
+        sure = (score >= self.threshold).sum(-1).clamp_min(1)
+        return torch.where(s <= 0, n_masked, torch.minimum(sure, n_masked))
+
+
+class ConfidenceDecoder(ABC):
+    r"""Base class: unmask the highest-scoring candidates each step.
+
+    Args:
+        tokens_per_step: A fixed number $k$ of tokens to unmask per step
+            (shorthand for `count=ScheduleCount(k)`); `None` follows `count`.
+        resolution: At a positive temperature, scores closer than this are
+            ties, broken at random; it sits well above float32 rounding of the
+            network's output, so the order does not depend on which CPU or GPU
+            kernel computed it. At temperature 0 scores are compared exactly.
+        count: The `StepCount` rule (default `ScheduleCount()`: MDLM's expected
+            count; `EvenCount()` is LLaDA's, `DreamCount()` Dream's).
     """
 
     process_type = MaskingProcess
     masked_only = True  # x_θ is read at masked positions only
+    never_remasks = True  # decoded tokens stay: once nothing is masked, the run is over
 
-    def __init__(self, tokens_per_step: int | None = None, resolution: float = 1e-5) -> None:
+    def __init__(
+        self,
+        tokens_per_step: int | None = None,
+        resolution: float = 1e-5,
+        count: StepCount | None = None,
+    ) -> None:
         if tokens_per_step is not None and tokens_per_step < 1:
             raise ValueError(f"`tokens_per_step` must be at least 1; got {tokens_per_step}")
         if not 0.0 < resolution <= 1.0:
             raise ValueError(f"`resolution` must lie in (0, 1]; got {resolution}")
+        if count is not None and not isinstance(count, StepCount):
+            raise TypeError(f"`count` must be a StepCount or None; got {count!r}")
+        same = isinstance(count, ScheduleCount) and count.tokens_per_step == tokens_per_step
+        if count is not None and tokens_per_step is not None and not same:
+            raise ValueError("give `tokens_per_step` or `count`, not both")
         self.tokens_per_step = tokens_per_step
         self.resolution = resolution
+        self.count = count if count is not None else ScheduleCount(tokens_per_step)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(tokens_per_step={self.tokens_per_step}, "
-            f"resolution={self.resolution})"
+            f"resolution={self.resolution}, count={self.count!r})"
         )
 
     @abstractmethod
-    def score(self, x: Probs, candidates: Tokens) -> PerPosition:
+    def score(self, x: DecoderInput, candidates: Tokens) -> PerPosition:
         r"""Confidence of each candidate (higher is decoded first).
 
         Args:
-            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            x: $x_\theta$ as the decoder reads it (`DecoderInput`).
             candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
 
         Returns:
-            Scores `(B, L)`; masked positions with the highest scores unmask first.
+            Scores `(B, L)`, float64; masked positions with the highest scores unmask first.
         """
 
+    def shape_output(
+        self,
+        log_probs: Float[Tensor, "batch length vocab"],
+        *,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        nucleus: str,
+    ) -> DecoderInput:
+        r"""The denoiser's $\log x_\theta$ as a `DecoderInput`.
+
+        `probs` is $\exp \log x_\theta$ in float64, untempered and not
+        renormalised (a denoiser that reports the mask's mass leaves it out);
+        `sampling` is `shape_probs` of it (temperature, top-k, nucleus), or
+        `None` at temperature 0.
+
+        Args:
+            log_probs: $\log x_\theta$ `(B, L, V)`.
+            temperature: The sampler's temperature ($0$: greedy).
+            top_k: The sampler's top-k.
+            top_p: The sampler's nucleus mass.
+            nucleus: The sampler's nucleus rule.
+
+        Returns:
+            The decoder's input.
+        """
+        probs = log_probs.double().exp()
+        if temperature == 0:
+            return DecoderInput(probs, None)
+        shaped = shape_probs(
+            log_probs, temperature=temperature, top_k=top_k, top_p=top_p, nucleus=nucleus
+        )
+        return DecoderInput(probs, shaped)
+
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        """A uniform grid of `steps` steps from 1 to `t_min`.
+        """The count rule's grid of `steps` steps from 1.
 
         Args:
             steps: The number of steps $T$.
-            t_min: The last time.
+            t_min: The last time (for `ScheduleCount`).
 
         Returns:
             `(T + 1,)` float64 times.
         """
-        return uniform_time_grid(steps, t_min)
+        return self.count.time_grid(steps, t_min)
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
         r"""$(\alpha_t, \alpha_s)$ of the process's schedule.
@@ -117,13 +402,10 @@ class ConfidenceDecoder(ABC):
         r"""No per-run state: each step depends on $z_t$ and $x_\theta$ only."""
         return None
 
-    def count(
+    def unmask_count(
         self, process: MaskingProcess, masked: MaskFlags, score: PerPosition, t: Times, s: Times
     ) -> Int[Tensor, "batch"]:
-        r"""How many masked positions each sequence unmasks in the step.
-
-        `tokens_per_step` (at most the masked count), or MDLM's expected number
-        $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
+        r"""How many masked positions each sequence unmasks in the step (the `count` rule).
 
         Args:
             process: The forward process.
@@ -135,18 +417,28 @@ class ConfidenceDecoder(ABC):
         Returns:
             Counts `(B,)`, int64.
         """
-        n_masked = masked.sum(-1)
-        if self.tokens_per_step is not None:
-            return n_masked.clamp_max(self.tokens_per_step)
-        alpha_t, alpha_s = self.alphas(process, t, s)
-        fraction = ((alpha_s - alpha_t) / (1 - alpha_t)).clamp(0, 1)
-        return torch.round(n_masked * fraction).long()
+        return self.count(process, masked.sum(-1), t, s, score.masked_fill(~masked, -torch.inf))
+
+    def rank_key(
+        self, score: PerPosition, masked: MaskFlags, greedy: bool, generator: RandomSource
+    ) -> PerPosition:
+        r"""The key positions are ranked by (masked positions only; the rest get $-\infty$).
+
+        Greedy: the exact score. Otherwise $\lfloor$score / resolution$\rfloor$
+        plus a uniform number (random order among ties).
+        """
+        if not greedy:
+            ties = uniform(
+                score.shape, generator=generator, dtype=torch.float64, device=score.device
+            )
+            score = torch.floor(score / self.resolution) + ties
+        return score.masked_fill(~masked, -torch.inf)
 
     def draw(
         self,
         process: MaskingProcess,
         z_t: Tokens,
-        x: Probs,
+        x: DecoderInput,
         t: Times,
         s: Times,
         *,
@@ -156,15 +448,16 @@ class ConfidenceDecoder(ABC):
     ) -> Tokens:
         r"""One step: draw candidates, unmask the `k` most confident per sequence.
 
-        $k$ comes from `count`: `tokens_per_step`, or MDLM's expected number
-        $\mathrm{round}\big(n_{\mathrm{masked}} (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
-        Positions are ranked by $\lfloor \text{score} / \text{resolution} \rfloor$,
-        ties in random order. Unmasked tokens are never changed.
+        $k$ comes from the `count` rule. At temperature 0 (`x.sampling` is
+        `None`) candidates are argmaxes and positions are ranked by their
+        exact score, ties to the leftmost; otherwise by
+        $\lfloor \text{score} / \text{resolution} \rfloor$, ties in random
+        order. Unmasked tokens are never changed.
 
         Args:
             process: The forward process.
             z_t: Current tokens `(B, L)`.
-            x: $x_\theta(z_t)$ `(B, L, V)`.
+            x: $x_\theta(z_t)$ as a `DecoderInput` (from `shape_output`).
             t: Current times `(B,)`.
             s: Next times `(B,)`.
             state: Unused: `start` keeps no per-run state.
@@ -175,71 +468,92 @@ class ConfidenceDecoder(ABC):
             $z_s$ `(B, L)`.
         """
         masked = process.is_masked(z_t)
-        candidates = draw_categorical(x, generator=generator, dtype=dtype, where=masked)
-        candidates = candidates.squeeze(-1)
+        greedy = x.sampling is None
+        candidates = x.candidates(masked, generator, dtype)
         score = self.score(x, candidates).double()
-        ties = uniform(score.shape, generator=generator, dtype=torch.float64, device=score.device)
-        key = (torch.floor(score / self.resolution) + ties).masked_fill(~masked, -torch.inf)
-        unmask = masked & _highest(key, self.count(process, masked, score, t, s))
+        key = self.rank_key(score, masked, greedy, generator)
+        unmask = masked & _highest(key, self.unmask_count(process, masked, score, t, s))
         return torch.where(unmask, candidates, z_t)
 
 
 class MaskGITDecoder(ConfidenceDecoder):
-    r"""MaskGIT / LLaDA: the probability $x_\theta$ gives the drawn candidate."""
+    r"""MaskGIT / LLaDA's low confidence, Dream's `maskgit_plus`: the candidate's probability.
 
-    def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        r"""$x_\theta[\text{candidate}]$, the probability of the drawn token.
+    The score is the untempered probability of the drawn candidate,
+    `x.probs[candidate]` (LLaDA's rule at every temperature; Dream's at
+    temperature 0, where Dream also scores untempered).
+    """
+
+    def score(self, x: DecoderInput, candidates: Tokens) -> PerPosition:
+        r"""$x_\theta[\text{candidate}]$, untempered, float64.
 
         Args:
-            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            x: $x_\theta$ as the decoder reads it.
             candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
 
         Returns:
             Scores `(B, L)`; masked positions with the highest scores unmask first.
         """
-        return x.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
+        return x.probs.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
 
 
 class EntropyDecoder(ConfidenceDecoder):
-    """Dream's entropy ordering: low-entropy positions first."""
+    r"""Dream's `entropy` ordering: low-entropy positions first.
 
-    def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        r"""Negative entropy $\sum_v x_\theta[v] \log x_\theta[v]$ at each position.
+    The score is $\sum_v p_v \log(p_v + 10^{-10})$ (Dream's formula) over
+    the distribution candidates are drawn from (untempered at temperature 0),
+    with the mask token's own mass as one more term when the denoiser reports it.
+    """
+
+    def score(self, x: DecoderInput, candidates: Tokens) -> PerPosition:
+        r"""Negative entropy $\sum_v p_v \log (p_v + 10^{-10})$, mask included, float64.
 
         Computed a chunk of rows at a time; the candidates are not used.
 
         Args:
-            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            x: $x_\theta$ as the decoder reads it.
             candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
 
         Returns:
             Scores `(B, L)`; masked positions with the highest scores unmask first.
         """
-        rows = x.reshape(-1, x.shape[-1])
-        out = torch.empty(rows.shape[0], dtype=x.dtype, device=x.device)
+        probs = x.scored()
+        rows = probs.reshape(-1, probs.shape[-1])
+        out = torch.empty(rows.shape[0], dtype=torch.float64, device=probs.device)
         step = max(1, -(-rows.shape[0] // 8))
         for start in range(0, rows.shape[0], step):
             chunk = rows[start : start + step]
-            out[start : start + step] = torch.xlogy(chunk, chunk).sum(-1)
-        return out.reshape(x.shape[:-1])
+            out[start : start + step] = (chunk * torch.log(chunk + 1e-10)).sum(-1)
+        out = out.reshape(probs.shape[:-1])
+        if x.sampling is None:
+            mask = x.mask_mass()
+            out = out + mask * torch.log(mask + 1e-10)
+        return out
 
 
 class MarginDecoder(ConfidenceDecoder):
-    """Dream's margin ordering: largest gap between the two most likely tokens first."""
+    """Dream's `topk_margin` ordering: largest gap between the two most likely tokens first.
 
-    def score(self, x: Probs, candidates: Tokens) -> PerPosition:
-        r"""Top-1 minus top-2 probability of $x_\theta$ (the candidates are not used).
+    Over the distribution candidates are drawn from (untempered at temperature
+    0), the mask token included when the denoiser reports its mass.
+    """
+
+    def score(self, x: DecoderInput, candidates: Tokens) -> PerPosition:
+        r"""Top-1 minus top-2 probability (the candidates are not used), float64.
 
         Args:
-            x: $x_\theta$, probabilities over the data tokens `(B, L, V)`.
+            x: $x_\theta$ as the decoder reads it.
             candidates: The tokens drawn from $x_\theta$ at each position `(B, L)`.
 
         Returns:
             Scores `(B, L)`; masked positions with the highest scores unmask first.
         """
-        if x.shape[-1] < 2:
-            return x[..., 0]
-        top = x.topk(2, dim=-1).values
+        probs = x.scored()
+        if x.sampling is None:
+            probs = torch.cat((probs, x.mask_mass().unsqueeze(-1)), dim=-1)
+        if probs.shape[-1] < 2:
+            return probs[..., 0]
+        top = probs.topk(2, dim=-1).values
         return top[..., 0] - top[..., 1]
 
 
@@ -309,22 +623,23 @@ class DilatedDecoder(ConfidenceDecoder):
         ((0, 4), (0, 2, 4, 6), (0, 1, 2, 4, 5, 6))
     """
 
-    def __init__(self, tokens_per_step: int | None = None) -> None:
-        super().__init__(tokens_per_step)
+    def __init__(self, tokens_per_step: int | None = None, count: StepCount | None = None) -> None:
+        super().__init__(tokens_per_step, count=count)
 
     def __repr__(self) -> str:
-        return f"DilatedDecoder(tokens_per_step={self.tokens_per_step})"
+        return f"DilatedDecoder(tokens_per_step={self.tokens_per_step}, count={self.count!r})"
 
-    def score(self, x: Probs, candidates: Tokens | None = None) -> PerPosition:
+    def score(self, x: DecoderInput, candidates: Tokens | None = None) -> PerPosition:
         r"""Minus the dilated rank of each position (earlier in the order: higher).
 
         Args:
-            x: $x_\theta$ `(B, L, V)`; only its shape is read.
+            x: $x_\theta$; only its shape is read.
             candidates: Unused: the order does not depend on the values.
 
         Returns:
             Scores `(B, L)`, float64.
         """
+        x = x.probs
         rank = dilated_order(x.shape[1]).to(device=x.device, dtype=torch.float64)
         return (-rank).expand(x.shape[:2])
 
@@ -332,7 +647,7 @@ class DilatedDecoder(ConfidenceDecoder):
         self,
         process: MaskingProcess,
         z_t: Tokens,
-        x: Probs,
+        x: DecoderInput,
         t: Times,
         s: Times,
         *,
@@ -347,7 +662,7 @@ class DilatedDecoder(ConfidenceDecoder):
         Args:
             process: The forward process.
             z_t: Current tokens `(B, L)`.
-            x: $x_\theta(z_t)$ `(B, L, V)`.
+            x: $x_\theta(z_t)$ as a `DecoderInput` (argmax tokens at temperature 0).
             t: Current times `(B,)`.
             s: Next times `(B,)`.
             state: Unused: `start` keeps no per-run state.
@@ -359,9 +674,8 @@ class DilatedDecoder(ConfidenceDecoder):
         """
         masked = process.is_masked(z_t)
         score = self.score(x).masked_fill(~masked, -torch.inf)
-        unmask = masked & _highest(score, self.count(process, masked, score, t, s))
-        drawn = draw_categorical(x, generator=generator, dtype=dtype, where=unmask)
-        return torch.where(unmask, drawn.squeeze(-1), z_t)
+        unmask = masked & _highest(score, self.unmask_count(process, masked, score, t, s))
+        return torch.where(unmask, x.candidates(unmask, generator, dtype), z_t)
 
 
 class ThresholdDecoder:
@@ -391,10 +705,18 @@ class ThresholdDecoder:
     ($\sigma_t > 0$) decoded tokens can still be corrected, as in ReMDM; the
     sequence then keeps changing and every step calls the network.
 
+    With a confidence decoder as the base (`posterior=MaskGITDecoder()`, in a
+    config `{name: threshold, threshold: 0.9, posterior: maskgit}`) it is
+    Fast-dLLM's own rule instead: the decoder's candidates (the argmax at
+    temperature 0) and float64 scores, and `ThresholdCount(threshold)` as the
+    count: every masked position scoring at least $\tau$ unmasks, and always
+    the most confident one.
+
     Args:
         threshold: The confidence $\tau \in (0, 1]$ above which a masked position
             is decoded at once ($\tau = 1$: the base posterior alone).
-        posterior: The base posterior (default `MaskingPosterior()`, MDLM).
+        posterior: The base posterior (default `MaskingPosterior()`, MDLM), or a
+            `ConfidenceDecoder` (Fast-dLLM's rule).
 
     Example:
         >>> from discdiff import MaskingProcess
@@ -413,13 +735,28 @@ class ThresholdDecoder:
     process_type = MaskingProcess
     masked_only = True  # x_θ is read at masked positions only
 
-    def __init__(self, threshold: float = 0.9, posterior: RemaskPosterior | None = None) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.9,
+        posterior: RemaskPosterior | ConfidenceDecoder | None = None,
+    ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"`threshold` must lie in (0, 1]; got {threshold}")
-        if posterior is not None and not isinstance(posterior, RemaskPosterior):
-            raise TypeError(f"`posterior` must be a RemaskPosterior or None; got {posterior!r}")
+        if posterior is not None and not isinstance(
+            posterior, (RemaskPosterior, ConfidenceDecoder)
+        ):
+            raise TypeError(
+                f"`posterior` must be a RemaskPosterior, a ConfidenceDecoder or None; "
+                f"got {posterior!r}"
+            )
         self.threshold = threshold
         self.posterior = posterior if posterior is not None else MaskingPosterior()
+        self.rule: ConfidenceDecoder | None = None  # Fast-dLLM's rule on a decoder base
+        self.never_remasks = isinstance(posterior, ConfidenceDecoder)
+        if isinstance(posterior, ConfidenceDecoder):
+            self.rule = copy.copy(posterior)
+            self.rule.count = ThresholdCount(threshold)
+            self.shape_output = self.rule.shape_output
 
     def __repr__(self) -> str:
         return f"ThresholdDecoder(threshold={self.threshold}, posterior={self.posterior!r})"
@@ -434,6 +771,8 @@ class ThresholdDecoder:
         Returns:
             Decreasing float64 times `(points,)`.
         """
+        if self.rule is not None:
+            return self.rule.time_grid(steps, t_min)
         return self.posterior.time_grid(steps, t_min)
 
     def alphas(self, process: MaskingProcess, t: Times, s: Times) -> tuple[Times, Times]:
@@ -459,13 +798,15 @@ class ThresholdDecoder:
         Returns:
             A `DecodeConfidence`, or `None`.
         """
+        if self.rule is not None:
+            return None
         return self.posterior.start(process, z)
 
     def draw(
         self,
         process: MaskingProcess,
         z_t: Tokens,
-        x: Probs,
+        x: Probs | DecoderInput,
         t: Times,
         s: Times,
         *,
@@ -478,7 +819,7 @@ class ThresholdDecoder:
         Args:
             process: The forward process.
             z_t: Current tokens `(B, L)`.
-            x: $x_\theta(z_t)$ `(B, L, V)`.
+            x: $x_\theta(z_t)$ `(B, L, V)` (a `DecoderInput` for a decoder base).
             t: Current times `(B,)`.
             s: Next times `(B,)`.
             state: The base posterior's state (what `start` returned).
@@ -488,6 +829,8 @@ class ThresholdDecoder:
         Returns:
             $z_s$ `(B, L)`.
         """
+        if self.rule is not None:  # Fast-dLLM's rule
+            return self.rule.draw(process, z_t, x, t, s, generator=generator, dtype=dtype)
         z_s = self.posterior.draw(
             process, z_t, x, t, s, state=state, generator=generator, dtype=dtype
         )
