@@ -28,6 +28,7 @@ from discdiff.data.text import (
     pad,
     read_text,
 )
+from discdiff.data.tilted import TiltedHMM
 
 __all__ = [
     "BPETokenizer",
@@ -44,6 +45,7 @@ __all__ = [
     "Padded",
     "PaddedSource",
     "SyntheticLanguage",
+    "TiltedHMM",
     "Tokenizer",
     "char_blocks",
     "check_mask_id",

@@ -16,6 +16,8 @@ from discdiff.sampling.decoders import (
     MaskGITDecoder,
     ThresholdDecoder,
 )
+from discdiff.sampling.particles import ParticleSampler, resample
+from discdiff.sampling.program import ReverseChain
 from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
 
 __all__ = [
@@ -29,11 +31,14 @@ __all__ = [
     "MarginDecoder",
     "MaskGITDecoder",
     "Nucleus",
+    "ParticleSampler",
+    "ReverseChain",
     "SEDDAnalytic",
     "SEDDEuler",
     "SampleResult",
     "ScorePosterior",
     "Strategy",
     "ThresholdDecoder",
+    "resample",
     "shape_probs",
 ]
