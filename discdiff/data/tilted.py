@@ -108,7 +108,7 @@ class TiltedHMM:
 
         $\bar w(s, s')$ is the mean token reward of an edge, weighted by $J'$.
         """
-        marginals = self.chain(length).marginals[0].transpose(-1, -2)  # (L, s, s')
+        marginals = self.chain(length).marginals[0].detach().transpose(-1, -2)  # (L, s, s')
         w = torch.einsum("sxt,x->st", self.joint, self.token_reward)
         return float((marginals * w / self.transition.clamp_min(_TINY)).sum())
 
@@ -125,7 +125,7 @@ class TiltedHMM:
         """
         if not self.language.unifilar:
             return monte_carlo_entropy(self, length, samples=samples, seed=seed)
-        marginals = self.chain(length).marginals[0].transpose(-1, -2)  # (L, s, s')
+        marginals = self.chain(length).marginals[0].detach().transpose(-1, -2)  # (L, s, s')
         log_j = self.joint.clamp_min(_TINY).log()
         expected = torch.einsum("sxt,sxt->st", self.joint, log_j) / self.transition.clamp_min(_TINY)
         energy = float((marginals * expected).sum())

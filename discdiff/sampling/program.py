@@ -147,7 +147,8 @@ class ReverseChain:
                     pyro.factor(f"G_{len(grid) - 2 - i}", running - phi)
                     phi = running
             if sampler.noise_removal:
-                z = pyro.deterministic("x", process.remove_noise(z, x, grid[-1]), event_dim=1)
+                done = process.remove_noise(z, x, grid[-1].expand(batch_size))
+                z = pyro.deterministic("x", done, event_dim=1)
             if reward is not None:
                 pyro.factor("G_0", reward(z).double() - phi)
         return z
@@ -176,7 +177,7 @@ class ReverseChain:
         x = torch.nn.functional.one_hot(observed, process.vocab_size).float()
         grid = sampler.grid
         with pyro.plate("sequences", batch_size):
-            z = pyro.sample(self.sites[0], process.marginal(observed, grid[0]))
+            z = pyro.sample(self.sites[0], process.marginal(observed, grid[0].expand(batch_size)))
             memory = sampler.posterior.start(process, z)
             for i in range(len(grid) - 2):
                 z_s = pyro.sample(self.sites[i + 1], self._step(z, x, grid[i], grid[i + 1], memory))
