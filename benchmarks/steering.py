@@ -9,10 +9,11 @@ unifilar). Two rewards: "easy" (v = the most frequent token, λ = 0.5) and "rare
 denoiser, so what separates them is the sampler alone.
 
 At a budget of C network evaluations per output (C = 32, 128): MDLM and
-ReMDM-cap (η = 0.02) alone at T = C steps (the cache makes them stop at ≈ L
-calls: more steps cannot spend more); best-of-N (N = C/8 MDLM draws at T = 8,
-the highest reward kept); and `ParticleSampler` with K = C/8 particles at T = 8
-over MDLM, over ReMDM-cap, and with `ess_threshold=0` (importance resampling).
+ReMDM-cap (η = 0.02) alone at T = C steps (the cache makes MDLM stop at ≈ L
+calls: more steps cannot spend more); and, with a chain of T = 8 or 32 steps
+inside and N = K = C/T, best-of-N (N MDLM draws, the highest reward kept) and
+`ParticleSampler` with K particles over MDLM, over ReMDM-cap, and over MDLM with
+`ess_threshold=0` (importance resampling).
 Reported per cell: the exact NLL gap to the tilted entropy, E[-log π(x)]/L -
 H(π)/L (nats/token; 0 is the target; it is KL(sampler ‖ π)/L plus the
 sampler's own entropy deficit), the mean reward (the target's is exact), the
@@ -35,7 +36,8 @@ import discdiff as dd
 from discdiff.data import HMMLanguage, TiltedHMM
 from discdiff.evaluation.metrics import token_entropy
 
-LENGTH, STEPS, ETA = 32, 8, 0.02
+LENGTH, ETA = 32, 0.02
+INNER_STEPS = (8, 32)  # the steps of the chain inside best-of-N and the particle samplers
 
 
 def rewards(language: HMMLanguage) -> dict[str, TiltedHMM]:
@@ -54,7 +56,6 @@ def rewards(language: HMMLanguage) -> dict[str, TiltedHMM]:
 def samplers(budget: int, tilt: TiltedHMM, process: dd.MaskingProcess) -> dict:
     """(family, name) -> draw(denoiser, n, generator) -> (tokens, evaluations per output)."""
     mdlm, cap = dd.MaskingPosterior(), dd.RemaskPosterior(dd.CapSchedule(ETA))
-    count = budget // STEPS
 
     def alone(strategy, steps):
         sampler = dd.AncestralSampler(process, strategy, steps=steps)
@@ -65,16 +66,20 @@ def samplers(budget: int, tilt: TiltedHMM, process: dd.MaskingProcess) -> dict:
 
         return draw
 
-    def best_of(denoiser, n, generator):
-        sampler = dd.AncestralSampler(process, mdlm, steps=STEPS)
-        result = sampler.sample(denoiser, n * count, LENGTH, generator=generator)
-        tokens = result.tokens.view(n, count, LENGTH)
-        best = tilt.reward(result.tokens).view(n, count).argmax(-1)
-        spent = result.sequence_nfe.view(n, count).sum(-1).double()
-        return tokens[torch.arange(n), best], spent
+    def best_of(steps, count):
+        sampler = dd.AncestralSampler(process, mdlm, steps=steps)
 
-    def steered(strategy, threshold):
-        sampler = dd.AncestralSampler(process, strategy, steps=STEPS)
+        def draw(denoiser, n, generator):
+            result = sampler.sample(denoiser, n * count, LENGTH, generator=generator)
+            tokens = result.tokens.view(n, count, LENGTH)
+            best = tilt.reward(result.tokens).view(n, count).argmax(-1)
+            spent = result.sequence_nfe.view(n, count).sum(-1).double()
+            return tokens[torch.arange(n), best], spent
+
+        return draw
+
+    def steered(strategy, steps, count, threshold):
+        sampler = dd.AncestralSampler(process, strategy, steps=steps)
         particles = dd.ParticleSampler(sampler, tilt.reward, count, ess_threshold=threshold)
 
         def draw(denoiser, n, generator):
@@ -83,14 +88,27 @@ def samplers(budget: int, tilt: TiltedHMM, process: dd.MaskingProcess) -> dict:
 
         return draw
 
-    return {
+    cells = {
         ("MDLM", f"MDLM T={budget}"): alone(mdlm, budget),
         ("ReMDM-cap", f"ReMDM-cap T={budget}"): alone(cap, budget),
-        ("best-of-N", f"best-of-{count} MDLM T={STEPS}"): best_of,
-        ("importance resampling", f"IS K={count} MDLM T={STEPS}"): steered(mdlm, 0.0),
-        ("FK steering, MDLM", f"FK K={count} MDLM T={STEPS}"): steered(mdlm, 0.5),
-        ("FK steering, ReMDM-cap", f"FK K={count} ReMDM-cap T={STEPS}"): steered(cap, 0.5),
     }
+    for steps in INNER_STEPS:
+        count = budget // steps
+        if count < 2:
+            continue
+        cells |= {
+            (f"best-of-N, T={steps}", f"best-of-{count} MDLM T={steps}"): best_of(steps, count),
+            (f"importance resampling, T={steps}", f"IS K={count} MDLM T={steps}"): steered(
+                mdlm, steps, count, 0.0
+            ),
+            (f"FK steering MDLM, T={steps}", f"FK K={count} MDLM T={steps}"): steered(
+                mdlm, steps, count, 0.5
+            ),
+            (f"FK steering ReMDM-cap, T={steps}", f"FK K={count} ReMDM-cap T={steps}"): steered(
+                cap, steps, count, 0.5
+            ),
+        }
+    return cells
 
 
 def interval(values: torch.Tensor) -> tuple[float, float]:
@@ -172,37 +190,42 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    """NLL gap to the tilted entropy against network evaluations per output, per reward."""
+    """NLL gap to the tilted entropy and mean reward against evaluations per output."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({r["reward"] for r in rows})
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    names = list(dict.fromkeys(r["reward"] for r in rows))
+    fig, axes = plt.subplots(2, len(names), figsize=(6.5 * len(names), 8), squeeze=False)
+    for column, name in enumerate(names):
         family: dict[str, list[dict]] = {}
         for r in rows:
             if r["reward"] == name:
                 family.setdefault(r["family"], []).append(r)
         for key, members in family.items():
             members.sort(key=lambda r: r["nfe"])
-            ax.errorbar(
-                [r["nfe"] for r in members],
-                [r["gap"] for r in members],
-                yerr=[r["gap_ci95"] for r in members],
-                marker="o",
-                capsize=3,
-                label=key,
-            )
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("network evaluations per output")
-        ax.set_ylabel("NLL gap to the tilted entropy (nats/token)")
-        ax.set_title(f"{name} reward")
-        ax.legend(fontsize=8)
+            for row, metric in enumerate(("gap", "mean_reward")):
+                axes[row, column].errorbar(
+                    [r["nfe"] for r in members],
+                    [r[metric] for r in members],
+                    yerr=[r[f"{metric}_ci95"] for r in members],
+                    marker="o",
+                    capsize=3,
+                    label=key,
+                )
+        target = next(r["target_mean_reward"] for r in rows if r["reward"] == name)
+        axes[0, column].axhline(0.0, color="grey", lw=0.8)
+        axes[1, column].axhline(target, color="black", lw=1.0, ls="--", label="target π")
+        for row, label in enumerate(("NLL gap to tilted entropy (nats/token)", "mean reward")):
+            ax = axes[row, column]
+            ax.set_xscale("log")
+            ax.set_xlabel("network evaluations per output")
+            ax.set_ylabel(label)
+            ax.set_title(f"{name} reward")
+        axes[1, column].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
