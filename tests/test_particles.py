@@ -228,6 +228,8 @@ def test_bad_input_gets_named_errors(joint):
         dd.ParticleSampler(sampler, zeros, 4, ess_threshold=1.5)
     with pytest.raises(TypeError, match="reward"):  # beartype's check, or ours without it
         dd.ParticleSampler(sampler, 3.0, 4)
+    with pytest.raises(ValueError, match="`prompt`"):
+        dd.ParticleSampler(sampler, zeros, 4).sample(table, 2, L, prompt=torch.zeros(3, 1).long())
     wrong_shape = dd.ParticleSampler(sampler, lambda x: zeros(x).unsqueeze(-1), 4)
     with pytest.raises(ValueError, match=r"`reward` must return one float per sequence"):
         wrong_shape.sample(table, 2, L)

@@ -1,4 +1,4 @@
-"""Sampling: the ancestral sampler, block sampling with KV caches, decoders, SEDD samplers."""
+"""Sampling: ancestral, block, decoder, SEDD and particle samplers; the chain as a Pyro program."""
 
 from discdiff.sampling.ancestral import (
     AncestralSampler,

@@ -123,7 +123,7 @@ class ParticleSampler:
         ... )
         >>> result = steered.sample(oracle, 2, 3, generator=torch.Generator().manual_seed(0))
         >>> result.tokens.shape, result.log_evidence.shape, result.ess.shape
-        (torch.Size([2, 3]), torch.Size([2]), torch.Size([4, 2]))
+        (torch.Size([2, 3]), torch.Size([2]), torch.Size([3, 2]))
     """
 
     def __init__(
@@ -221,8 +221,13 @@ class ParticleSampler:
         device = torch.device(device)
         k = self.particles
         n = batch_size * k
-        if prompt is not None and prompt.dim() == 2 and prompt.shape[0] == batch_size:
-            prompt = prompt.repeat_interleave(k, 0)
+        if prompt is not None:
+            if prompt.dim() != 2 or prompt.shape[0] not in (1, batch_size):
+                raise ValueError(
+                    f"`prompt` must have shape (B or 1, P) with B = batch_size = {batch_size}; "
+                    f"got {tuple(prompt.shape)}"
+                )
+            prompt = prompt.repeat_interleave(k, 0) if prompt.shape[0] > 1 else prompt
         values, given = sampler._given(n, length, prompt, None, device)
         walkers, systems = _generators(generator, batch_size, k)
         z = torch.where(
@@ -238,6 +243,7 @@ class ParticleSampler:
                 z_s = posterior.draw(
                     process, z, x, t, s, state=memory, generator=walkers, dtype=sampler.dtype
                 )
+            run.checked = True
             z_s = torch.where(given, z, z_s)
             if memory is not None:
                 memory.observe(x, z, z_s)
@@ -286,9 +292,7 @@ class _Particles:
         else:
             self.calls += changed.view(self.systems, self.k).any(-1)
         with validation(not self.checked):
-            x = self.sampler._x_theta(self.denoiser, z, t.expand(z.shape[0]).float())
-        self.checked = True
-        return x
+            return self.sampler._x_theta(self.denoiser, z, t.expand(z.shape[0]).float())
 
     def potential(self, r: Tensor) -> Tensor:
         r"""$\Phi_i - \Phi_{i-1}$ for this step's rewards $r(\hat x_i)$; updates $\Phi$."""
