@@ -178,8 +178,8 @@ def test_decoders_prompts_and_network_calls(joint):
     result = steered.sample(table, 3, L, prompt=prompt, generator=torch.Generator().manual_seed(0))
     assert torch.equal(result.tokens[:, :1], prompt)
     assert not bool(process.is_masked(result.tokens).any())
-    assert result.nfe <= 5 and bool((result.sequence_nfe <= 8 * result.nfe).all())
-    assert bool((result.sequence_nfe % 8 == 0).all())
+    assert result.nfe <= 5
+    assert bool((result.sequence_nfe <= 8 * result.nfe).all() and (result.sequence_nfe > 8).all())
     uncached = dd.AncestralSampler(process, dd.MaskingPosterior(), steps=6, cache=False)
     result = dd.ParticleSampler(uncached, zeros, 5).sample(table, 2, L)
     assert result.nfe == 7 and result.sequence_nfe.tolist() == [35, 35]

@@ -198,7 +198,10 @@ class ParticleSampler:
         Returns:
             A `SampleResult` with `tokens` `(B, L)`; `nfe` the denoiser calls
             (each on $BK$ rows); `sequence_nfe` `(B,)` the network evaluations
-            spent on each output, $K$ times the calls its system alone needs;
+            spent on each output: the sum over its $K$ particles of the calls
+            each needed (with the cache, a particle whose tokens did not change
+            since its last evaluation, or the copy of one, reuses it), the count
+            that best-of-$K$ sampling reports for its $K$ draws;
             `log_evidence` `(B,)`, $\log \hat Z$; `ess` `(S, B)`, the effective
             sample size after each of the $S$ reweightings (the last one at the
             finished sequences), before any resampling.
@@ -285,12 +288,12 @@ class _Particles:
         self.offsets = torch.arange(systems, device=device).unsqueeze(-1) * self.k
 
     def x_theta(self, z: Tensor, t: Tensor, changed: Tensor | None) -> Tensor:
-        r"""$x_\theta(z)$, counting the call for every system that needed it."""
+        r"""$x_\theta(z)$, counting an evaluation for every particle that needed one."""
         self.nfe += 1
         if changed is None or not self.use_cache:
-            self.calls += 1
+            self.calls += self.k
         else:
-            self.calls += changed.view(self.systems, self.k).any(-1)
+            self.calls += changed.view(self.systems, self.k).sum(-1)
         with validation(not self.checked):
             return self.sampler._x_theta(self.denoiser, z, t.expand(z.shape[0]).float())
 
@@ -342,7 +345,7 @@ class _Particles:
             tokens=tokens,
             nfe=self.nfe,
             steps=steps,
-            sequence_nfe=self.calls * self.k,
+            sequence_nfe=self.calls,
             log_evidence=self.log_z,
             ess=torch.stack(self.ess),
         )
