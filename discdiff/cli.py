@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from discdiff._io import CorruptFileError
+from discdiff._tokenizers import RemoteCodeError
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
@@ -563,7 +564,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or default_threads())
     try:
         return args.handler(args)
-    except (ConfigError, CorruptFileError, FileNotFoundError, FileExistsError) as error:
+    except (
+        ConfigError,
+        CorruptFileError,
+        RemoteCodeError,
+        FileNotFoundError,
+        FileExistsError,
+    ) as error:
         parser.exit(2, f"discdiff {args.command}: error: {error}\n")
     finally:
         torch.set_num_threads(previous)  # for callers of main() in a longer-lived process

@@ -142,7 +142,7 @@ def test_dreams_tokenizer_loads_as_qwen2s_without_its_code(tmp_path: Path) -> No
     (directory / "tokenizer_config.json").write_text(
         json.dumps({**config, "tokenizer_class": "MyTokenizer"})
     )
-    with pytest.raises(ValueError, match="'MyTokenizer' is not part of transformers"):
+    with pytest.raises(ValueError, match="'MyTokenizer' is not a tokenizer class of transformers"):
         load_diffusion_llm(directory)
 
 

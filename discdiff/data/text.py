@@ -229,17 +229,20 @@ class HFTokenizer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> "HFTokenizer":
-        """`transformers.AutoTokenizer.from_pretrained` (no remote code).
+        """A `transformers` tokenizer, read without running any code from the folder.
 
         Args:
             name_or_path: A local directory or a hub id.
 
         Returns:
             The wrapped tokenizer.
-        """
-        from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(name_or_path))
+        Raises:
+            RemoteCodeError: If the tokenizer exists only as the checkpoint's code.
+        """
+        from discdiff._tokenizers import load_tokenizer
+
+        return cls(load_tokenizer(name_or_path))
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text`, without special tokens.

@@ -6,18 +6,17 @@ picks the native module from `config.json`'s `model_type`, and wraps it in
 `HuggingFaceDenoiser`, which relabels the model's mask id $m$ as the process's
 mask id $V$ (vocabulary − 1) and applies SUBS. The tokenizer is read from
 `tokenizer.json` by `transformers.PreTrainedTokenizerFast`, or else by the
-built-in `transformers` class `tokenizer_config.json` names (Dream's
-`DreamTokenizer` is Qwen2's); `auto_map` is never followed.
+concrete `transformers` class `tokenizer_config.json` names (Dream's
+`DreamTokenizer` is Qwen2's); `auto_map` is never followed, `Auto*` classes
+are refused and `trust_remote_code=False` is passed to every loader.
 """
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from discdiff._io import CorruptFileError
+from discdiff._tokenizers import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 from discdiff.models.attention import AttentionBackend
 from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import load_dream
@@ -29,6 +28,7 @@ __all__ = [
     "DIFFUSION_LLMS",
     "HUB_FILES",
     "TOKENIZER_ALIASES",
+    "RemoteCodeError",
     "load_diffusion_llm",
     "load_tokenizer",
     "resolve_model",
@@ -52,11 +52,6 @@ HUB_FILES = [
 """What is fetched of a Hub repo: config, weights and tokenizer files; never code."""
 
 
-TOKENIZER_ALIASES = {"DreamTokenizer": "Qwen2Tokenizer"}
-"""Tokenizer classes shipped as checkpoint code, and the `transformers` class that
-behaves the same (Dream's `tokenization_dream.py` is Qwen2's byte-level BPE)."""
-
-
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
     """A local model directory: the path itself, or a Hub repo's files fetched.
 
@@ -72,38 +67,6 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     if looks_like_repo_id(str(name_or_path)):
         return download_pretrained(str(name_or_path), patterns=HUB_FILES)
     raise FileNotFoundError(f"`model`: {str(name_or_path)!r} is no directory and no Hub repo id")
-
-
-def load_tokenizer(directory: str | os.PathLike) -> Any:
-    """The tokenizer of a model directory, without running code from it.
-
-    `tokenizer.json` is read by `PreTrainedTokenizerFast`; without it, the
-    `tokenizer_class` of `tokenizer_config.json` (through `TOKENIZER_ALIASES`)
-    must be a class built into `transformers`. `auto_map` is never followed.
-
-    Raises:
-        FileNotFoundError: If the directory has no tokenizer files.
-        ValueError: If the tokenizer class exists only as checkpoint code.
-    """
-    import transformers
-
-    directory = Path(directory)
-    if (directory / "tokenizer.json").is_file():
-        return transformers.PreTrainedTokenizerFast.from_pretrained(directory)
-    path = directory / "tokenizer_config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer.json or tokenizer_config.json in {directory}")
-    try:
-        named = json.loads(path.read_text()).get("tokenizer_class")
-    except (ValueError, AttributeError) as error:
-        raise CorruptFileError(path, "tokenizer config", error) from None
-    cls = getattr(transformers, TOKENIZER_ALIASES.get(named, str(named)), None)
-    if not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):
-        raise ValueError(
-            f"{path}: tokenizer_class {named!r} is not part of transformers (only the "
-            "checkpoint's own code defines it, which discdiff does not run); add a tokenizer.json"
-        )
-    return cls.from_pretrained(directory)
 
 
 def load_diffusion_llm(

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from discdiff._tokenizers import load_tokenizer
 from discdiff.models.subs import subs_log_probs
 from discdiff.processes import MaskingProcess
 from discdiff.schedules import LogLinear, NoiseSchedule
@@ -79,14 +80,19 @@ class HuggingFaceDenoiser(nn.Module):
             The denoiser, with the tokenizer as its `tokenizer` attribute.
 
         Raises:
-            ValueError: If the tokenizer has no mask token.
+            ValueError: If the tokenizer has no mask token, or `trust_remote_code` is asked for.
+            RemoteCodeError: If the tokenizer exists only as the checkpoint's code.
         """
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if kwargs.pop("trust_remote_code", False):
+            raise ValueError("`trust_remote_code`: discdiff never runs a checkpoint's code")
+        tokenizer = load_tokenizer(name_or_path)
         if tokenizer.mask_token_id is None:
             raise ValueError(f"the tokenizer of {name_or_path!s} has no mask token")
-        model = AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForMaskedLM.from_pretrained(
+            name_or_path, trust_remote_code=False, **kwargs
+        )
         denoiser = cls(model, mask_token_id=tokenizer.mask_token_id)
         denoiser.tokenizer = tokenizer
         return denoiser
