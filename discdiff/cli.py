@@ -34,8 +34,7 @@ from typing import Any
 import torch
 import yaml
 
-from discdiff._io import CorruptFileError
-from discdiff._tokenizers import RemoteCodeError
+from discdiff._io import CorruptFileError, FolderBusyError, writing
 from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
@@ -50,6 +49,7 @@ from discdiff.runs import (
     sample_run,
     train_run,
 )
+from discdiff.tokenizer_loader import RemoteCodeError
 
 __all__ = ["default_threads", "main"]
 
@@ -68,6 +68,11 @@ OVERRIDES_HELP = (
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    with writing(args.out):
+        return _run_quickstart(args)
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.from_scratch:
         overrides = ["train.steps=null", f"train.max_minutes={args.minutes}"]
@@ -235,6 +240,11 @@ def _table2(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
+    with writing(args.out):
+        return _run_scale(args)
+
+
+def _run_scale(args: argparse.Namespace) -> int:
     if args.preset == "table2":
         return _table2(args)
     if args.run is None:
@@ -550,8 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad options, configs and missing or damaged files end the command with
     exit status 2 and a one-line message naming the option, config key or
-    file, before any work starts. Every command takes `--threads` (default
-    `default_threads()`).
+    file, before any work starts; so do an output folder another process is
+    writing (naming its pid) and a full disk (naming the file and what was
+    kept). Every command takes `--threads` (default `default_threads()`).
     """
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -564,14 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or default_threads())
     try:
         return args.handler(args)
-    except (
-        ConfigError,
-        CorruptFileError,
-        RemoteCodeError,
-        FileNotFoundError,
-        FileExistsError,
-    ) as error:
-        parser.exit(2, f"discdiff {args.command}: error: {error}\n")
+    except (ConfigError, CorruptFileError, RemoteCodeError, FolderBusyError, OSError) as error:
+        # OSError: a missing or existing file, a full disk (DiskFullError), no permission
+        message = " ".join(str(error).split())
+        parser.exit(2, f"discdiff {args.command}: error: {message}\n")
     finally:
         torch.set_num_threads(previous)  # for callers of main() in a longer-lived process
 

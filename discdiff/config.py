@@ -18,6 +18,14 @@ number), then the constructor checks its own ranges. Every error is a
 `ConfigError` that names the key's full path and the allowed values, and it
 is raised while parsing, before any work starts.
 
+Every numeric setting has one declared range (`RANGES`: finite, a sane upper
+bound, counts at least 1, seeds below $2^{63}$), checked at parse time; any
+other number must be finite and fit 64 bits. Input is bounded before it is
+parsed: a document of at most `MAX_CONFIG_BYTES`, nested at most
+`MAX_DEPTH` deep, of at most `MAX_NODES` values once YAML aliases are
+expanded, so a small file cannot cost minutes or gigabytes. Error messages
+show values shortened.
+
 Example:
     >>> config = RunConfig.from_dict({"sampler": {"posterior": {"name": "cap", "eta": 0.02}}})
     >>> config.sampler.posterior
@@ -33,7 +41,9 @@ import difflib
 import hashlib
 import inspect
 import json
+import math
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -84,14 +94,20 @@ from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "LANGUAGES",
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_PARAMETERS",
     "MAX_STEPS",
     "NOISE_SCHEDULES",
     "POSTERIORS",
     "PROCESSES",
+    "RANGES",
     "REMASKING_SCHEDULES",
     "ConfigError",
     "DataSpec",
     "ProcessSpec",
+    "Range",
     "RunConfig",
     "SamplerSpec",
     "build_strategy",
@@ -156,26 +172,230 @@ MAX_STEPS = 2**20
 """The most sampling steps a config may ask for (the time grid alone is 8 bytes a step)."""
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config document (a file or one override's value), in bytes."""
+
+MAX_DEPTH = 24
+"""The deepest nesting of mappings and lists a config may have."""
+
+MAX_NODES = 10_000
+"""The most values (keys, items, scalars) a config may have once YAML aliases are expanded."""
+
+MAX_PARAMETERS = 10**10
+"""The largest DiT a config may describe, in parameters ($12 d^2$ per block, estimated)."""
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 60, 40
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
+_SHORT.maxlevel = 2
+
+
+def _show(value: object) -> str:
+    """`repr(value)` cut short (the whole of a huge value is never built)."""
+    return _SHORT.repr(value)
+
+
 class ConfigError(ValueError):
     """A configuration value that is unknown, of the wrong type or out of range.
 
     Args:
         key: The full dotted path of the offending key, e.g. `sampler.posterior.eta`.
         message: What is wrong and what is allowed.
+
+    Both are cut to a few hundred characters, so the error stays one short line.
     """
 
     def __init__(self, key: str, message: str) -> None:
+        key = key if len(key) <= 120 else key[:100] + "..."
+        message = message if len(message) <= 600 else message[:580] + "..."
         super().__init__(f"{key}: {message}")
         self.key, self.message = key, message
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one numeric setting: `low <= x <= high` (or `<` where open).
+
+    Args:
+        low: The least value.
+        high: The largest value.
+        low_open: Exclude `low` itself.
+        high_open: Exclude `high` itself.
+        zero: Also allow exactly 0 (below a `low` > 0, e.g. a greedy temperature).
+    """
+
+    low: int | float
+    high: int | float
+    low_open: bool = False
+    high_open: bool = False
+    zero: bool = False
+
+    def check(self, key: str, value: int | float) -> None:
+        """Raise a `ConfigError` naming `key` if `value` is outside the range."""
+        if self.zero and value == 0:
+            return
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        if not (above and below):
+            raise ConfigError(key, f"must lie in {self}; got {_show(value)}")
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        text = f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        return f"{{0}} or {text}" if self.zero else text
+
+
+def _number(value: int | float) -> str:
+    """A bound as people write it: `2^63`, `1048576`, `0.001`, `1e+06`."""
+    if value == 2**63:
+        return "2^63"
+    if float(value).is_integer() and abs(value) < 10**7:
+        return str(int(value))
+    return f"{value:g}"
+
+
+_COUNT = Range(1, 2**20)
+_EVERY = Range(0, 10**9)
+_SEED = Range(0, 2**63, high_open=True)
+_UNIT = Range(0, 1, high_open=True)
+_LANGUAGE_SIZE = Range(1, 4096)
+
+RANGES: dict[str, Range] = {
+    "*.seed": _SEED,
+    "data.length": Range(1, 2**16),
+    "data.val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.language.vocab_size": _LANGUAGE_SIZE,
+    "data.language.states": _LANGUAGE_SIZE,
+    "data.language.support": _LANGUAGE_SIZE,
+    "data.language.successors": _LANGUAGE_SIZE,
+    "data.language.nonterminals": _LANGUAGE_SIZE,
+    "data.language.preterminals": _LANGUAGE_SIZE,
+    "data.language.rules": _LANGUAGE_SIZE,
+    "model.hidden_dim": Range(1, 2**14),
+    "model.cond_dim": Range(1, 2**14),
+    "model.n_blocks": Range(1, 1024),
+    "model.n_heads": Range(1, 1024),
+    "model.dropout": _UNIT,
+    "model.block_size": Range(1, 2**16),
+    "train.steps": Range(1, 10**9),
+    "train.batch_size": _COUNT,
+    "train.accumulate": Range(1, 2**16),
+    "train.lr": Range(0, 10, low_open=True),
+    "train.warmup": _EVERY,
+    "train.weight_decay": Range(0, 100),
+    "train.betas": _UNIT,
+    "train.grad_clip": Range(0, 1e6),
+    "train.ema": _UNIT,
+    "train.eval_every": _EVERY,
+    "train.eval_sequences": _COUNT,
+    "train.checkpoint_every": _EVERY,
+    "train.keep_checkpoints": Range(1, 1000),
+    "train.max_minutes": Range(0, 10**7, low_open=True),
+    "sampler.steps": Range(1, 2**20),
+    "sampler.samples": _COUNT,
+    "sampler.batch_size": _COUNT,
+    "sampler.temperature": Range(1e-3, 1e3, zero=True),
+    "sampler.top_k": Range(1, 2**31),
+    "sampler.top_p": Range(0, 1, low_open=True),
+    "sampler.t_min": Range(0, 0.5, low_open=True),
+}
+"""The range of every numeric setting, by its dotted key (`*.seed`: any seed).
+
+A list setting (`train.betas`) applies its range to each item. A number
+without an entry must still be finite and lie in $[-2^{63}, 2^{63})$; the
+classes the config builds check the rest of their arguments themselves.
+"""
+
+
+def _check_number(key: str, value: Any) -> None:
+    """Check a parsed number against `RANGES` (and finiteness, 64-bit size)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number; got {value}")
+    path = re.sub(r"\[\d+\]", "", key)
+    found = RANGES.get(path) or RANGES.get("*." + path.rsplit(".", 1)[-1])
+    if found is not None:
+        found.check(key, value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ConfigError(key, f"must lie in [-2^63, 2^63) (64 bits); got {_show(value)}")
+
+
+def _check_tree(key: str, value: Any) -> None:
+    """Refuse a value nested deeper than `MAX_DEPTH` or with more than `MAX_NODES` parts.
+
+    Shared parts (YAML aliases) count once per use, as their expansion would,
+    and the walk stops as soon as the limit is passed, so it is cheap on any input.
+    """
+    nodes, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ConfigError(key, f"more than {MAX_NODES} values (YAML aliases expanded)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(key, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for pair in item.items() for v in pair)
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def _load_yaml(text: str, key: str) -> Any:
+    """`yaml.safe_load(text)` of a bounded document: its size, depth and expanded size.
+
+    The bounds are checked on the parser's events, before anything is built:
+    an alias counts the values of what it names, so an "anchor bomb" is
+    refused after reading a few hundred bytes.
+
+    Raises:
+        ConfigError: Naming `key`, for a document over `MAX_CONFIG_BYTES`,
+            `MAX_DEPTH` or `MAX_NODES`, or one that is not YAML.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(key, f"longer than {MAX_CONFIG_BYTES} characters; got {len(text)}")
+    sizes: dict[str, int] = {}  # values each anchor stands for
+    frames: list[list[Any]] = []  # [values so far, anchor] of every open collection
+    total = 0
+
+    def grow(count: int) -> None:
+        nonlocal total
+        total += count
+        if total > MAX_NODES:
+            raise ConfigError(key, f"more than {MAX_NODES} values once YAML aliases are expanded")
+        for frame in frames:
+            frame[0] += count
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                grow(sizes.get(event.anchor, 1))
+            elif isinstance(event, yaml.ScalarEvent):
+                grow(1)
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(frames) >= MAX_DEPTH:
+                    raise ConfigError(key, f"nested deeper than {MAX_DEPTH} levels")
+                grow(1)
+                frames.append([1, event.anchor])
+            elif isinstance(event, yaml.CollectionEndEvent):
+                size, anchor = frames.pop()
+                if anchor:
+                    sizes[anchor] = size
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(key, f"not readable YAML ({reason})") from None
 
 
 # -- generic typed construction ---------------------------------------------------------
 
 
 def _allowed(names: Sequence[str], given: object) -> str:
-    close = difflib.get_close_matches(str(given), names, n=1)
+    close = difflib.get_close_matches(_show(given).strip("'"), names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {given!r}{hint}; allowed: {', '.join(names)}"
+    return f"unknown {_show(given)}{hint}; allowed: {', '.join(names)}"
 
 
 def _parameters(cls: type) -> dict[str, Any]:
@@ -191,7 +411,7 @@ def _parameters(cls: type) -> dict[str, Any]:
 def _construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
     """`cls(**values, **fixed)` with every value checked against its annotation."""
     if not isinstance(values, Mapping):
-        raise ConfigError(key, f"must be a mapping; got {values!r}")
+        raise ConfigError(key, f"must be a mapping; got {_show(values)}")
     parameters = {k: v for k, v in _parameters(cls).items() if k not in fixed}
     for name in values:
         if name not in parameters:
@@ -202,7 +422,9 @@ def _construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
     }
     try:
         return cls(**kwargs, **fixed)
-    except (ValueError, TypeError) as error:
+    except ConfigError:
+        raise
+    except Exception as error:  # a constructor's own check (ValueError, TypeError, ...)
         # Constructors name the argument as `name`; report its full path.
         named = re.search(r"`(\w+)`", str(error))
         where = f"{key}.{named.group(1)}" if named and named.group(1) in parameters else key
@@ -213,9 +435,9 @@ def _choice(key: str, value: Any, registry: Mapping[str, type]) -> Any:
     """Build the registry entry named by `value` (a name or `{name: ..., **arguments}`)."""
     values = {"name": value} if isinstance(value, str) else value
     if not isinstance(values, Mapping) or "name" not in values:
-        raise ConfigError(key, f"must be a name or a mapping with `name`; got {value!r}")
+        raise ConfigError(key, f"must be a name or a mapping with `name`; got {_show(value)}")
     arguments = {k: v for k, v in values.items() if k != "name"}
-    if values["name"] not in registry:
+    if not isinstance(values["name"], str) or values["name"] not in registry:
         raise ConfigError(f"{key}.name", _allowed(list(registry), values["name"]))
     built = _construct(key, registry[values["name"]], arguments)
     return RemaskPosterior(built) if isinstance(built, RemaskingSchedule) else built
@@ -250,7 +472,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if inspect.isclass(hint) and issubclass(hint, RemaskPosterior):
         built = _choice(key, value, POSTERIORS)
         if not isinstance(built, hint):
-            raise ConfigError(key, f"must name a posterior ({hint.__name__}); got {value!r}")
+            raise ConfigError(key, f"must name a posterior ({hint.__name__}); got {_show(value)}")
         return built
     for base, registry in (
         (NoiseSchedule, NOISE_SCHEDULES),
@@ -260,25 +482,28 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if inspect.isclass(hint) and issubclass(hint, base):
             built = _choice(key, value, registry)
             return built.schedule if isinstance(built, RemaskPosterior) else built
-    if hint is float and not isinstance(value, bool):
-        if isinstance(value, int):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+    if hint is float and isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(key, f"must be a finite number; got {_show(value)}") from None
+        except ValueError:  # not a number: the type check below names it
+            pass
+        else:
+            _check_number(key, number)
+            return number
     if typing.get_origin(hint) is tuple and isinstance(value, list):
         items = typing.get_args(hint)
         if len(items) != len(value):
-            raise ConfigError(key, f"needs {len(items)} values; got {value!r}")
+            raise ConfigError(key, f"needs {len(items)} values; got {_show(value)}")
         pairs = enumerate(zip(value, items, strict=True))
         return tuple(_coerce(f"{key}[{i}]", v, h) for i, (v, h) in pairs)
     if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
         raise ConfigError(key, _allowed([str(a) for a in typing.get_args(hint)], value))
     if not is_bearable(value, hint):
         name = getattr(hint, "__name__", str(hint))
-        raise ConfigError(key, f"expected {name}; got {value!r}")
+        raise ConfigError(key, f"expected {name}; got {_show(value)}")
+    _check_number(key, value)
     return value
 
 
@@ -303,7 +528,7 @@ def _section(name: str, value: object) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigError(name, f"must be a mapping of keys; got {value!r}")
+        raise ConfigError(name, f"must be a mapping of keys; got {_show(value)}")
     return value
 
 
@@ -341,7 +566,7 @@ class DataSpec:
         if self.kind == "text" and self.path is None:
             raise ValueError("`path` is needed when kind is 'text'")
         if self.kind == "text" and not Path(self.path).is_file():
-            raise ValueError(f"`path` {self.path!r} is not a file")
+            raise ValueError(f"`path` {_show(self.path)} is not a file")
 
 
 @dataclass(frozen=True)
@@ -495,7 +720,8 @@ class RunConfig:
             ConfigError: Naming the first unknown, mistyped or out-of-range key.
         """
         if not isinstance(values, Mapping):
-            raise ConfigError("<config>", f"must be a mapping of sections; got {values!r}")
+            raise ConfigError("<config>", f"must be a mapping of sections; got {_show(values)}")
+        _check_tree("<config>", values)
         sections = [f.name for f in dataclasses.fields(cls)]
         for name in values:
             if name not in sections:
@@ -507,6 +733,13 @@ class RunConfig:
             if name in model:
                 raise ConfigError(f"model.{name}", reason)
         built = _construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
+        parameters = 12 * built.hidden_dim**2 * built.n_blocks
+        if parameters > MAX_PARAMETERS:
+            raise ConfigError(
+                "model",
+                f"hidden_dim={built.hidden_dim} and n_blocks={built.n_blocks} make about "
+                f"{parameters:.3g} parameters (12 d^2 per block); at most {MAX_PARAMETERS:.0e}",
+            )
         model = {name: getattr(built, name) for name in model}  # the checked, converted values
         process = _construct("process", ProcessSpec, given["process"])
         sampler = _construct("sampler", SamplerSpec, given["sampler"])
@@ -566,14 +799,17 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} not found")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), f"a config file has at most {MAX_CONFIG_BYTES} bytes")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            reason = " ".join(str(error).split())[:200]
-            raise ConfigError(str(path), f"not a readable YAML file ({reason})") from None
+            values = _load_yaml(path.read_text(), str(path)) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(str(path), f"not a readable YAML file ({error})") from None
+        except ConfigError as error:
+            raise ConfigError(str(path), error.message) from None
         if not isinstance(values, Mapping):
             raise ConfigError(
-                "<config>", f"must be a mapping of sections; got {values!r} (in {path})"
+                "<config>", f"must be a mapping of sections; got {_show(values)} (in {path})"
             )
         if complete:
             missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
@@ -581,12 +817,17 @@ class RunConfig:
                 raise ConfigError(
                     missing[0], f"section missing from {path} (the file is incomplete)"
                 )
-        try:
-            for override in overrides:
+        for override in overrides:
+            try:
                 parse_override(values, override)
+            except ConfigError as error:
+                raise ConfigError(error.key, f"{error.message} (in the override)") from None
+        try:
             return cls.from_dict(values)
         except ConfigError as error:
-            raise ConfigError(error.key, f"{error.message} (in {path})") from None
+            raise ConfigError(
+                error.key, f"{error.message} ({_origin(error.key, overrides, path)})"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain mapping form (every default filled in); `from_dict` inverts it."""
@@ -610,6 +851,19 @@ class RunConfig:
         return DiTConfig(**self.model, vocab_size=states, model_length=self.data.length)
 
 
+def _origin(key: str, overrides: Sequence[str], path: Path) -> str:
+    """Where `key`'s value came from: the last override of it (or above it), or the file."""
+    for override in reversed(overrides):
+        target = override.partition("=")[0]
+        if (
+            key == target
+            or key.startswith((f"{target}.", f"{target}["))
+            or target.startswith(f"{key}.")
+        ):
+            return f"in the override {_show(override)}"
+    return f"in {path}"
+
+
 def parse_override(values: dict[str, Any], override: str) -> None:
     """Apply one `key.path=value` override to a config mapping in place.
 
@@ -621,7 +875,7 @@ def parse_override(values: dict[str, Any], override: str) -> None:
             is not YAML, or it descends into a value.
     """
     if not isinstance(values, dict):
-        raise ConfigError("<config>", f"must be a mapping of sections; got {values!r}")
+        raise ConfigError("<config>", f"must be a mapping of sections; got {_show(values)}")
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(
@@ -640,10 +894,9 @@ def parse_override(values: dict[str, Any], override: str) -> None:
         node[part] = child
         node = child
     try:
-        node[leaf] = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        reason = " ".join(str(error).split())[:200]
-        raise ConfigError(key, f"the value {text!r} is not YAML ({reason})") from None
+        node[leaf] = _load_yaml(text, key)
+    except ConfigError as error:
+        raise ConfigError(key, f"the value {_show(text)}: {error.message}") from None
 
 
 def describe_config() -> str:

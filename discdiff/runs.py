@@ -14,7 +14,12 @@ A run directory holds everything one experiment produced::
 
 Every file is written atomically, so an interrupted command never leaves a
 half-written result, and a run directory is never reused for a different
-data, model or process config.
+data, model or process config. A command that writes a folder is its only
+writer (`discdiff._io.writing`): a second `train` into the same folder stops
+at once with a `FolderBusyError` naming the first one's pid, and a command
+that fails before writing anything leaves no empty folder behind. The
+model's weights carry the SHA-256 of their tensors (checked on loading), and
+`metrics.json` records the SHA-256 of `model/model.safetensors` as written.
 
 Reproducibility: every random part of a run derives from its config's seeds:
 the model's initialisation from `derive_seed(train.seed, "init")`, dropout
@@ -43,7 +48,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff._io import CorruptFileError, atomic_write, locked
+from discdiff._io import (
+    CorruptFileError,
+    DiskFullError,
+    FolderBusyError,
+    atomic_write,
+    locked,
+    sha256,
+    writing,
+)
 from discdiff.config import ConfigError, RunConfig, parse_override
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
@@ -64,6 +77,8 @@ from discdiff.training.trainer import OBJECTIVES, Trainer
 
 __all__ = [
     "BUILTIN_RUNS",
+    "DiskFullError",
+    "FolderBusyError",
     "Run",
     "RunData",
     "evaluate_run",
@@ -160,8 +175,14 @@ class RunData:
             tokenizer, train, validation = char_blocks(
                 read_text(spec.path), spec.length, alphabet=alphabet, val_fraction=spec.val_fraction
             )
-        except ValueError as error:
-            raise ValueError(f"`data.path`: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                "data.path",
+                f"{spec.path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                f"offset {error.start})",
+            ) from None
+        except ValueError as error:  # empty, or too short for a training and validation split
+            raise ConfigError("data.path", str(error)) from None
         return cls(
             vocab_size=tokenizer.vocab_size,
             source=BlockSource(train, tokenizer.vocab_size, seed=spec.seed),
@@ -268,13 +289,21 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
 
     Raises:
         FileExistsError: If `out` holds a run with other data/model/process sections.
+        FolderBusyError: If another process is writing `out`.
+        ConfigError: If the text file of `data.path` is empty, not UTF-8 or too short.
+        DiskFullError: If the disk fills up, naming the file and what was kept.
     """
     out = Path(out)
     if config.data.path is not None:  # later commands may run from elsewhere
         config = replace(
             config, data=replace(config.data, path=str(Path(config.data.path).resolve()))
         )
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        return _train(config, out, progress)
+
+
+def _train(config: RunConfig, out: Path, progress: bool) -> Path:
+    """`train_run`'s work, as the only writer of `out`."""
     _check_same_run(out, config)
     saved = out / "alphabet.json"
     data = RunData.from_config(config, _read_json(saved) if saved.is_file() else None)
@@ -309,11 +338,14 @@ def train_run(config: RunConfig, out: str | Path, *, progress: bool = True) -> P
     }
     _write_json(out / "history.json", record)
     final = {k: v for k, v in trainer.final_bound().items() if k != "step"}
-    _write_json(out / "metrics.json", {"step": trainer.step, **final, "provenance": made_by})
     if history.evals:
         _plot_learning_curve(history.evals, out / "learning_curve.png")
     with trainer.ema_weights():
-        return network.save_pretrained(out / "model")
+        model = network.save_pretrained(out / "model")
+    weights = {"model/model.safetensors": sha256(model / "model.safetensors")}
+    made_by = {**made_by, "weights_sha256": weights}
+    _write_json(out / "metrics.json", {"step": trainer.step, **final, "provenance": made_by})
+    return model
 
 
 @dataclass
@@ -481,7 +513,10 @@ def _check_same_samples(folder: Path, settings: dict[str, Any]) -> None:
     saved = folder / "samples.json"
     if not saved.is_file():
         return
-    previous = _read_json(saved).get("sampler") or {}
+    record = _read_json(saved)
+    previous = record.get("sampler") if isinstance(record, dict) else None
+    if not isinstance(previous, dict):
+        raise CorruptFileError(saved, "samples file", "no `sampler` mapping of settings")
     changed = sorted(
         k
         for k in set(settings) | set(previous)
@@ -503,6 +538,10 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
 
     Returns:
         The written `eval.json` (`{"validation": ..., "samples": {label: metrics}}`).
+
+    Raises:
+        CorruptFileError: For a `samples.json` that is damaged or of the wrong shape.
+        FolderBusyError: If another process is writing the folder of `eval.json`.
     """
     loaded = load_run(run)
     held_out = loaded.data.validation[:sequences]
@@ -514,16 +553,55 @@ def evaluate_run(run: str | Path, *, sequences: int = 256, out: str | Path | Non
         "provenance": provenance({"run": str(loaded.directory), "sequences": sequences}, None),
     }
     for folder in sorted(_output(loaded.directory, run, "samples").glob("*/samples.json")):
-        record = _read_json(folder)
-        tokens = torch.tensor(record["tokens"])
+        record = _read_samples(folder, loaded.data.vocab_size, loaded.config.data.length)
         table["samples"][folder.parent.name] = {
             "steps": record["sampler"]["steps"],
             "nfe": record["metrics"]["nfe"],
-            **loaded.data.metrics(tokens),
+            **loaded.data.metrics(torch.tensor(record["tokens"])),
         }
     path = Path(out) if out is not None else _output(loaded.directory, run, "eval.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_json(path, table)
+    with writing(path.parent):
+        return _write_json(path, table)
+
+
+def _read_samples(path: Path, vocab_size: int, length: int) -> dict[str, Any]:
+    """A run's `samples.json`, checked to be the shape `sample_run` writes.
+
+    Raises:
+        CorruptFileError: Naming the file and what is wrong with it.
+    """
+    record = _read_json(path)
+
+    def wrong(detail: str) -> CorruptFileError:
+        return CorruptFileError(path, "samples file", detail)
+
+    if not isinstance(record, dict):
+        raise wrong(f"a {type(record).__name__}, not a mapping")
+    sampler, metrics, tokens = record.get("sampler"), record.get("metrics"), record.get("tokens")
+    if not isinstance(sampler, dict) or type(sampler.get("steps")) is not int:
+        raise wrong("`sampler` is not a mapping with an integer `steps`")
+    if not isinstance(metrics, dict) or type(metrics.get("nfe")) is not int:
+        raise wrong("`metrics` is not a mapping with an integer `nfe`")
+    rows_ok = (
+        isinstance(tokens, list)
+        and tokens
+        and all(
+            isinstance(row, list)
+            and len(row) == length
+            and all(type(t) is int and 0 <= t < vocab_size for t in row)
+            for row in tokens
+        )
+    )
+    if not rows_ok:
+        raise wrong(f"`tokens` is not a non-empty list of {length} token ids in [0, {vocab_size})")
+    return record
+
+
+def _label(model: str | Path) -> str:
+    """The folder name of a model: its directory's own name (`a/sub/..` is `a`), or a Hub name."""
+    path = Path(model)
+    name = path.resolve().name if path.exists() else path.name
+    return name if name not in ("", ".", "..") else "model"
 
 
 def sample_model(
@@ -602,11 +680,9 @@ def sample_model(
         "blocks": blocks,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-    folder = (
-        Path(out)
-        if out is not None
-        else Path("samples") / Path(model).name / (f"{spec.label}-{digest}")
-    )
+    folder = Path(out) if out is not None else Path("samples") / _label(model) / spec.label
+    if out is None:
+        folder = folder.with_name(f"{spec.label}-{digest}")
     _check_same_samples(folder, settings)
     sampler = spec.build(process, progress=progress)
     start = time.perf_counter()

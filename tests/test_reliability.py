@@ -1,11 +1,15 @@
-"""Reliability: fuzzed configs and overrides, damaged run files, a full disk, concurrent sampling.
+"""Reliability: fuzzed configs and overrides, damaged run files, a full disk, concurrent writers.
 
-Issue 19's checks that the library fails cleanly: every bad input is a
-`ConfigError` naming a key (never a traceback), a damaged file is a one-line
-error naming it with nothing overwritten, a failed checkpoint write leaves
-the previous checkpoint loadable, and two `discdiff sample` processes never
-mix their files. (Killing `discdiff train` at random moments is tested with
-the resume tests.)
+Checks that the library fails cleanly: every bad input is a `ConfigError`
+naming a key (never a traceback), a damaged file is a one-line error naming
+it with nothing overwritten, a failed checkpoint write leaves the previous
+checkpoint loadable, two `discdiff sample` processes never mix their files,
+and two `discdiff train` processes never share a run folder. The second part
+reproduces each finding of an independent probe (bounded config input,
+ranges checked at parse time, named errors for every CLI path, weights
+checksums, the smaller ones) and fuzzes every config key with bad values.
+(Killing `discdiff train` at random moments is tested with the resume tests
+and measured by `benchmarks/kill_resume.py`.)
 """
 
 import dataclasses
@@ -13,10 +17,14 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
+import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -24,12 +32,14 @@ import torch
 from cli_smoke import TINY_RUN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors import SafetensorError
 
-from discdiff._io import locked
+from discdiff._io import DiskFullError, locked, sha256, writing
 from discdiff.cli import main
 from discdiff.config import (
     NOISE_SCHEDULES,
     POSTERIORS,
+    RANGES,
     ConfigError,
     DataSpec,
     ProcessSpec,
@@ -256,7 +266,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
     else:
         write = checkpoints.atomic_write
         monkeypatch.setattr(checkpoints, "atomic_write", lambda path, w: write(path, full_disk(w)))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=f"writing .*{failing}; kept: the previous checkpoint"):
         store.save(2, {"w": torch.zeros(2, 3)}, None, {"step": 2})
     monkeypatch.undo()
     if failing != "latest":  # the new checkpoint never appeared
@@ -275,7 +285,7 @@ def test_a_full_disk_while_saving_a_model_keeps_the_previous_one(tmp_path, monke
     monkeypatch.setattr(model_files, "save_file", full_disk(model_files.save_file))
     with torch.no_grad():
         next(net.parameters()).add_(1.0)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=r"model\.safetensors; kept: the previous version"):
         net.save_pretrained(tmp_path / "model")
     assert snapshot(tmp_path) == before
     assert DiT.from_pretrained(tmp_path / "model").config == net.config
@@ -352,3 +362,443 @@ def test_the_folder_lock_makes_writers_take_turns(tmp_path):
     for thread in threads:
         thread.join(30)
     assert order == ["first in", "first out", "second in"]
+
+
+# == the second hardening pass: one test per finding ========================================
+
+
+def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
+    """`discdiff ARGV` in this process: its exit code and its stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def one_line_error(err: str, *named: str) -> None:
+    """A single short line that names every string in `named`."""
+    assert err.count("\n") == 1 and len(err) < 1000, err
+    assert "Traceback" not in err
+    for text in named:
+        assert text in err, (text, err)
+
+
+# -- finding 2: one writer per run folder ------------------------------------------------
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "run"
+    with writing(out):  # as another `discdiff train` would hold it
+        code, err = run_cli(capsys, ["train", "--config", "synthetic", "--out", str(out)])
+        assert code == 2
+        one_line_error(err, str(out), f"process {os.getpid()}")
+        assert {p.name for p in out.iterdir()} == {".lock"}  # nothing was written
+        for command in (["eval", "--run", "synthetic", "--out", str(out / "eval.json")],
+                        ["scale", "--run", "synthetic", "--out", str(out)],
+                        ["quickstart", "--out", str(out)]):  # fmt: skip
+            code, err = run_cli(capsys, command)
+            assert code == 2
+            one_line_error(err, f"process {os.getpid()}")
+    assert (out / ".lock").read_text() == ""  # released, and no stale pid left in it
+
+
+def train_process(out: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "discdiff.cli", "train", "--config", "synthetic"]
+    small = [o for o in TINY_RUN if not o.startswith(("train.steps", "train.checkpoint_every"))]
+    return subprocess.Popen(
+        [*argv, "--out", str(out), *small, "train.checkpoint_every=5", *overrides],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_concurrent_trains_into_one_folder_one_is_refused_and_the_run_is_consistent(
+    tmp_path,
+):
+    # The probe's case (lr 0.003 and lr 0.0005 into one --out), with fewer steps.
+    out = tmp_path / "run"
+    runs = {
+        "a": ("train.lr=0.003", "train.steps=150"),
+        "b": ("train.lr=0.0005", "train.steps=100"),
+    }
+    processes = {name: train_process(out, *o) for name, o in runs.items()}
+    done = {name: (p.wait(300), *p.communicate()) for name, p in processes.items()}
+    codes = sorted(code for code, _, _ in done.values())
+    assert codes == [0, 2], done
+    (winner,) = [name for name, (code, _, _) in done.items() if code == 0]
+    (loser,) = [name for name, (code, _, _) in done.items() if code == 2]
+    err = done[loser][2]
+    pid = processes[winner].pid
+    assert err.count("\n") == 1 and f"process {pid}" in err and str(out) in err, err
+    saved = RunConfig.load(out / "run.yaml", complete=True)
+    lr, steps = (float(o.split("=")[1]) for o in runs[winner])
+    assert saved.train.lr == lr and saved.train.steps == steps
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == steps
+    weights = out / "model" / "model.safetensors"
+    assert metrics["provenance"]["weights_sha256"]["model/model.safetensors"] == sha256(weights)
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+def test_checkpoint_temp_folders_are_cleared_only_when_their_writer_is_gone(tmp_path):
+    store = CheckpointStore(tmp_path)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {
+            "own": f".tmp-{os.getpid()}-a",
+            "gone": f".tmp-{finished.stdout.strip()}-b",
+            "live": f".tmp-{live.pid}-c",
+        }
+        for name in names.values():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "model.safetensors").write_bytes(b"\0" * 10)
+        store.save(1, {"w": torch.zeros(2)}, None, {"step": 1})
+        left = {p.name for p in tmp_path.glob(".tmp-*")}
+        assert left == {names["live"]}  # another process's write in progress is left alone
+    finally:
+        live.kill()
+        live.wait()
+
+
+# -- finding 3: a few hundred bytes of config cost nothing ---------------------------------
+
+ANCHOR_BOMB = "\n".join(
+    [
+        "a: &a [x, x, x, x, x, x, x, x, x]",
+        *(
+            f"{b}: &{b} [{', '.join(['*' + a] * 9)}]"
+            for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+        "train: {steps: *i}",
+    ]
+)
+
+
+def test_an_anchor_bomb_is_refused_at_once(tmp_path, capsys):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ANCHOR_BOMB)
+    assert len(ANCHOR_BOMB) < 500  # 9^9 values once expanded
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="more than 10000 values") as error:
+        RunConfig.load(path)
+    assert str(path) in str(error.value)
+    value = ANCHOR_BOMB.replace("\n", ", ").replace("train: {steps: *i}", "steps: *i")
+    code, err = run_cli(capsys, ["train", "--config", "synthetic", "--out", str(tmp_path / "o"),
+                                 "--dry-run", f"train={{{value}}}"])  # fmt: skip
+    assert code == 2
+    one_line_error(err, "more than 10000 values")
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("train.steps=" + "[" * 5000 + "]" * 5000, "nested deeper than"),
+        ("train." + "a." * 5000 + "b=1", "nested deeper than"),
+        ("train.steps='" + "x" * 250 + "'", "expected int"),
+        ("train.steps=" + "x" * (2 << 20), "longer than"),
+        ("model.n_blocks=" + str(10**30), "model.n_blocks"),
+        ("model.hidden_dim=16384", "parameters"),
+        ("sampler.samples=" + str(10**30), "sampler.samples"),
+        ("data.language={name: hmm, states: 1000000}", "data.language.states"),
+    ],
+)
+def test_huge_or_deep_values_are_short_named_errors(tmp_path, capsys, override, named):
+    start = time.perf_counter()
+    argv = ["train", "--config", "synthetic", "--out", str(tmp_path / "o"), "--dry-run"]
+    code, err = run_cli(capsys, [*argv, override])
+    assert code == 2 and time.perf_counter() - start < 5
+    one_line_error(err, named)
+
+
+def test_deep_python_values_are_named_errors():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        RunConfig.from_dict({"train": {"steps": deep}})
+    shared = ["x"] * 10
+    for _ in range(8):  # aliases built in Python: 10^9 values once expanded
+        shared = [shared] * 10
+    with pytest.raises(ConfigError, match="more than 10000 values"):
+        RunConfig.from_dict({"train": {"steps": shared}})
+
+
+# -- finding 4: every value checked before any work ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.eval_sequences=0",
+        "train.grad_clip=.nan",
+        "train.weight_decay=.nan",
+        "train.lr=.inf",
+        "train.betas=[1, 2]",
+        f"train.seed={2**64}",
+        f"data.seed={2**63}",
+        f"sampler.seed={2**64}",
+        "sampler.temperature=1e-320",
+        "train.max_minutes=-1",
+        "train.max_minutes=0",
+    ],
+)
+def test_values_that_failed_late_stop_the_command_before_any_work(tmp_path, capsys, override):
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, ["train", "--config", "synthetic", "--out", str(out), override])
+    assert code == 2
+    one_line_error(err, override.split("=")[0].replace("train.betas", "train.betas[0]"))
+    assert not out.exists()
+
+
+def is_numeric(hint) -> bool:
+    """Whether a type annotation admits an int or a float (alone, in a union or a tuple)."""
+    return hint in (int, float) or any(is_numeric(h) for h in typing.get_args(hint))
+
+
+def test_every_numeric_setting_has_one_declared_range_and_it_is_used():
+    fixed = {"vocab_size", "model_length", "num_classes", "label_dropout"}
+    specs = {"data": DataSpec, "train": TrainConfig, "sampler": SamplerSpec, "model": DiTConfig}
+    numeric = {
+        f"{section}.{name}"
+        for section, spec in specs.items()
+        for name, hint in typing.get_type_hints(spec).items()
+        if is_numeric(hint) and name not in fixed and hint is not bool
+    }
+    assert len(numeric) > 30
+    undeclared = {k for k in numeric if k not in RANGES and not k.endswith(".seed")}
+    assert not undeclared, undeclared
+    for key, allowed in RANGES.items():
+        if key.startswith(("*", "data.language")):
+            continue
+        bad = allowed.high * 2 + 1
+        value = f"[{bad}, {bad}]" if key == "train.betas" else bad
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            RunConfig().replace([f"{key}={value}"])
+
+
+# -- finding 5: every CLI error a named line; weights checked --------------------------------
+
+
+def test_a_full_disk_while_training_is_one_line_naming_the_file_and_what_was_kept(
+    tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoints, "save_file", full_disk(checkpoints.save_file))
+    code, err = run_cli(capsys, ["train", "--config", "synthetic", "--out", str(out), *TINY_RUN])
+    assert code == 2
+    one_line_error(err, "no space left", "step-00000004/model.safetensors", "kept: no checkpoint")
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+def test_safetensors_own_disk_full_error_is_named_too(tmp_path, monkeypatch, capsys):
+    def failing(tensors, path, *args, **kwargs):
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+            'space left on device" }) (os error 28)'
+        )
+
+    net = DiT(DiTConfig.micro(vocab_size=5))
+    net.save_pretrained(tmp_path / "model")
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(model_files, "save_file", failing)
+    with pytest.raises(DiskFullError, match=r"model\.safetensors; kept: the previous version"):
+        net.save_pretrained(tmp_path / "model")
+    assert snapshot(tmp_path) == before
+
+
+TEXTS = {
+    "empty": b"",
+    "blank": b"\n\n  \n",
+    "binary": bytes(range(256)) * 4,
+    "too short": b"ab",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TEXTS))
+def test_unusable_training_text_is_a_named_error_leaving_no_folder(tmp_path, capsys, kind):
+    text = tmp_path / "corpus.txt"
+    text.write_bytes(TEXTS[kind])
+    out = tmp_path / "run"
+    argv = ["train", "--config", "synthetic", "--out", str(out), "data.kind=text"]
+    code, err = run_cli(capsys, [*argv, f"data.path={text}", "data.length=16"])
+    assert code == 2
+    one_line_error(err, "data.path")
+    assert not out.exists()
+
+
+SAMPLE_FILES = {
+    "a list": [],
+    "no sampler": {"metrics": {"nfe": 8}, "tokens": [[1] * 16]},
+    "sampler a number": {"sampler": 3, "metrics": {"nfe": 8}, "tokens": [[1] * 16]},
+    "no nfe": {"sampler": {"steps": 8}, "metrics": {}, "tokens": [[1] * 16]},
+    "short rows": {"sampler": {"steps": 8}, "metrics": {"nfe": 8}, "tokens": [[1, 2]]},
+    "ids too large": {"sampler": {"steps": 8}, "metrics": {"nfe": 8}, "tokens": [[99] * 16]},
+    "text ids": {"sampler": {"steps": 8}, "metrics": {"nfe": 8}, "tokens": [["a"] * 16]},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLE_FILES))
+def test_a_samples_file_of_the_wrong_shape_is_named(trained, tmp_path, capsys, kind):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    folder = run / "samples" / "odd"
+    folder.mkdir(parents=True)
+    (folder / "samples.json").write_text(json.dumps(SAMPLE_FILES[kind]))
+    code, err = run_cli(capsys, ["eval", "--run", str(run), "--sequences", "8"])
+    assert code == 2
+    one_line_error(err, str(folder / "samples.json"))
+    assert not (run / "eval.json").exists()
+    code, err = run_cli(capsys, ["sample", "--run", str(run), "--out", str(folder), "--quiet",
+                                 "sampler.samples=1", "sampler.steps=2"])  # fmt: skip
+    if kind in ("a list", "no sampler", "sampler a number"):  # the settings cannot be compared
+        assert code == 2
+        one_line_error(err, str(folder / "samples.json"))
+
+
+def flip_bit(data: bytes, at: float = 0.75) -> bytes:
+    index = int(len(data) * at)
+    return data[:index] + bytes([data[index] ^ 0x10]) + data[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model/model.safetensors",
+        "checkpoints/step-00000004/model.safetensors",
+        "checkpoints/step-00000004/ema.safetensors",
+        "checkpoints/step-00000004/state.pt",
+    ],
+)
+def test_a_flipped_bit_in_weights_is_named_on_loading(trained, tmp_path, capsys, name):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    path = run / name
+    path.write_bytes(flip_bit(path.read_bytes()))
+    before = snapshot(run)
+    command = ["sample", "--run", str(run), "--quiet", "sampler.samples=1", "sampler.steps=2"]
+    if name.startswith("checkpoints"):
+        command = ["train", "--config", "synthetic", "--out", str(run), *TINY_RUN]
+    code, err = run_cli(capsys, command)
+    assert code == 2
+    one_line_error(err, str(path), "SHA-256")
+    assert snapshot(run) == before
+
+
+def test_the_trained_model_records_its_checksum(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    recorded = metrics["provenance"]["weights_sha256"]["model/model.safetensors"]
+    assert recorded == sha256(trained / "model" / "model.safetensors")
+    stored = json.loads((trained / "checkpoints" / "step-00000004" / "checksums.json").read_text())
+    assert set(stored) == {"model.safetensors", "ema.safetensors", "state.pt"}
+
+
+# -- finding 6: the smaller ones -----------------------------------------------------------
+
+
+def test_a_model_path_ending_in_dotdot_writes_under_samples(tmp_path, monkeypatch, capsys):
+    from llm_fixtures import write_tiny_llada
+
+    write_tiny_llada(tmp_path / "a")
+    (tmp_path / "a" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", "--model", "a/sub/..", "--length", "2", "--quiet", "sampler.steps=2"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    (folder,) = (tmp_path / "samples" / "a").iterdir()
+    assert (folder / "samples.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "samples"]
+
+
+def test_output_files_get_the_umask_mode(trained):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    files = [p for p in trained.rglob("*") if p.is_file() and p.name != ".lock"]
+    folders = [p for p in trained.rglob("*") if p.is_dir()]
+    assert len(files) > 8 and len(folders) >= 3
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+    for path in folders:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask, path
+
+
+def test_an_error_in_an_override_is_reported_as_the_overrides(tmp_path, capsys):
+    argv = ["train", "--config", "synthetic", "--out", str(tmp_path / "o"), "--dry-run"]
+    code, err = run_cli(capsys, [*argv, "train.lr=-1"])
+    assert code == 2
+    one_line_error(err, "train.lr", "in the override 'train.lr=-1'")
+    assert "run.yaml" not in err
+    config = tmp_path / "bad.yaml"
+    config.write_text("train: {lr: -1}\n")
+    code, err = run_cli(capsys, ["train", "--config", str(config), "--out", str(tmp_path / "o"),
+                                 "--dry-run", "train.steps=5"])  # fmt: skip
+    assert code == 2
+    one_line_error(err, "train.lr", f"in {config}")
+
+
+# -- fuzzing every config key with bad values -------------------------------------------------
+
+BAD_VALUES = {
+    "string": "'x'",
+    "long string": "'" + "x" * 5000 + "'",
+    "bool": "true",
+    "null": "null",
+    "list": "[1, 2]",
+    "mapping": "{a: 1}",
+    "nan": ".nan",
+    "inf": ".inf",
+    "-inf": "-.inf",
+    "zero": "0",
+    "negative": "-1",
+    "tiny": "1e-320",
+    "huge int": str(10**30),
+    "2^64": str(2**64),
+    "huge float": "1e300",
+    "deep": "[" * 100 + "]" * 100,
+    "alias": "&a [1, *a]",
+    "anchor bomb": "{" + ANCHOR_BOMB.replace("\n", ", ") + "}",
+}
+
+
+def config_keys() -> list[str]:
+    """Every key of every section, and the arguments of the default choices."""
+    keys = [f"{section}.{key}" for section, names in KEYS.items() for key in names]
+    keys = [k for k in keys if k not in ("model.vocab_size", "model.model_length")]
+    arguments = ["data.language.states", "data.language.seed", "process.schedule.eps"]
+    return [*keys, *arguments, "sampler.posterior.eta", "sampler.posterior.t_on"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_config_key_times_every_bad_value_is_a_named_error_or_loads(section):
+    outcomes = {"ConfigError": 0, "loaded": 0}
+    keys = [key for key in config_keys() if key.startswith(f"{section}.")]
+    for key in keys:
+        for kind, text in BAD_VALUES.items():
+            override = f"{key}={text}"
+            if key == "sampler.posterior.eta":  # an argument needs its choice
+                overrides = ["sampler.posterior=cap", override]
+            elif key == "sampler.posterior.t_on":
+                overrides = ["sampler.posterior=loop", override]
+            else:
+                overrides = [override]
+            start = time.perf_counter()
+            try:
+                RunConfig().replace(overrides)
+            except ConfigError as error:
+                assert len(str(error)) < 1000, (override[:80], str(error)[:200])
+                assert "\n" not in str(error)
+                outcomes["ConfigError"] += 1
+            else:
+                outcomes["loaded"] += 1
+            assert time.perf_counter() - start < 3, (key, kind)
+    cases = len(keys) * len(BAD_VALUES)
+    assert keys and sum(outcomes.values()) == cases
+    print(f"{section}: {cases} cases ({len(keys)} keys x {len(BAD_VALUES)} values): {outcomes}")

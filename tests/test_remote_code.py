@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from llm_fixtures import write_tiny_llada
 
-from discdiff._tokenizers import RemoteCodeError, load_tokenizer
 from discdiff.data.text import HFTokenizer
 from discdiff.models.hf import HuggingFaceDenoiser
+from discdiff.tokenizer_loader import RemoteCodeError, load_tokenizer
 
 CODE_FILES = ("tokenization_llada.py", "configuration_llada.py", "modeling_llada.py")
 

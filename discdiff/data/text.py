@@ -240,7 +240,7 @@ class HFTokenizer:
         Raises:
             RemoteCodeError: If the tokenizer exists only as the checkpoint's code.
         """
-        from discdiff._tokenizers import load_tokenizer
+        from discdiff.tokenizer_loader import load_tokenizer
 
         return cls(load_tokenizer(name_or_path))
 

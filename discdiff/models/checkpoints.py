@@ -8,6 +8,12 @@ fetched as a model directory (`download_pretrained`; `config.json` and
 safetensors only). `DiT.from_pretrained` and `DiT.save_pretrained` build on
 these.
 
+Integrity: `write_pretrained` records the SHA-256 of the tensors (names,
+dtypes, shapes and bytes) in the safetensors header's metadata
+(`DIGEST_KEY`), and `read_pretrained` recomputes it, so a bit flipped inside
+tensor data, which the format itself does not notice, is a `CorruptFileError`
+naming the file. Files from elsewhere, without the record, load unchecked.
+
 `torch.load(weights_only=True)` refuses pickles that name classes outside its
 allow-list, such as the OmegaConf config that Lightning stores in MDLM's
 checkpoints. Rather than unpickling those classes for real (which runs their
@@ -15,6 +21,7 @@ code), every such name is bound to `Opaque`, an inert placeholder that records
 what it was given. Tensors and plain containers load as usual.
 """
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -22,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -30,6 +37,7 @@ from discdiff._io import CorruptFileError, atomic_write
 
 __all__ = [
     "CONFIG_NAME",
+    "DIGEST_KEY",
     "PREFIX",
     "WEIGHTS_NAME",
     "LightningCheckpoint",
@@ -41,6 +49,7 @@ __all__ = [
     "plain",
     "read_lightning",
     "read_pretrained",
+    "tensors_digest",
     "write_pretrained",
 ]
 
@@ -52,6 +61,26 @@ CONFIG_NAME = "config.json"
 
 WEIGHTS_NAME = "model.safetensors"
 """The weights file of a model directory."""
+
+DIGEST_KEY = "discdiff.sha256"
+"""The safetensors metadata key holding `tensors_digest` of the file's tensors."""
+
+
+def tensors_digest(tensors: Mapping[str, Tensor]) -> str:
+    """SHA-256 (hex) of named tensors: each name, dtype, shape and bytes, by sorted name.
+
+    Args:
+        tensors: The tensors (any device; contiguous copies are hashed).
+
+    Returns:
+        64 hex digits, equal for equal tensors however they are laid out in a file.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 class Opaque:
@@ -154,7 +183,8 @@ def write_pretrained(
     """Write `config.json` and `model.safetensors` into `directory`, each atomically.
 
     Each file is written to a temporary name in `directory` and renamed into
-    place, so an interrupted save never leaves a half-written file.
+    place, so an interrupted save never leaves a half-written file. The
+    weights' header records their `tensors_digest` (`DIGEST_KEY`).
 
     Args:
         directory: The model directory (created if needed).
@@ -167,7 +197,8 @@ def write_pretrained(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path))
+    metadata = {DIGEST_KEY: tensors_digest(tensors)}
+    atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata))
     text = json.dumps(dict(config), indent=2)
     atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
     return directory
@@ -184,7 +215,8 @@ def read_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
 
     Raises:
         FileNotFoundError: If `config.json` or the weights are missing.
-        CorruptFileError: If either file is damaged, naming it.
+        CorruptFileError: If either file is damaged, naming it, including
+            safetensors whose tensors differ from the digest recorded in them.
     """
     directory = Path(directory)
     config_path = directory / CONFIG_NAME
@@ -199,9 +231,18 @@ def read_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
     weights_path = directory / WEIGHTS_NAME
     if weights_path.is_file():
         try:
+            with safe_open(weights_path, framework="pt") as file:
+                recorded = (file.metadata() or {}).get(DIGEST_KEY)
             state = load_file(weights_path)
         except SafetensorError as error:
             raise CorruptFileError(weights_path, "safetensors file", error) from None
+        if recorded is not None and tensors_digest(state) != recorded:
+            raise CorruptFileError(
+                weights_path,
+                "safetensors file",
+                f"its tensors differ from the SHA-256 recorded in it ({DIGEST_KEY}) "
+                "when it was written: the file was changed or damaged since",
+            )
     elif (directory / "pytorch_model.bin").is_file():
         weights_path = directory / "pytorch_model.bin"
         state = load_torch_checkpoint(weights_path)

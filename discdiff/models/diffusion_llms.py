@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from discdiff._tokenizers import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 from discdiff.models.attention import AttentionBackend
 from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import load_dream
 from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.llada import load_llada
 from discdiff.models.llm import read_config
+from discdiff.tokenizer_loader import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 
 __all__ = [
     "DIFFUSION_LLMS",

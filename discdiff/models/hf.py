@@ -15,10 +15,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from discdiff._tokenizers import load_tokenizer
 from discdiff.models.subs import subs_log_probs
 from discdiff.processes import MaskingProcess
 from discdiff.schedules import LogLinear, NoiseSchedule
+from discdiff.tokenizer_loader import load_tokenizer
 from discdiff.typing import Times, Tokens
 
 __all__ = ["HuggingFaceDenoiser"]

@@ -9,10 +9,20 @@ and `latest` pointing at a complete one. A checkpoint is only ever removed
 by first renaming it to a temporary name, so every `step-*` directory is
 complete: a process killed (SIGKILL) at any moment never leaves a partial
 checkpoint that a restart could read.
+
+Temporary names carry the writer's pid (`.tmp-PID-...`); a save clears
+only the ones it owns or whose process is gone, never one another live
+process is writing. Each checkpoint records the SHA-256 of its files in
+`checksums.json`, checked on loading: a file changed after it was written
+(a flipped bit in tensor data, which safetensors itself does not notice) is a
+`CorruptFileError` naming it. A full disk is a `DiskFullError` naming the
+file and the checkpoint kept.
 """
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +32,40 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from discdiff._io import CorruptFileError, atomic_write
+from discdiff._io import (
+    CHECKSUMS_NAME,
+    CorruptFileError,
+    DiskFullError,
+    atomic_write,
+    is_disk_full,
+    public_mode,
+    verify_checksums,
+    write_checksums,
+)
 
 __all__ = ["CheckpointStore"]
+
+
+def _tmp_prefix(kind: str = "") -> str:
+    return f".tmp-{os.getpid()}-{kind}"
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether a `.tmp-PID-*` folder is this process's or a finished process's."""
+    pid = path.name.removeprefix(".tmp-").split("-")[0]
+    if not pid.isdigit():
+        return True  # named before pids were recorded: no live writer uses such names
+    if int(pid) == os.getpid():
+        return True
+    if sys.platform == "win32":  # os.kill there would end the process: leave it be
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
 
 
 class CheckpointStore:
@@ -56,28 +97,52 @@ class CheckpointStore:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(".tmp-*"):  # left by a crash mid-save
-            shutil.rmtree(stale, ignore_errors=True)
+            if _abandoned(stale):
+                shutil.rmtree(stale, ignore_errors=True)
         final = self.directory / f"step-{step:08d}"
-        tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=_tmp_prefix()))
+        names = ["model.safetensors", *(["ema.safetensors"] if ema is not None else []), "state.pt"]
+        writing = tmp / names[0]
         try:
-            save_file(_plain(weights), tmp / "model.safetensors")
+            public_mode(tmp, directory=True)
+            save_file(_plain(weights), writing)
             if ema is not None:
-                save_file(_plain(ema), tmp / "ema.safetensors")
-            torch.save(state, tmp / "state.pt")
+                writing = tmp / "ema.safetensors"
+                save_file(_plain(ema), writing)
+            writing = tmp / "state.pt"
+            torch.save(state, writing)
+            for name in names:  # safetensors makes its files 0600
+                public_mode(tmp / name)
+            writing = tmp / CHECKSUMS_NAME
+            write_checksums(tmp, names)
             if final.exists():
                 self._discard(final)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, Exception) and is_disk_full(error):
+                raise DiskFullError(final / writing.name, self._kept()) from None
             raise
-        atomic_write(self.directory / "latest", lambda tmp: Path(tmp).write_text(final.name))
+        try:
+            atomic_write(self.directory / "latest", lambda tmp: Path(tmp).write_text(final.name))
+        except DiskFullError as error:
+            kept = f"{self._kept()} (`latest` still names it; {final.name} is complete)"
+            raise DiskFullError(error.path, kept) from None
         for old in self._numbered()[: -self.keep]:
             self._discard(old)
         return final
 
+    def _kept(self) -> str:
+        """What a failed save leaves to resume from."""
+        with contextlib.suppress(OSError):
+            latest = self.latest()
+            if latest is not None:
+                return f"the previous checkpoint {latest}"
+        return "no checkpoint (none was written before)"
+
     def _discard(self, checkpoint: Path) -> None:
         """Rename a checkpoint out of `step-*` (atomic), then delete it."""
-        doomed = Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-old-"))
+        doomed = Path(tempfile.mkdtemp(dir=self.directory, prefix=_tmp_prefix("old-")))
         os.replace(checkpoint, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
@@ -95,12 +160,13 @@ class CheckpointStore:
         """Weights, EMA weights (or `None`) and state of the newest checkpoint.
 
         Raises:
-            CorruptFileError: If a file of it is damaged, naming the file (the
-                checkpoint is left as it is).
+            CorruptFileError: If a file of it is damaged or differs from its
+                recorded SHA-256, naming the file (the checkpoint is left as it is).
         """
         path = self.latest()
         if path is None:
             return None
+        verify_checksums(path, ["model.safetensors", "ema.safetensors", "state.pt"])
         weights = _read(path / "model.safetensors", "safetensors file", load_file)
         ema = None
         if (path / "ema.safetensors").is_file():
