@@ -31,6 +31,7 @@ from discdiff.data.text import (
     pad,
     read_text,
 )
+from discdiff.data.tilted import TiltedHMM
 
 __all__ = [
     "BPETokenizer",
@@ -50,6 +51,7 @@ __all__ = [
     "PromptedSource",
     "SFTDataError",
     "SyntheticLanguage",
+    "TiltedHMM",
     "Tokenizer",
     "char_blocks",
     "check_mask_id",

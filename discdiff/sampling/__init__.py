@@ -1,4 +1,4 @@
-"""Sampling: the ancestral sampler, block sampling with KV caches, decoders, SEDD samplers."""
+"""Sampling: ancestral, block, decoder, SEDD and particle samplers; the chain as a Pyro program."""
 
 from discdiff.sampling.ancestral import (
     AncestralSampler,
@@ -22,6 +22,8 @@ from discdiff.sampling.decoders import (
     ThresholdCount,
     ThresholdDecoder,
 )
+from discdiff.sampling.particles import ParticleSampler, resample
+from discdiff.sampling.program import ReverseChain
 from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "MarginDecoder",
     "MaskGITDecoder",
     "Nucleus",
+    "ParticleSampler",
+    "ReverseChain",
     "SEDDAnalytic",
     "SEDDEuler",
     "SampleResult",
@@ -47,5 +51,6 @@ __all__ = [
     "Strategy",
     "ThresholdCount",
     "ThresholdDecoder",
+    "resample",
     "shape_probs",
 ]

@@ -133,7 +133,7 @@ class Strategy(Protocol):
 
 @dataclass
 class SampleResult:
-    """What `AncestralSampler.sample` returns.
+    r"""What `AncestralSampler.sample` returns.
 
     Attributes:
         tokens: The samples `(B, L)`.
@@ -147,6 +147,9 @@ class SampleResult:
         masked_fraction: `(steps + 1, B)` fraction of generated positions still
             masked after each step, if statistics were requested.
         remasked: `(steps, B)` tokens remasked at each step, if requested.
+        log_evidence: `(B,)` $\log \hat Z$ of each particle system (`ParticleSampler`).
+        ess: `(reweightings, B)` effective sample sizes of the particle systems
+            (`ParticleSampler`).
     """
 
     tokens: Tokens
@@ -156,6 +159,8 @@ class SampleResult:
     trajectory: Int[Tensor, "states batch length"] | None = None
     masked_fraction: Float[Tensor, "states batch"] | None = None
     remasked: Int[Tensor, "steps batch"] | None = None
+    log_evidence: Float[Tensor, "batch"] | None = None
+    ess: Float[Tensor, "reweightings batch"] | None = None
 
     @classmethod
     def joined(cls, parts: "list[SampleResult]", **extra: Any) -> "SampleResult":
