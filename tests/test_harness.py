@@ -426,3 +426,12 @@ def test_chat_templates_and_the_end_of_sequence_come_from_the_tokenizer(llada: P
     assert lm.codec.decode(lm.codec.encode("the cat </s> sat </s>")) == "the cat"
     with pytest.raises(MissingCapabilityError, match="no chat template"):
         DiscdiffLM(run="hmm", draws=2).apply_chat_template([{"role": "user", "content": "1"}])
+
+
+def test_generation_blocks_divide_the_generated_length_and_the_steps() -> None:
+    from discdiff.evaluation.harness import _block_count
+
+    assert _block_count(2, generated=3, steps=4) == 1
+    assert _block_count(8, generated=256, steps=256) == 8
+    assert _block_count(4, generated=12, steps=6) == 3
+    assert _block_count(4, generated=12, steps=5) == 1

@@ -342,7 +342,8 @@ class Scorer:
             all $D$); the network only ever sees one request's rows, so scores do
             not depend on `batch_size` or on the other requests.
         blocks: Semi-autoregressive blocks of a generation (LLaDA's `block_length`
-            is `max_gen_toks / blocks`).
+            is `max_gen_toks / blocks`): the most blocks, up to this many, that
+            divide both the generated length and `sampler.steps`.
         block_causal: Generate block by block with the exact cache (a run
             trained with `model.block_size`).
         truncation: `"error"` or `"left"` (drop the oldest context tokens).
@@ -606,13 +607,19 @@ class Scorer:
         if self.block_causal:
             result = BlockSampler(self.sampler).sample(self.denoiser, size, length, **kwargs)
         else:
-            blocks = min(self.blocks, length)
+            blocks = _block_count(self.blocks, length - len(contexts[0]), self.sampler.steps)
             result = self.sampler.sample(self.denoiser, size, length, blocks=blocks, **kwargs)
         tokens = result.tokens.cpu()
         for row, context in enumerate(contexts):
             new = tokens[row, len(context) : len(context) + max_new].tolist()
             generated = length - len(context)
             out[rows[row]] = (new, int(result.sequence_nfe[row]), generated)
+
+
+def _block_count(blocks: int, generated: int, steps: int) -> int:
+    """The most blocks, at most `blocks`, that split `generated` positions and `steps` evenly."""
+    fits = [k for k in range(1, min(blocks, max(generated, 1)) + 1) if generated % k == 0]
+    return max(k for k in fits if steps % k == 0)
 
 
 def _arg(value: Any, kind: type, name: str) -> Any:
