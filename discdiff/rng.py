@@ -33,6 +33,7 @@ __all__ = [
     "RandomSource",
     "SequenceGenerator",
     "derive_seed",
+    "sampling_device",
     "seeded",
     "stream_batches",
     "uniform",
@@ -201,6 +202,38 @@ def uniform(
         front = (shape[batch_dim], *shape[:batch_dim], *shape[batch_dim + 1 :])
         return generator.rand(front, dtype=dtype).movedim(0, batch_dim)
     return torch.rand(tuple(shape), generator=generator, dtype=dtype, device=device)
+
+
+def sampling_device(
+    batch_size: int,
+    length: int,
+    generator: RandomSource,
+    device: torch.device | str | None = None,
+) -> torch.device:
+    r"""Check a sampling request's sizes against its generator; the device it runs on.
+
+    Args:
+        batch_size: Sequences to draw ($B \ge 1$).
+        length: Positions per sequence ($L \ge 1$).
+        generator: The random source; a `SequenceGenerator` must serve `batch_size` streams.
+        device: Where to sample (default: the generator's device, else CPU).
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: If `batch_size` or `length` is below 1, or the generator serves
+            another number of sequences.
+    """
+    if batch_size < 1 or length < 1:
+        raise ValueError(f"`batch_size` and `length` must be positive; got {batch_size}, {length}")
+    if isinstance(generator, SequenceGenerator) and generator.size != batch_size:
+        raise ValueError(
+            f"`generator` serves {generator.size} sequences but `batch_size` is {batch_size}"
+        )
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    return torch.device(device)
 
 
 def derive_seed(seed: int, *names: str | int) -> int:

@@ -25,7 +25,7 @@ from discdiff._checks import validation
 from discdiff.distributions import nucleus_
 from discdiff.models.protocol import Denoiser, is_time_conditioned
 from discdiff.processes import ForwardProcess
-from discdiff.rng import RandomSource, SequenceGenerator, stream_batches
+from discdiff.rng import RandomSource, sampling_device, stream_batches
 from discdiff.typing import Probs, Times, Tokens
 
 __all__ = ["AncestralSampler", "Nucleus", "SampleResult", "StepState", "Strategy", "shape_probs"]
@@ -452,17 +452,7 @@ class AncestralSampler:
                 do not match, blocks that do not divide the generated length or
                 `steps`, or a denoiser that returns NaN or infinite values.
         """
-        if batch_size < 1 or length < 1:
-            raise ValueError(
-                f"`batch_size` and `length` must be positive; got {batch_size}, {length}"
-            )
-        if isinstance(generator, SequenceGenerator) and generator.size != batch_size:
-            raise ValueError(
-                f"`generator` serves {generator.size} sequences but `batch_size` is {batch_size}"
-            )
-        if device is None:
-            device = generator.device if generator is not None else torch.device("cpu")
-        device = torch.device(device)
+        device = sampling_device(batch_size, length, generator, device)
         values, given = self._given(batch_size, length, prompt, infill, device)
         free = ~given
         offset = 0 if prompt is None else prompt.shape[-1]

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.distributions import draw_categorical
-from discdiff.rng import RandomSource, SequenceGenerator, stream_batches
+from discdiff.rng import RandomSource, sampling_device, stream_batches
 from discdiff.sampling.ancestral import Nucleus, SampleResult, shape_probs
 
 __all__ = ["AutoregressiveSampler", "NextTokenModel"]
@@ -113,16 +113,7 @@ class AutoregressiveSampler:
             A `SampleResult`: `tokens` `(B, L)`, `nfe` = `steps` = the generated
             tokens, and `sequence_nfe`.
         """
-        if batch_size < 1 or length < 1:
-            raise ValueError(
-                f"`batch_size` and `length` must be positive; got {batch_size}, {length}"
-            )
-        if isinstance(generator, SequenceGenerator) and generator.size != batch_size:
-            raise ValueError(
-                f"`generator` serves {generator.size} sequences but `batch_size` is {batch_size}"
-            )
-        if device is None:
-            device = generator.device if generator is not None else torch.device("cpu")
+        device = sampling_device(batch_size, length, generator, device)
         tokens = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
         if prompt is not None:
             if prompt.dim() != 2 or prompt.shape[-1] > length:

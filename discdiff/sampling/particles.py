@@ -39,7 +39,7 @@ from torch import Tensor
 
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
-from discdiff.rng import RandomSource, SequenceGenerator, derive_seed, uniform
+from discdiff.rng import RandomSource, SequenceGenerator, derive_seed, sampling_device, uniform
 from discdiff.sampling.ancestral import AncestralSampler, SampleResult, StepState
 from discdiff.typing import Tokens
 
@@ -211,17 +211,7 @@ class ParticleSampler:
                 size, a reward of the wrong shape, or a non-finite reward.
         """
         sampler, process, posterior = self.sampler, self.sampler.process, self.sampler.posterior
-        if batch_size < 1 or length < 1:
-            raise ValueError(
-                f"`batch_size` and `length` must be positive; got {batch_size}, {length}"
-            )
-        if isinstance(generator, SequenceGenerator) and generator.size != batch_size:
-            raise ValueError(
-                f"`generator` serves {generator.size} sequences but `batch_size` is {batch_size}"
-            )
-        if device is None:
-            device = generator.device if generator is not None else torch.device("cpu")
-        device = torch.device(device)
+        device = sampling_device(batch_size, length, generator, device)
         k = self.particles
         n = batch_size * k
         if prompt is not None:
