@@ -760,6 +760,8 @@ def sample_model(
         folder = folder.with_name(f"{spec.label}-{digest}")
     _check_same_samples(folder, settings)
     sampler = spec.build(process, progress=progress)
+    batching = {"seed": spec.seed, "batch_size": spec.batch_size, "device": device}
+    batching |= {"blocks": blocks, "block_length": block_length}
     start = time.perf_counter()
     with torch.no_grad():
         if prompt_ids:
@@ -768,27 +770,9 @@ def sample_model(
                 for ids in prompt_ids
                 for _ in range(spec.samples)
             ]
-            result = sampler.complete_batches(
-                denoiser,
-                rows,
-                length,
-                seed=spec.seed,
-                batch_size=spec.batch_size,
-                device=device,
-                blocks=blocks,
-                block_length=block_length,
-            )
+            result = sampler.complete_batches(denoiser, rows, length, **batching)
         else:
-            result = sampler.sample_batches(
-                denoiser,
-                spec.samples,
-                length,
-                seed=spec.seed,
-                batch_size=spec.batch_size,
-                device=device,
-                blocks=blocks,
-                block_length=block_length,
-            )
+            result = sampler.sample_batches(denoiser, spec.samples, length, **batching)
     seconds = time.perf_counter() - start
     generated = denoiser.decode(result.tokens).tolist()
     prefixes = [ids for ids in prompt_ids for _ in range(spec.samples)] or [[]] * len(generated)
