@@ -40,9 +40,22 @@ from discdiff.objectives import (
     discrete_nelbo,
     nelbo,
 )
-from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import ForwardProcess, MaskingProcess
-from discdiff.remasking import (
+from discdiff.processes.masking import (
+    DilatedDecoder,
+    DreamCount,
+    EntropyDecoder,
+    EvenCount,
+    MarginDecoder,
+    MaskGITDecoder,
+    ScheduleCount,
+    SEDDAnalytic,
+    SEDDEuler,
+    ThresholdCount,
+    ThresholdDecoder,
+)
+from discdiff.processes.masking.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.processes.masking.remasking import (
     CapSchedule,
     ConfidenceSchedule,
     DFMCorrector,
@@ -53,24 +66,14 @@ from discdiff.remasking import (
     RescaleSchedule,
     sigma_max,
 )
+from discdiff.processes.uniform import UniformPosterior, UniformProcess
 from discdiff.rng import SequenceGenerator
 from discdiff.sampling import (
     AncestralSampler,
     BlockSampler,
-    DilatedDecoder,
-    DreamCount,
-    EntropyDecoder,
-    EvenCount,
-    MarginDecoder,
-    MaskGITDecoder,
     ParticleSampler,
     ReverseChain,
     SampleResult,
-    ScheduleCount,
-    SEDDAnalytic,
-    SEDDEuler,
-    ThresholdCount,
-    ThresholdDecoder,
 )
 from discdiff.schedules import (
     Cosine,
@@ -81,7 +84,6 @@ from discdiff.schedules import (
     NoiseSchedule,
     Polynomial,
 )
-from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "SUBS",

@@ -41,7 +41,7 @@ from discdiff.objectives import (
     _scored_positions,
     antithetic_times,
 )
-from discdiff.processes import MaskingProcess
+from discdiff.processes.masking.process import MaskingProcess
 
 __all__ = ["AutoregressiveNLL", "PrefixClassification", "ScoreEntropy", "score_entropy"]
 

@@ -45,7 +45,7 @@ from discdiff.config import ConfigError, describe_config
 from discdiff.evaluation.study import summarize
 from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
 from discdiff.presets import PAPER, STUDY
-from discdiff.processes import MaskingProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,

@@ -57,20 +57,8 @@ from beartype.door import is_bearable
 from discdiff._io import atomic_write
 from discdiff.data import ExactLanguage, HMMLanguage, PCFGLanguage, SyntheticLanguage
 from discdiff.models.dit import DiTConfig
-from discdiff.posteriors import MaskingPosterior, RemaskPosterior
-from discdiff.processes import ForwardProcess, MaskingProcess
-from discdiff.remasking import (
-    CapSchedule,
-    ConfidenceSchedule,
-    DFMCorrector,
-    ForwardBackward,
-    LoopSchedule,
-    NoRemasking,
-    RemaskingSchedule,
-    RescaleSchedule,
-)
-from discdiff.sampling import (
-    AncestralSampler,
+from discdiff.processes.base import ForwardProcess
+from discdiff.processes.masking import (
     DilatedDecoder,
     DreamCount,
     EntropyDecoder,
@@ -83,8 +71,22 @@ from discdiff.sampling import (
     ThresholdCount,
     ThresholdDecoder,
 )
-from discdiff.sampling.ancestral import Nucleus, Strategy
-from discdiff.sampling.decoders import ConfidenceDecoder, StepCount
+from discdiff.processes.masking.decoders import ConfidenceDecoder, StepCount
+from discdiff.processes.masking.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.processes.masking.process import MaskingProcess
+from discdiff.processes.masking.remasking import (
+    CapSchedule,
+    ConfidenceSchedule,
+    DFMCorrector,
+    ForwardBackward,
+    LoopSchedule,
+    NoRemasking,
+    RemaskingSchedule,
+    RescaleSchedule,
+)
+from discdiff.processes.uniform import UniformPosterior, UniformProcess
+from discdiff.sampling import AncestralSampler
+from discdiff.sampling.ancestral import Strategy
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -94,8 +96,8 @@ from discdiff.schedules import (
     NoiseSchedule,
     Polynomial,
 )
+from discdiff.shaping import Nucleus
 from discdiff.training.trainer import TrainConfig
-from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "LANGUAGES",

@@ -41,7 +41,7 @@ from discdiff.data.sources import Prompted, PromptedSource
 from discdiff.models.diffusion_llms import load_diffusion_llm, resolve_model, save_diffusion_llm
 from discdiff.models.dit import DiT
 from discdiff.models.subs import SUBS
-from discdiff.processes import ForwardProcess
+from discdiff.processes.base import ForwardProcess
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.runs import BUILTIN_RUNS, resolve_run

@@ -10,7 +10,7 @@ $$
 with the process's integrand $\lambda_t$ (`ForwardProcess.nelbo_integrand`).
 For masking (MDLM) it is $\frac{-\alpha'_t}{1 - \alpha_t} [z_t^\ell = m]\,
 (-\log x_\theta(z_t)_\ell[x_\ell])$; for uniform noise, UDLM's closed form
-(`discdiff.uniform`).
+(`discdiff.processes.uniform`).
 
 estimated with one time per sequence, drawn antithetically across the batch
 ($u_i = (u + i)/n \bmod 1$), on $[\delta, 1]$ with $\delta = 10^{-3}$.
@@ -62,7 +62,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from discdiff.models.protocol import Denoiser, with_label
-from discdiff.processes import ForwardProcess
+from discdiff.processes.base import ForwardProcess
 
 __all__ = [
     "BlockNELBO",

@@ -166,7 +166,7 @@ class StudySettings:
 
         Args:
             full: Add the Euler sampler (the same steps as the analytic one
-                under a log-linear schedule, see `discdiff.sampling.sedd`).
+                under a log-linear schedule, see `discdiff.processes.masking.sedd`).
         """
         chosen = {"SEDD-analytic": {"name": "sedd-analytic"}}
         return chosen | ({"SEDD-Euler": {"name": "sedd-euler"}} if full else {})

@@ -68,12 +68,12 @@ from discdiff.models.dit import DiT
 from discdiff.models.score import ScoreModel
 from discdiff.models.subs import SUBS
 from discdiff.objectives import BlockNELBO, held_out_bound
-from discdiff.processes import ForwardProcess
+from discdiff.processes.base import ForwardProcess
+from discdiff.processes.masking.decoders import ConfidenceDecoder
 from discdiff.provenance import provenance
 from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
 from discdiff.sampling.blocks import BlockSampler
-from discdiff.sampling.decoders import ConfidenceDecoder
 from discdiff.training.lora import load_adapter, merge_lora
 from discdiff.training.trainer import OBJECTIVES, Trainer
 

@@ -31,6 +31,7 @@ __all__ = [
     "LogLinear",
     "NoiseSchedule",
     "Polynomial",
+    "uniform_time_grid",
 ]
 
 TimeLike = Float[Tensor, "*shape"] | float
@@ -297,3 +298,25 @@ class Polynomial(NoiseSchedule):
     def _inverse(self, alpha: Tensor) -> Tensor:
         u = (1.0 - (alpha - self.eps) / (1.0 - self.eps)).clamp_min(0.0)
         return u ** (1.0 / self.k)
+
+
+def uniform_time_grid(steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+    r"""`steps + 1` equally spaced times from 1 down to `t_min` (float64).
+
+    $t_i = 1 - i\,(1 - t_{\min})/T$ for $i = 0, \dots, T$.
+
+    Args:
+        steps: The number of steps $T \ge 1$.
+        t_min: The last time, in $[0, 1)$.
+
+    Returns:
+        The grid `(T + 1,)`, decreasing from 1 to `t_min`.
+
+    Raises:
+        ValueError: If `steps < 1` or `t_min` lies outside $[0, 1)$.
+    """
+    if steps < 1:
+        raise ValueError(f"`steps` must be at least 1; got {steps}")
+    if not 0.0 <= t_min < 1.0:
+        raise ValueError(f"`t_min` must lie in [0, 1); got {t_min}")
+    return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)

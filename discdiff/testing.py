@@ -63,9 +63,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff._checks import validation
-from discdiff.posteriors import DecodeConfidence, RemaskPosterior, decode_confidence
-from discdiff.processes import ForwardProcess, MaskingProcess
-from discdiff.remasking import (
+from discdiff.processes.base import ForwardProcess
+from discdiff.processes.masking.posteriors import (
+    DecodeConfidence,
+    RemaskPosterior,
+    decode_confidence,
+)
+from discdiff.processes.masking.process import MaskingProcess
+from discdiff.processes.masking.remasking import (
     CapSchedule,
     ConfidenceSchedule,
     DFMCorrector,
@@ -76,6 +81,7 @@ from discdiff.remasking import (
     RescaleSchedule,
     sigma_max,
 )
+from discdiff.processes.uniform import UniformPosterior, UniformProcess
 from discdiff.sampling.ancestral import AncestralSampler
 from discdiff.schedules import (
     Cosine,
@@ -86,7 +92,6 @@ from discdiff.schedules import (
     NoiseSchedule,
     Polynomial,
 )
-from discdiff.uniform import UniformPosterior, UniformProcess
 
 __all__ = [
     "DEFAULT_STEPS",

@@ -17,9 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from discdiff import EnumerableOracle
-from discdiff.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes import MaskingProcess
-from discdiff.remasking import (
+from discdiff.processes.masking import EntropyDecoder, MaskGITDecoder
+from discdiff.processes.masking.posteriors import MaskingPosterior, RemaskPosterior
+from discdiff.processes.masking.remasking import (
     CapSchedule,
     ConfidenceSchedule,
     DFMCorrector,
@@ -27,7 +28,7 @@ from discdiff.remasking import (
     LoopSchedule,
     RescaleSchedule,
 )
-from discdiff.sampling import AncestralSampler, EntropyDecoder, MaskGITDecoder
+from discdiff.sampling import AncestralSampler
 
 VOCAB, LENGTH = 3, 4
 

@@ -170,7 +170,7 @@ def test_subs_in_place_keeps_values_and_gradients():
 
 @pytest.mark.parametrize("length", [1, 2, 5, 8, 13, 64])
 def test_dilated_order_spreads_every_run_of_ranks(length):
-    from discdiff.sampling.decoders import dilated_order
+    from discdiff.processes.masking.decoders import dilated_order
 
     rank = dilated_order(length)
     assert sorted(rank.tolist()) == list(range(length))
@@ -280,7 +280,7 @@ def test_masked_categorical_draws_tokens_only_where_kept_with_the_same_stream():
 
 
 def test_nucleus_is_applied_only_at_the_given_rows():
-    from discdiff.sampling import shape_probs
+    from discdiff.shaping import shape_probs
 
     logits = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(0)) * 2
     rows = torch.tensor([[True, False, True, False, False], [False] * 4 + [True]])

@@ -17,10 +17,7 @@ from discdiff import MaskingPosterior, MaskingProcess
 from discdiff.cli import main
 from discdiff.config import RunConfig, build_strategy
 from discdiff.models.diffusion_llms import load_diffusion_llm
-from discdiff.rng import SequenceGenerator
-from discdiff.runs import sample_model
-from discdiff.sampling import (
-    AncestralSampler,
+from discdiff.processes.masking import (
     DreamCount,
     EntropyDecoder,
     EvenCount,
@@ -28,6 +25,9 @@ from discdiff.sampling import (
     MaskGITDecoder,
     ScheduleCount,
 )
+from discdiff.rng import SequenceGenerator
+from discdiff.runs import sample_model
+from discdiff.sampling import AncestralSampler
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "llm_decoding_reference.json").read_text())
 DREAM_ALGORITHMS = {

@@ -9,7 +9,7 @@ import discdiff as dd
 from discdiff._checks import validation_enabled
 from discdiff.distributions import draw_categorical
 from discdiff.models import SUBS, DiT, DiTConfig
-from discdiff.sampling import shape_probs
+from discdiff.shaping import shape_probs
 
 V, L, N = 3, 4, 20_000
 

@@ -9,7 +9,7 @@ import discdiff as dd
 from discdiff.baseline_objectives import ScoreEntropy, score_entropy
 from discdiff.data import HMMLanguage, LanguageSource
 from discdiff.models.score import DenoiserScores, ScoreModel, log_score_ratio
-from discdiff.sampling.sedd import SEDDAnalytic, SEDDEuler
+from discdiff.processes.masking.sedd import SEDDAnalytic, SEDDEuler
 from discdiff.testing import sample_distribution
 from discdiff.training import TrainConfig, Trainer
 

@@ -440,7 +440,7 @@ class HMMLanguage(ExactLanguage):
     ) -> Float[Tensor, "batch length vocab"]:
         r"""$p(x_\ell = v \mid e_{-\ell})$: soft evidence $e_j(v) = q(z^j \mid x^j = v)$ elsewhere.
 
-        The exact denoiser of uniform-state noise (see `discdiff.uniform`):
+        The exact denoiser of uniform-state noise (see `discdiff.processes.uniform`):
         forward–backward with each position's transition weighted by its
         evidence, $\sum_v J[s, v, s']\, e_j(v)$, leaving position $\ell$ out.
 

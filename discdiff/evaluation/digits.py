@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
-from discdiff.processes import MaskingProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.sampling.ancestral import AncestralSampler, Strategy
 
 __all__ = [
@@ -415,9 +415,9 @@ def run_digits_study(
     from discdiff.models.dit import DiT, DiTConfig
     from discdiff.models.subs import ConditionalSUBS
     from discdiff.objectives import ConditionalNELBO
-    from discdiff.posteriors import MaskingPosterior, RemaskPosterior
     from discdiff.presets import STUDY
-    from discdiff.remasking import CapSchedule
+    from discdiff.processes.masking.posteriors import MaskingPosterior, RemaskPosterior
+    from discdiff.processes.masking.remasking import CapSchedule
     from discdiff.sampling.autoregressive import AutoregressiveSampler
     from discdiff.training.trainer import TrainConfig, Trainer
 

@@ -112,7 +112,8 @@ from discdiff.data.text import CharTokenizer
 from discdiff.models.diffusion_llms import load_diffusion_llm, load_tokenizer, resolve_model
 from discdiff.models.llm import read_config
 from discdiff.objectives import antithetic_times, nelbo
-from discdiff.processes import ForwardProcess, MaskingProcess
+from discdiff.processes.base import ForwardProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.rng import SequenceGenerator, derive_seed
 from discdiff.runs import load_run

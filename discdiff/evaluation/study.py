@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER
-from discdiff.processes import ForwardProcess
-from discdiff.sampling.ancestral import AncestralSampler, Nucleus, Strategy
+from discdiff.processes.base import ForwardProcess
+from discdiff.sampling.ancestral import AncestralSampler, Strategy
 from discdiff.sampling.autoregressive import AutoregressiveSampler, NextTokenModel
+from discdiff.shaping import Nucleus
 
 __all__ = [
     "AR_SAMPLER",

@@ -38,10 +38,11 @@ from discdiff.evaluation.study import (
 )
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER, STUDY
-from discdiff.processes import MaskingProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
-from discdiff.sampling.ancestral import Nucleus, Strategy
+from discdiff.sampling.ancestral import Strategy
 from discdiff.sampling.autoregressive import NextTokenModel
+from discdiff.shaping import Nucleus
 
 __all__ = [
     "ASSET",

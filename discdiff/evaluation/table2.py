@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.evaluation.study import format_table, plot_study, student_t975, summarize, write_rows
 from discdiff.presets import STUDY
-from discdiff.processes import MaskingProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.sampling.ancestral import AncestralSampler
 

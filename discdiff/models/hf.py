@@ -16,7 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from discdiff.models.subs import subs_log_probs
-from discdiff.processes import MaskingProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.schedules import LogLinear, NoiseSchedule
 from discdiff.tokenizer_loader import load_tokenizer
 from discdiff.typing import Times, Tokens

@@ -3,7 +3,7 @@ r"""The exact denoiser of a distribution small enough to enumerate.
 For a joint $p(x)$ over $V^L$ sequences, the optimal $x_\theta$ of masking is the
 exact conditional $x^\star(z_t)_\ell = p(x_\ell \mid \text{unmasked tokens of } z_t)$;
 for a process without a mask (uniform noise) it is $p(x_\ell \mid z_t^{-\ell})$,
-the posterior given the other noisy positions (see `discdiff.uniform`).
+the posterior given the other noisy positions (see `discdiff.processes.uniform`).
 With it, losses and samplers can be checked against the truth rather than
 against themselves. For a labelled joint $p(c, x)$ the same enumeration gives
 the exact conditional denoisers $x^\star(z_t \mid c)$

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from discdiff._checks import validation_enabled
 from discdiff.models.protocol import Denoiser
-from discdiff.processes import NEG, MaskingProcess
+from discdiff.processes.base import NEG
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.typing import Times, Tokens
 
 __all__ = ["DenoiserScores", "ScoreModel", "log_score_ratio"]

@@ -24,7 +24,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from discdiff.processes import ForwardProcess, MaskingProcess
+from discdiff.processes.base import ForwardProcess
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.typing import Times, Tokens
 
 __all__ = ["SUBS", "ConditionalSUBS", "subs_log_probs"]

@@ -1,56 +1,22 @@
-"""Sampling: ancestral, block, decoder, SEDD and particle samplers; the chain as a Pyro program."""
+"""Samplers: ancestral, block by block with caches, autoregressive, particles; the Pyro chain.
 
-from discdiff.sampling.ancestral import (
-    AncestralSampler,
-    Nucleus,
-    SampleResult,
-    Strategy,
-    shape_probs,
-)
+A sampler runs a strategy (a posterior or decoder of `discdiff.processes`)
+over time; it never knows which one it has.
+"""
+
+from discdiff.sampling.ancestral import AncestralSampler, SampleResult, Strategy
 from discdiff.sampling.blocks import BlockCache, BlockSampler, BlockSampleResult
-from discdiff.sampling.decoders import (
-    ConfidenceDecoder,
-    DecoderInput,
-    DilatedDecoder,
-    DreamCount,
-    EntropyDecoder,
-    EvenCount,
-    MarginDecoder,
-    MaskGITDecoder,
-    ScheduleCount,
-    StepCount,
-    ThresholdCount,
-    ThresholdDecoder,
-)
 from discdiff.sampling.particles import ParticleSampler, resample
 from discdiff.sampling.program import ReverseChain
-from discdiff.sampling.sedd import ScorePosterior, SEDDAnalytic, SEDDEuler
 
 __all__ = [
     "AncestralSampler",
     "BlockCache",
     "BlockSampleResult",
     "BlockSampler",
-    "ConfidenceDecoder",
-    "DecoderInput",
-    "DilatedDecoder",
-    "DreamCount",
-    "EntropyDecoder",
-    "EvenCount",
-    "MarginDecoder",
-    "MaskGITDecoder",
-    "Nucleus",
     "ParticleSampler",
     "ReverseChain",
-    "SEDDAnalytic",
-    "SEDDEuler",
     "SampleResult",
-    "ScheduleCount",
-    "ScorePosterior",
-    "StepCount",
     "Strategy",
-    "ThresholdCount",
-    "ThresholdDecoder",
     "resample",
-    "shape_probs",
 ]

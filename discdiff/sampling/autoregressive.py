@@ -23,7 +23,8 @@ from torch import Tensor
 
 from discdiff.distributions import draw_categorical
 from discdiff.rng import RandomSource, sampling_device, stream_batches
-from discdiff.sampling.ancestral import Nucleus, SampleResult, shape_probs
+from discdiff.sampling.ancestral import SampleResult
+from discdiff.shaping import Nucleus, shape_probs
 
 __all__ = ["AutoregressiveSampler", "NextTokenModel"]
 

@@ -56,7 +56,7 @@ from discdiff.objectives import (
     Objective,
     held_out_bound,
 )
-from discdiff.processes import ForwardProcess
+from discdiff.processes.base import ForwardProcess
 from discdiff.provenance import environment
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed

@@ -43,10 +43,10 @@ from torch import Tensor
 
 from discdiff._checks import as_tensor
 from discdiff.distributions import MaskedCategorical
-from discdiff.posteriors import RemaskPosterior
-from discdiff.processes import MaskingProcess
-from discdiff.remasking import NoRemasking
-from discdiff.sampling.ancestral import Nucleus, shape_probs
+from discdiff.processes.masking.posteriors import RemaskPosterior
+from discdiff.processes.masking.process import MaskingProcess
+from discdiff.processes.masking.remasking import NoRemasking
+from discdiff.shaping import Nucleus, shape_probs
 from discdiff.typing import Confidence, Times, Tokens
 
 __all__ = ["SEDDAnalytic", "SEDDEuler", "ScorePosterior"]

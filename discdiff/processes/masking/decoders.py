@@ -48,11 +48,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.distributions import draw_categorical
-from discdiff.posteriors import DecodeConfidence, MaskingPosterior, RemaskPosterior
-from discdiff.processes import MaskingProcess
-from discdiff.remasking import uniform_time_grid
+from discdiff.processes.masking.posteriors import (
+    DecodeConfidence,
+    MaskingPosterior,
+    RemaskPosterior,
+)
+from discdiff.processes.masking.process import MaskingProcess
 from discdiff.rng import RandomSource, uniform
-from discdiff.sampling.ancestral import shape_probs
+from discdiff.schedules import uniform_time_grid
+from discdiff.shaping import shape_probs
 from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
 __all__ = [

@@ -50,10 +50,9 @@ from torch import Tensor
 
 from discdiff._checks import as_tensor, validation_enabled
 from discdiff.distributions import FactorizedCategorical
-from discdiff.processes import check_token_range, data_log_softmax
-from discdiff.remasking import uniform_time_grid
+from discdiff.processes.base import check_token_range, data_log_softmax
 from discdiff.rng import RandomSource, uniform
-from discdiff.schedules import LogLinear, NoiseSchedule
+from discdiff.schedules import LogLinear, NoiseSchedule, uniform_time_grid
 from discdiff.typing import Probs, Times, Tokens
 
 __all__ = ["UniformPosterior", "UniformProcess"]

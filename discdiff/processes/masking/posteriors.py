@@ -26,8 +26,8 @@ from torch import Tensor
 
 from discdiff._checks import as_tensor, validation_enabled
 from discdiff.distributions import MaskedCategorical
-from discdiff.processes import MaskingProcess
-from discdiff.remasking import NoRemasking, RemaskingSchedule
+from discdiff.processes.masking.process import MaskingProcess
+from discdiff.processes.masking.remasking import NoRemasking, RemaskingSchedule
 from discdiff.rng import RandomSource
 from discdiff.typing import Confidence, MaskFlags, Probs, Times, Tokens
 

@@ -1,6 +1,6 @@
 r"""Remasking schedules $\sigma_t$: how likely an unmasked token is to be remasked.
 
-ReMDM's posterior (see `discdiff.posteriors`) accepts any remasking
+ReMDM's posterior (see `discdiff.processes.masking.posteriors`) accepts any remasking
 probability in
 
 $$
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from discdiff._checks import validation_enabled
 from discdiff.presets import PAPER
-from discdiff.schedules import NoiseSchedule
+from discdiff.schedules import NoiseSchedule, uniform_time_grid
 from discdiff.typing import Confidence, Times
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "RemaskingSchedule",
     "RescaleSchedule",
     "sigma_max",
-    "uniform_time_grid",
 ]
 
 Sigma = Float[Tensor, "batch"] | Float[Tensor, "batch length"]
@@ -63,28 +62,6 @@ def sigma_max(alpha_t: Times, alpha_s: Times) -> Times:
         $\sigma_t^{\max}$, `(B,)`.
     """
     return (1.0 - alpha_s) / torch.maximum(alpha_t, 1.0 - alpha_s).clamp_min(1e-30)
-
-
-def uniform_time_grid(steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-    r"""`steps + 1` equally spaced times from 1 down to `t_min` (float64).
-
-    $t_i = 1 - i\,(1 - t_{\min})/T$ for $i = 0, \dots, T$.
-
-    Args:
-        steps: The number of steps $T \ge 1$.
-        t_min: The last time, in $[0, 1)$.
-
-    Returns:
-        The grid `(T + 1,)`, decreasing from 1 to `t_min`.
-
-    Raises:
-        ValueError: If `steps < 1` or `t_min` lies outside $[0, 1)$.
-    """
-    if steps < 1:
-        raise ValueError(f"`steps` must be at least 1; got {steps}")
-    if not 0.0 <= t_min < 1.0:
-        raise ValueError(f"`t_min` must lie in [0, 1); got {t_min}")
-    return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64)
 
 
 def _check_eta(eta: float, high: float = 1.0) -> None:
