@@ -202,7 +202,7 @@ def test_cached_and_uncached_block_sampling_give_the_same_samples(dtype, strateg
     lengths = torch.tensor([16, 13, 7])
     results = {}
     for cache in ("none", "exact"):
-        sampler = BlockSampler(AncestralSampler(PROCESS, strategy, steps=4), cache=cache)
+        sampler = BlockSampler(AncestralSampler(PROCESS, strategy, steps=16), cache=cache)
         results[cache] = sampler.sample(
             denoiser, 3, L, infill=infill, lengths=lengths, generator=SequenceGenerator(0, 3)
         )
@@ -221,11 +221,13 @@ def test_padding_does_not_change_the_real_rows():
     padded tokens are not attended to."""
     net = tiny(N)
     denoiser = SUBS(net, PROCESS)
-    sampler = BlockSampler(AncestralSampler(PROCESS, MaskingPosterior(), steps=4))
-    batch = sampler.sample(
+    def sampler(steps):  # 4 steps per block: steps are the total over the blocks
+        return BlockSampler(AncestralSampler(PROCESS, MaskingPosterior(), steps=steps))
+
+    batch = sampler(16).sample(
         denoiser, 2, L, lengths=torch.tensor([16, 12]), generator=SequenceGenerator(0, 2)
     )
-    alone = sampler.sample(denoiser, 1, 12, generator=SequenceGenerator(0, 1, start=1))
+    alone = sampler(12).sample(denoiser, 1, 12, generator=SequenceGenerator(0, 1, start=1))
     assert torch.equal(batch.tokens[1, :12], alone.tokens[0])
     _, z, real = data()
     other = torch.where(real, z, (z + 1) % V)  # change only the padded tokens
@@ -241,7 +243,7 @@ def test_approximate_caches_refreshed_every_call_equal_the_uncached_sampler(cach
 
     def run(mode, refresh=None):
         sampler = BlockSampler(
-            AncestralSampler(PROCESS, RemaskPosterior(CapSchedule(0.05)), steps=4),
+            AncestralSampler(PROCESS, RemaskPosterior(CapSchedule(0.05)), steps=16),
             N,
             cache=mode,
             refresh=refresh,
@@ -308,12 +310,12 @@ def test_a_block_diffusion_run_trains_and_samples(tmp_path):
     train_run(config, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
     assert run.model.config.block_size == 4
-    sampler = BlockSampler(AncestralSampler(run.process, MaskingPosterior(), steps=2))
+    sampler = BlockSampler(AncestralSampler(run.process, MaskingPosterior(), steps=8))
     result = sampler.sample(run.denoiser, 2, 16, generator=torch.Generator().manual_seed(0))
     assert (result.tokens < run.data.vocab_size).all()
     folder = sample_run(
         tmp_path / "run",
-        ["sampler.samples=3", "sampler.steps=2", "sampler.batch_size=2"],
+        ["sampler.samples=3", "sampler.steps=8", "sampler.batch_size=2"],
         progress=False,
     )
     assert (folder / "samples.txt").read_text().count("\n") == 3
@@ -347,18 +349,18 @@ def test_any_denoiser_is_sampled_block_by_block_without_a_cache():
     )
     tv = {}
     for name, strategy, steps in (
-        ("one a step", DilatedDecoder(tokens_per_step=1), 2),
-        ("mdlm", MaskingPosterior(), 64),
-        ("both at once", DilatedDecoder(), 1),
+        ("one a step", DilatedDecoder(tokens_per_step=1), 4),  # steps: the total of 2 blocks
+        ("mdlm", MaskingPosterior(), 128),
+        ("both at once", DilatedDecoder(), 2),
     ):
         sampler = BlockSampler(AncestralSampler(process, strategy, steps), 2)
         result = sampler.sample(oracle, n, 4, generator=SequenceGenerator(1, n))
         tv[name] = total_variation(result.tokens)
     assert tv["one a step"] < 1.5 * floor and tv["mdlm"] < 1.5 * floor, (tv, floor)
     assert tv["both at once"] > 5 * floor, (tv, floor)
-    with pytest.raises(TypeError, match="block_size"):
+    with pytest.raises(ValueError, match="block_size"):
         BlockSampler(AncestralSampler(process, MaskingPosterior(), 4)).sample(oracle, 2, 4)
-    with pytest.raises(TypeError, match="cache"):
+    with pytest.raises(ValueError, match=r"`cache` 'dual'.*cache 'none' only"):
         BlockSampler(AncestralSampler(process, MaskingPosterior(), 4), 2, cache="dual").sample(
             oracle, 2, 4
         )

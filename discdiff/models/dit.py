@@ -66,6 +66,7 @@ from torch import Tensor, nn
 from discdiff._checks import validation_enabled
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
+from discdiff.models.cache import KVCache, splice
 from discdiff.models.checkpoints import (
     CONFIG_NAME,
     PREFIX,
@@ -174,37 +175,6 @@ class DiTConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-@dataclass(frozen=True)
-class KVCache:
-    r"""Keys and values of every layer at positions `0 .. length - 1`, from `DiT.step`.
-
-    Attributes:
-        keys: One `(B, C, H, D)` tensor per block (rotated keys).
-        values: One `(B, C, H, D)` tensor per block.
-        padding_mask: `(B, C)`, `True` at real tokens; `None`: all real.
-    """
-
-    keys: tuple[Tensor, ...]
-    values: tuple[Tensor, ...]
-    padding_mask: Bool[Tensor, "batch cached"] | None = None
-
-    @property
-    def length(self) -> int:
-        """The number of cached positions $C$."""
-        return self.keys[0].shape[1]
-
-    def prefix(self, length: int) -> "KVCache":
-        """The cache of positions `0 .. length - 1` only (views, no copy)."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"`length` must lie in [0, {self.length}]; got {length}")
-        mask = None if self.padding_mask is None else self.padding_mask[:, :length]
-        return KVCache(
-            tuple(k[:, :length] for k in self.keys),
-            tuple(v[:, :length] for v in self.values),
-            mask,
-        )
-
-
 def block_attention_mask(
     block_size: int | None,
     query_positions: Int[Tensor, "queries"],
@@ -258,11 +228,6 @@ def block_attention_mask(
     clean_key = (k_block < q_block) | ((k_block == q_block) & ~q_noisy)
     noisy_key = q_noisy & (k_block == q_block)
     return torch.where(k_noisy, noisy_key, clean_key)
-
-
-def _splice(cached: Tensor, fresh: Tensor, offset: int) -> Tensor:
-    """`cached` along dim 1 with positions `offset .. offset + n - 1` replaced by `fresh`."""
-    return torch.cat((cached[:, :offset], fresh, cached[:, offset + fresh.shape[1] :]), dim=1)
 
 
 class LayerNorm(nn.Module):
@@ -391,7 +356,7 @@ class DiTBlock(nn.Module):
         q, k = _rotate(q, *rotary), _rotate(k, *rotary)
         keys, values = k, v
         if past is not None:
-            keys, values = _splice(past[0], k, past[2]), _splice(past[1], v, past[2])
+            keys, values = splice(past[0], k, past[2]), splice(past[1], v, past[2])
         h = attention(q, keys, values, backend=self.backend, padding_mask=padding_mask, mask=mask)
         x = x + gate1[:, None] * self.dropout1(self.attn_out(h.reshape(batch, length, -1)))
         h = self.mlp(_modulate(self.norm2(x), shift2, scale2))
@@ -630,7 +595,7 @@ class DiT(nn.Module):
             if padding_mask is not None or cache.padding_mask is not None:
                 real = torch.ones(batch, cached, dtype=torch.bool, device=device)
                 fresh = torch.ones(batch, length, dtype=torch.bool, device=device)
-                padding_mask = _splice(
+                padding_mask = splice(
                     real if cache.padding_mask is None else cache.padding_mask,
                     fresh if padding_mask is None else padding_mask,
                     offset,

@@ -12,9 +12,10 @@ import os
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from discdiff.models.cache import KVCache
 from discdiff.models.subs import subs_log_probs
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.schedules import LogLinear, NoiseSchedule
@@ -73,6 +74,8 @@ class HuggingFaceDenoiser(nn.Module):
         self.vocab_size = model_vocab_size - 1
         self.mask_id = self.vocab_size
         self.mask_mass = mask_mass
+        self.cacheable = callable(getattr(model, "step", None))
+        """Whether `step` (key/value caches) works: the model has a `step` of its own."""
 
     @classmethod
     def from_pretrained(
@@ -172,6 +175,63 @@ class HuggingFaceDenoiser(nn.Module):
             logits = self.model(
                 input_ids=ids, attention_mask=padding_mask, position_ids=positions
             ).logits
+        return self._log_probs(logits, z_t)
+
+    block_size = None
+    """Attention is full (not block-causal): only Fast-dLLM's approximate caches apply."""
+
+    def step(
+        self,
+        z_t: Tokens,
+        t: Times,
+        start: int,
+        stop: int,
+        *,
+        cache: KVCache | None = None,
+        padding_mask: Bool[Tensor, "batch length"] | None = None,
+        positions: Int[Tensor, "batch length"] | None = None,
+    ) -> tuple[Float[Tensor, "batch block vocab"], KVCache]:
+        r"""$\log x_\theta$ at positions `start .. stop - 1` of $z_t$, the others read from `cache`.
+
+        The `CachedDenoiser` protocol, through the model's own `step`
+        (`BidirectionalTransformer.step`). A model whose logits are shifted
+        (Dream: position $i$ reads the logit of $i - 1$) also runs position
+        `start - 1`, so the output is what `forward` gives when the cache is
+        exact.
+
+        Args:
+            z_t: The whole sequence `(B, L)` in process ids.
+            t: Times `(B,)` (unused).
+            start: First position to run.
+            stop: One past the last.
+            cache: Keys and values of positions `0 .. C - 1` ($C \ge$ the first run
+                position); `None`: run from position 0 with nothing cached.
+            padding_mask: `(B, L)`, `True` at real tokens.
+            positions: `(B, L)` rotary positions of each row.
+
+        Returns:
+            Log-probabilities `(B, stop - start, V)` as `forward` makes them, and
+            the cache with the run positions' keys and values spliced in.
+
+        Raises:
+            TypeError: If the model has no `step` (no cache).
+        """
+        if not self.cacheable:
+            raise TypeError(f"{type(self.model).__name__} has no `step`: it cannot use a cache")
+        shift = bool(getattr(self.model.config, "shift_logits", False))
+        first = start - 1 if shift and start > 0 else start
+        ids = self.decode(z_t[:, first:stop])
+        mask = None if padding_mask is None else padding_mask[:, first:stop]
+        rows = None if positions is None else positions[:, first:stop]
+        logits, new = self.model.step(ids, mask, cache=cache, offset=first, position_ids=rows)
+        if shift:
+            logits = (
+                logits[:, :-1] if first < start else torch.cat((logits[:, :1], logits[:, :-1]), 1)
+            )
+        return self._log_probs(logits, z_t[:, start:stop]), new
+
+    def _log_probs(self, logits: Tensor, z_t: Tokens) -> Tensor:
+        """SUBS of the model's logits (the mask's mass kept with `mask_mass`)."""
         m = self.model_mask_id
         data_logits = torch.cat((logits[..., :m], logits[..., m + 1 :]), dim=-1)
         log_probs = subs_log_probs(

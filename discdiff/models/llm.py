@@ -28,13 +28,15 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int, Shaped
+from jaxtyping import Bool, Float, Int, Shaped
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from discdiff._checks import validation_enabled as _checking
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
+from discdiff.models.cache import KVCache, splice
 from discdiff.models.checkpoints import CONFIG_NAME
 
 __all__ = [
@@ -156,7 +158,19 @@ class _Layer(nn.Module):
         self.up = nn.Linear(d, config.intermediate_size, bias=False)
         self.down = nn.Linear(config.intermediate_size, d, bias=False)
 
-    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, padding_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        h: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        padding_mask: Tensor | None,
+        past: tuple[Tensor, Tensor, int] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The layer's output and the keys and values it attended to (`kv_heads` heads).
+
+        `past = (keys, values, offset)`: the other positions' keys and values;
+        this call's replace positions `offset ..` of them.
+        """
         c = self.config
         batch, length, _ = h.shape
         x = self.attn_norm(h)
@@ -165,13 +179,16 @@ class _Layer(nn.Module):
         v = self.v(x).view(batch, length, c.kv_heads, c.head_dim)
         q = (q.float() * cos + _rotate_half(q.float()) * sin).to(q.dtype)
         k = (k.float() * cos + _rotate_half(k.float()) * sin).to(k.dtype)
+        if past is not None:
+            k, v = splice(past[0], k, past[2]), splice(past[1], v, past[2])
+        keys, values = k, v
         if c.kv_heads != c.heads:
             k = k.repeat_interleave(c.heads // c.kv_heads, dim=2)
             v = v.repeat_interleave(c.heads // c.kv_heads, dim=2)
         att = attention(q, k, v, backend=c.attention, padding_mask=padding_mask)
         h = h + self.o(att.reshape(batch, length, c.hidden_size))
         x = self.mlp_norm(h)
-        return h + self.down(F.silu(self.gate(x)) * self.up(x))
+        return h + self.down(F.silu(self.gate(x)) * self.up(x)), keys, values
 
 
 class BidirectionalTransformer(nn.Module):
@@ -223,30 +240,102 @@ class BidirectionalTransformer(nn.Module):
         Returns:
             `LMOutput` with logits `(B, L, vocab_size)` in the weights' dtype.
         """
-        if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
+        padding_mask = None if attention_mask is None else attention_mask.bool()
+        if padding_mask is not None and bool(padding_mask.all()):
+            padding_mask = None
+        logits, _ = self._run(input_ids, padding_mask, position_ids, None, 0, keep=False)
+        if self.config.shift_logits:
+            logits = torch.cat((logits[:, :1], logits[:, :-1]), dim=1)
+        return LMOutput(logits)
+
+    def step(
+        self,
+        input_ids: Int[Tensor, "batch length"],
+        padding_mask: Bool[Tensor, "batch length"] | None = None,
+        *,
+        cache: KVCache | None = None,
+        offset: int = 0,
+        position_ids: Int[Tensor, "batch length"] | None = None,
+    ) -> tuple[Float[Tensor, "batch length vocab"], KVCache]:
+        r"""Logits of `input_ids` at positions `offset ..`, the other positions read from `cache`.
+
+        The cache interface of `DiT.step`: the keys and values of positions
+        `offset .. offset + n - 1` are computed from `input_ids` and replace the
+        cache's there; every other cached position is read as stored. With
+        full attention the cached positions did not see these tokens, so
+        this is Fast-dLLM's approximation (prefix cache: a cache of the
+        positions before `offset`; dual cache: of every position).
+
+        Args:
+            input_ids: Ids `(B, n)` of the positions to run.
+            padding_mask: `(B, n)`, `True` at real tokens.
+            cache: Keys and values of positions `0 .. C - 1` (`offset <= C`);
+                `None` runs `input_ids` alone (then `offset` must be 0).
+            offset: Position of the first id.
+            position_ids: `(B, n)` rotary positions (default `offset .. offset + n - 1`).
+
+        Returns:
+            Each position's own logits `(B, n, vocab_size)` (not shifted by
+            `shift_logits`: the caller shifts), and the cache of positions
+            `0 .. max(C, offset + n) - 1` with this call's keys and values spliced in.
+
+        Raises:
+            ValueError: For an `offset` outside `[0, C]`, or ids outside the vocabulary.
+        """
+        cached = 0 if cache is None else cache.length
+        if not 0 <= offset <= cached:
+            raise ValueError(
+                f"`offset` must lie in [0, {cached}] (the cached length); got {offset}"
+            )
+        if position_ids is None:
+            length = input_ids.shape[1]
+            position_ids = torch.arange(offset, offset + length, device=input_ids.device)[None]
+        if cache is not None and (padding_mask is not None or cache.padding_mask is not None):
+            batch = input_ids.shape[0]
+            real = torch.ones(batch, cached, dtype=torch.bool, device=input_ids.device)
+            fresh = torch.ones(batch, input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
+            padding_mask = splice(
+                real if cache.padding_mask is None else cache.padding_mask,
+                fresh if padding_mask is None else padding_mask,
+                offset,
+            )
+        return self._run(input_ids, padding_mask, position_ids, cache, offset, keep=True)
+
+    def _run(
+        self,
+        input_ids: Tensor,
+        padding_mask: Tensor | None,
+        position_ids: Tensor | None,
+        cache: KVCache | None,
+        offset: int,
+        *,
+        keep: bool,
+    ) -> tuple[Tensor, KVCache | None]:
+        """Unshifted logits, and the keys/values of every attended position when `keep`."""
+        if _checking() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(
                 f"`input_ids` must lie in 0..{self.config.vocab_size - 1}; got "
                 f"{int(input_ids.min())}..{int(input_ids.max())}"
             )
-        padding_mask = None if attention_mask is None else attention_mask.bool()
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         cos, sin = self._rotary(position_ids)
         h = self.embed(input_ids)
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            past = None if cache is None else (cache.keys[i], cache.values[i], offset)
             if recompute:
-                h = checkpoint(layer, h, cos, sin, padding_mask, use_reentrant=False)
+                h, k, v = checkpoint(layer, h, cos, sin, padding_mask, past, use_reentrant=False)
             else:
-                h = layer(h, cos, sin, padding_mask)
+                h, k, v = layer(h, cos, sin, padding_mask, past)
+            if keep:
+                keys.append(k)
+                values.append(v)
         h = self.norm(h)
         weight = self.embed.weight if self.head is None else self.head.weight
         logits = F.linear(h, weight)
-        if self.config.shift_logits:
-            logits = torch.cat((logits[:, :1], logits[:, :-1]), dim=1)
-        return LMOutput(logits)
+        return logits, (KVCache(tuple(keys), tuple(values), padding_mask) if keep else None)
 
     @classmethod
     def from_files(

@@ -18,11 +18,13 @@ from torch import Tensor
 from discdiff.typing import Times, Tokens
 
 __all__ = [
+    "CachedDenoiser",
     "ConditionalDenoiser",
     "Denoiser",
     "LabelledDenoiser",
     "NoisyClassifier",
     "is_time_conditioned",
+    "supports_cache",
     "with_label",
 ]
 
@@ -50,6 +52,42 @@ class Denoiser(Protocol):
             Unnormalised log-probabilities `(B, L, V)`.
         """
         ...
+
+
+@runtime_checkable
+class CachedDenoiser(Protocol):
+    r"""A denoiser that can run part of a sequence against a key/value cache.
+
+    `step(z_t, t, start, stop, cache=)` gives $\log x_\theta$ at positions
+    `start .. stop - 1`, computing their keys and values afresh and reading
+    every other position's from `cache` (a `discdiff.models.cache.KVCache`),
+    and returns the cache with the fresh ones spliced in. `SUBS` over a `DiT`
+    and the `HuggingFaceDenoiser` of a natively loaded LLaDA or Dream qualify
+    (their `cacheable` is true). `block_size` says whether attention is
+    block-causal (BD3-LM: the exact cache applies) or full (`None`: only
+    Fast-dLLM's approximate prefix and dual caches).
+    """
+
+    block_size: int | None
+
+    def step(
+        self,
+        z_t: Tokens,
+        t: Times,
+        start: int,
+        stop: int,
+        *,
+        cache: object | None = None,
+        padding_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> tuple[Float[Tensor, "batch block vocab"], object]:
+        """Log-probabilities `(B, stop - start, V)` and the updated cache."""
+        ...
+
+
+def supports_cache(denoiser: object) -> bool:
+    """Whether `denoiser` is a `CachedDenoiser` whose `step` works (`cacheable` not false)."""
+    return callable(getattr(denoiser, "step", None)) and bool(getattr(denoiser, "cacheable", True))
 
 
 def is_time_conditioned(denoiser: object) -> bool:

@@ -21,9 +21,10 @@ backbone must be time-conditioned.
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from discdiff.models.cache import KVCache
 from discdiff.processes.base import ForwardProcess
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.typing import Times, Tokens
@@ -93,6 +94,53 @@ class SUBS(nn.Module):
                 "(set `time_conditioning=True` in its config): its inputs do not reveal t"
             )
         self.time_conditioned = time_conditioning
+        self.cacheable = callable(getattr(backbone, "step", None))
+        """Whether `step` (key/value caches) works: the backbone has a `step` (the `DiT`)."""
+
+    @property
+    def block_size(self) -> int | None:
+        """The backbone's block size if it is block-causal (BD3-LM), else `None`."""
+        return getattr(getattr(self.backbone, "config", None), "block_size", None)
+
+    def step(
+        self,
+        z_t: Tokens,
+        t: Times,
+        start: int,
+        stop: int,
+        *,
+        cache: KVCache | None = None,
+        padding_mask: Bool[Tensor, "batch length"] | None = None,
+        positions: Int[Tensor, "batch length"] | None = None,
+    ) -> tuple[Float[Tensor, "batch block vocab"], KVCache]:
+        r"""$\log x_\theta$ at positions `start .. stop - 1` of $z_t$, the others read from `cache`.
+
+        The `CachedDenoiser` protocol, through `DiT.step`.
+
+        Args:
+            z_t: The whole sequence `(B, L)`.
+            t: Times `(B,)`.
+            start: First position to run.
+            stop: One past the last.
+            cache: Keys and values of positions `0 .. C - 1` ($C \ge$ `start`), or `None`
+                (then `start` is 0).
+            padding_mask: `(B, L)`, `True` at real tokens.
+            positions: Not supported with a cache (the `DiT` takes per-row positions
+                only in `forward`).
+
+        Returns:
+            Log-probabilities `(B, stop - start, V)` and the cache with positions
+            `start .. stop - 1` spliced in.
+
+        Raises:
+            ValueError: If `positions` is given.
+        """
+        if positions is not None:
+            raise ValueError("`positions`: the DiT's `step` takes no per-row positions")
+        tokens = z_t[:, start:stop]
+        mask = None if padding_mask is None else padding_mask[:, start:stop]
+        logits, new = self.backbone.step(tokens, self.sigma(t), mask, cache=cache, offset=start)
+        return self.process.log_probs(logits, tokens), new
 
     def forward(
         self,
