@@ -221,6 +221,7 @@ def test_padding_does_not_change_the_real_rows():
     padded tokens are not attended to."""
     net = tiny(N)
     denoiser = SUBS(net, PROCESS)
+
     def sampler(steps):  # 4 steps per block: steps are the total over the blocks
         return BlockSampler(AncestralSampler(PROCESS, MaskingPosterior(), steps=steps))
 

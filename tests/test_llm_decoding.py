@@ -27,7 +27,7 @@ from discdiff.processes.masking import (
 )
 from discdiff.rng import SequenceGenerator
 from discdiff.runs import sample_model
-from discdiff.sampling import AncestralSampler
+from discdiff.sampling import AncestralSampler, BlockSampler
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "llm_decoding_reference.json").read_text())
 DREAM_ALGORITHMS = {
@@ -383,3 +383,127 @@ def test_fast_dllm_threshold_decoding_token_for_token(denoisers: dict, row: dict
     assert denoiser.decode(result.tokens)[0].tolist() == row["tokens"]
     # one call per step of Fast-dLLM's loop, none once a block is decoded
     assert int(result.sequence_nfe[0]) == result.nfe == row["nfe"]
+
+
+# -- Fast-dLLM's caches ----------------------------------------------------------------------
+
+
+def _fast_dllm_form(threshold: float | None) -> object:
+    if threshold is None:  # LLaDA's per-step quota
+        return {"name": "maskgit", "count": "even"}
+    return {"name": "threshold", "threshold": threshold, "posterior": "maskgit"}
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize(
+    "index",
+    range(len(REFERENCE["fast_dllm_prefix_cache"])),
+    ids=lambda i: (
+        "-".join(
+            str(REFERENCE["fast_dllm_prefix_cache"][i][k])
+            for k in ("length", "block_length", "steps", "threshold")
+        )
+        + f"-p{len(REFERENCE['fast_dllm_prefix_cache'][i]['prompt'])}"
+    ),
+)
+def test_fast_dllm_cached_generators_token_for_token(
+    denoisers: dict, cache: str, index: int
+) -> None:
+    row = REFERENCE[f"fast_dllm_{cache}_cache"][index]
+    denoiser = denoisers["llada"]
+    strategy = build_strategy(_fast_dllm_form(row["threshold"]))
+    sampler = BlockSampler(
+        AncestralSampler(denoiser.process(), strategy, row["steps"], temperature=0.0),
+        row["block_length"],
+        cache=cache,
+    )
+    prompt = [denoiser.encode(torch.tensor(row["prompt"]))]
+    result = sampler.complete(denoiser, prompt, row["length"])
+    assert denoiser.decode(result.tokens)[0].tolist() == row["tokens"]
+    # Fast-dLLM's loop calls the network once more in a block its first call decodes whole;
+    # discdiff makes no call once a block is decoded
+    blocks = row["length"] // row["block_length"]
+    assert blocks <= int(result.sequence_nfe[0]) == result.nfe <= row["nfe"]
+    if row["threshold"] is None:  # the quota takes every step of every block
+        assert result.nfe == row["nfe"] == row["steps"]
+
+
+def test_the_caches_change_tokens_against_the_uncached_generator() -> None:
+    # the approximation is real on these models, so parity per cache mode means something
+    def key(r: dict) -> tuple:
+        return (tuple(r["prompt"]), r["length"], r["block_length"], r["steps"])
+
+    uncached = {key(r): r["tokens"] for r in REFERENCE["llada"]}
+    for cache in ("prefix", "dual"):
+        rows = [
+            r
+            for r in REFERENCE[f"fast_dllm_{cache}_cache"]
+            if r["threshold"] is None and key(r) in uncached
+        ]
+        assert len(rows) == 18
+        assert sum(r["tokens"] != uncached[key(r)] for r in rows) >= 12
+
+
+@pytest.mark.parametrize("kind", ["llada", "dream"])
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_caches_refreshed_every_call_equal_the_models_own_decoding(
+    denoisers: dict, kind: str, cache: str
+) -> None:
+    # refresh=1 recomputes every position at every call: exactly the uncached decoding, which
+    # for Dream (shifted logits: the block's first position reads the one before) is
+    # diffusion_generate's, and for LLaDA generate.py's
+    denoiser = denoisers[kind]
+    form = {"llada": {"name": "maskgit", "count": "even"}, "dream": {"name": "entropy"}}[kind]
+    strategy = build_strategy(form | ({"count": "dream"} if kind == "dream" else {}))
+    inner = AncestralSampler(denoiser.process(), strategy, 12, temperature=0.0)
+    rows = [denoiser.encode(torch.tensor(p)) for p in PROMPTS]
+    every = BlockSampler(inner, 8, cache=cache, refresh=1).complete(denoiser, rows, 24)
+    none = BlockSampler(inner, 8, cache="none").complete(denoiser, rows, 24)
+    plain = inner.complete(denoiser, rows, 24, block_length=8)
+    assert torch.equal(every.tokens, none.tokens) and torch.equal(none.tokens, plain.tokens)
+    assert torch.equal(every.sequence_nfe, plain.sequence_nfe)
+    once = BlockSampler(inner, 8, cache=cache).complete(denoiser, rows, 24)
+    assert once.tokens_processed < every.tokens_processed
+
+
+@pytest.mark.parametrize("kind", ["llada", "dream"])
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+@pytest.mark.parametrize(
+    ("form", "temperature"),
+    [
+        ({"name": "threshold", "threshold": 0.2, "posterior": "maskgit"}, 0.0),
+        ({"name": "maskgit", "count": "even"}, 1.0),
+    ],
+)
+def test_every_cache_completes_prompts_of_different_lengths_as_alone(
+    denoisers: dict, kind: str, cache: str, form: object, temperature: float
+) -> None:
+    # the 17-token prompt's left padding covers whole blocks of 4 of the others
+    denoiser = denoisers[kind]
+    inner = AncestralSampler(denoiser.process(), build_strategy(form), 12, temperature=temperature)
+    sampler = BlockSampler(inner, 4, cache=cache)
+    rows = [denoiser.encode(torch.tensor(p)) for p in PROMPTS]
+    together = sampler.complete_batches(denoiser, rows, 12, seed=5)
+    pairs = sampler.complete_batches(denoiser, rows, 12, seed=5, batch_size=2)
+    assert torch.equal(pairs.tokens, together.tokens)
+    assert torch.equal(pairs.sequence_nfe, together.sequence_nfe)
+    for i, row in enumerate(rows):
+        alone = sampler.complete(denoiser, [row], 12, generator=SequenceGenerator(5, 1, start=i))
+        assert torch.equal(alone.tokens[0], together.tokens[i])
+        assert int(alone.sequence_nfe[0]) == int(together.sequence_nfe[i]) == alone.nfe
+
+
+def test_a_cache_the_denoiser_cannot_honour_is_named(denoisers: dict) -> None:
+    denoiser = denoisers["llada"]
+    inner = AncestralSampler(denoiser.process(), MaskGITDecoder(count=EvenCount()), 4)
+    prompt = [denoiser.encode(torch.tensor([3, 5]))]
+    with pytest.raises(ValueError, match=r"`cache` 'exact' needs a block-causal model"):
+        BlockSampler(inner, 4, cache="exact").complete(denoiser, prompt, 8)
+    with pytest.raises(ValueError, match="`block_size` is needed"):
+        BlockSampler(inner, cache="dual").complete(denoiser, prompt, 8)
+    with pytest.raises(
+        ValueError, match=r"`steps` \(4\) must be divisible by the number of blocks \(8\)"
+    ):
+        BlockSampler(inner, 2, cache="dual").complete(denoiser, prompt, 16)
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        BlockSampler(inner, 4, cache="dual").complete(denoiser, [prompt[0][:0]], 8)

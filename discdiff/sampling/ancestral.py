@@ -683,14 +683,15 @@ class _Run:
         self.fractions: list[Tensor] | None = [] if stats else None
         self.remasks: list[Tensor] | None = [] if stats else None
 
-    def x_theta(self, z: Tensor, t: Tensor) -> Any:
+    def x_theta(self, z: Tensor, t: Tensor, needed: Tensor) -> Any:
+        r"""$x_\theta(z)$; `needed` `(B,)`: the rows that have work left (alone, they call)."""
         self.nfe += 1
         if self.sequence_nfe is None:
             self.sequence_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         if self.stale is None or not self.use_cache:
-            self.sequence_nfe += 1
+            self.sequence_nfe += needed
         else:
-            self.sequence_nfe += self.stale
+            self.sequence_nfe += self.stale & needed
         self.stale = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
         # The first call runs with every check on (NaN logits, σ bounds, ids);
         # later ones without, so the loop does not synchronise with the host.
@@ -736,7 +737,8 @@ class _Run:
             if finished and not bool((process.is_masked(z) & active).any()):
                 break
             if x is None:
-                x = self.x_theta(z, grid[i])
+                work = active & process.is_masked(z) if done_when_unmasked else active
+                x = self.x_theta(z, grid[i], work.any(-1))
             with validation(not self.checked):
                 z_s = sampler.posterior.draw(
                     process,
@@ -766,7 +768,7 @@ class _Run:
         # no call once nothing is left to decode (one host synchronisation per grid)
         if sampler.noise_removal and bool((process.is_masked(z) & active).any()):
             if x is None:
-                x = self.x_theta(z, grid[-1])
+                x = self.x_theta(z, grid[-1], (process.is_masked(z) & active).any(-1))
             probs = getattr(x, "probs", x)  # a decoder's input carries its probabilities
             z = torch.where(active, process.remove_noise(z, probs, grid[-1].expand(batch)), z)
             self.steps += 1
