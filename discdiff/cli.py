@@ -708,7 +708,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="with --model: new tokens per block instead of --blocks (LLaDA's block_length); "
         "it must divide --length, and the number of blocks must divide sampler.steps, the "
-        "total over all blocks",
+        "total over all blocks; sampler.cache=prefix|dual runs the blocks with Fast-dLLM's "
+        "key/value caches",
     )
     sample.add_argument(
         "--chat", action="store_true", help="with --model: wrap the prompt in the chat template"

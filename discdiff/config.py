@@ -87,6 +87,7 @@ from discdiff.processes.masking.remasking import (
 from discdiff.processes.uniform import UniformPosterior, UniformProcess
 from discdiff.sampling import AncestralSampler
 from discdiff.sampling.ancestral import Strategy
+from discdiff.sampling.blocks import BlockCache
 from discdiff.schedules import (
     Cosine,
     CosineSquared,
@@ -637,7 +638,13 @@ class SamplerSpec:
             code and the paper's numbers); see `discdiff.shape_probs`.
         float64: Draw categories in float64 (MDLM's fix for low-entropy samples).
         noise_removal: Decode every remaining mask at the last step.
-        cache: Reuse $x_\theta$ when nothing changed (time-unconditioned models).
+        reuse: Reuse $x_\theta$ when nothing changed (time-unconditioned models).
+            Configs written before this key had `cache: true/false` for it; they
+            load with that value here.
+        cache: The key/value cache of block-by-block sampling (`BlockSampler`):
+            `none`, `exact` (block-causal models; their default), `prefix` or
+            `dual` (Fast-dLLM's approximate caches of full-attention models,
+            e.g. LLaDA and Dream with `--block-length`); `null`: the model's default.
         t_min: The last time of the grid.
         seed: Seed of the draws.
     """
@@ -652,7 +659,8 @@ class SamplerSpec:
     nucleus: Nucleus = "standard"
     float64: bool = True
     noise_removal: bool = True
-    cache: bool = True
+    reuse: bool = True
+    cache: BlockCache | None = None
     t_min: float = 1e-5
     seed: int = 0
 
@@ -677,7 +685,7 @@ class SamplerSpec:
             nucleus=self.nucleus,
             float64=self.float64,
             noise_removal=self.noise_removal,
-            cache=self.cache,
+            cache=self.reuse,
             t_min=self.t_min,
             progress=progress,
         )
@@ -699,6 +707,16 @@ class SamplerSpec:
         """SHA-256 (first 8 hex digits) of every setting, in their config form."""
         text = json.dumps(_plain(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _reuse_key(sampler: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The sampler section with a boolean `cache` (the x_θ reuse, as first named) as `reuse`."""
+    if not isinstance(sampler, Mapping) or not isinstance(sampler.get("cache"), bool):
+        return sampler
+    if "reuse" in sampler:
+        raise ConfigError("sampler.cache", "is a cache name (none/exact/prefix/dual) with `reuse`")
+    values = {k: v for k, v in sampler.items() if k != "cache"}
+    return {**values, "reuse": sampler["cache"]}
 
 
 def _tag(form: Mapping[str, Any]) -> str:
@@ -769,7 +787,7 @@ class RunConfig:
             )
         model = {name: getattr(built, name) for name in model}  # the checked, converted values
         process = _construct("process", ProcessSpec, given["process"])
-        sampler = _construct("sampler", SamplerSpec, given["sampler"])
+        sampler = _construct("sampler", SamplerSpec, _reuse_key(given["sampler"]))
         example = process.build(2)
         if example.needs_time:
             if model.get("time_conditioning") is False:

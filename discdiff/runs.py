@@ -473,7 +473,13 @@ def sample_run(
     else:
         sampler, model = spec.build(loaded.process, progress=progress), loaded.denoiser
         if getattr(loaded.model.config, "block_size", None):  # block diffusion: block by block
-            sampler = BlockSampler(sampler)
+            sampler = BlockSampler(sampler, cache=spec.cache)
+        elif spec.cache not in (None, "none"):
+            raise ConfigError(
+                "sampler.cache",
+                f"{spec.cache!r} needs block-by-block sampling: a block-causal model "
+                "(model.block_size), or an open LLM with --block-length (discdiff sample --model)",
+            )
     start = time.perf_counter()
     with torch.no_grad():
         result = sampler.sample_batches(
@@ -761,7 +767,12 @@ def sample_model(
     _check_same_samples(folder, settings)
     sampler = spec.build(process, progress=progress)
     batching = {"seed": spec.seed, "batch_size": spec.batch_size, "device": device}
-    batching |= {"blocks": blocks, "block_length": block_length}
+    if spec.cache in (None, "none"):
+        batching |= {"blocks": blocks, "block_length": block_length}
+    else:  # a key/value cache: block by block over the new tokens (one block by default)
+        sampler = BlockSampler(sampler, block_length or length // blocks, cache=spec.cache)
+        if not prompt_ids:
+            raise ValueError(f"`sampler.cache` {spec.cache!r} completes prompts: give a `prompt`")
     start = time.perf_counter()
     with torch.no_grad():
         if prompt_ids:

@@ -15,7 +15,7 @@ from llm_fixtures import write_tiny_dream, write_tiny_llada
 
 from discdiff import MaskingPosterior, MaskingProcess
 from discdiff.cli import main
-from discdiff.config import RunConfig, build_strategy
+from discdiff.config import ConfigError, RunConfig, build_strategy
 from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.processes.masking import (
     DreamCount,
@@ -507,3 +507,41 @@ def test_a_cache_the_denoiser_cannot_honour_is_named(denoisers: dict) -> None:
         BlockSampler(inner, 2, cache="dual").complete(denoiser, prompt, 16)
     with pytest.raises(ValueError, match="prompt 0 is empty"):
         BlockSampler(inner, 4, cache="dual").complete(denoiser, [prompt[0][:0]], 8)
+
+
+def test_cli_dual_cache_reproduces_fast_dllm_for_several_prompts(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    # "the cat sat on" and "log" are the word ids [3, 5, 7, 9] and [12] of the references
+    rows = [
+        r
+        for r in REFERENCE["fast_dllm_dual_cache"]
+        if r["prompt"] in ([3, 5, 7, 9], [12])
+        and (r["length"], r["block_length"], r["steps"], r["threshold"]) == (24, 8, 12, None)
+    ]
+    assert len(rows) == 2
+    argv = ["sample", "--model", str(models["llada"]), "--prompt", "the cat sat on"]
+    argv += ["--prompt", "log", "--length", "24", "--block-length", "8", "--quiet"]
+    argv += ["sampler.posterior=maskgit", "sampler.steps=12", "sampler.temperature=0"]
+    argv += ["sampler.cache=dual", "--dtype", "float32", "--out", str(tmp_path / "s")]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert [tokens[-24:] for tokens in record["tokens"]] == [r["tokens"] for r in rows]
+    assert record["sampler"]["cache"] == "dual" and len(record["completions"]) == 2
+    assert main([*argv[:-1], str(tmp_path / "e"), "sampler.cache=exact"]) == 2
+
+
+def test_configs_written_with_a_boolean_cache_still_load(tmp_path: Path) -> None:
+    # `cache: true/false` was the x_θ reuse before `sampler.cache` named a key/value cache
+    path = tmp_path / "run.yaml"
+    path.write_text("sampler:\n  posterior: mdlm\n  steps: 8\n  cache: false\n")
+    spec = RunConfig.load(path).sampler
+    assert spec.reuse is False and spec.cache is None
+    assert spec.build(MaskingProcess(vocab_size=4)).cache is False
+    spec = RunConfig.from_dict({"sampler": {"cache": True}}).sampler
+    assert spec.reuse is True and spec.cache is None
+    assert RunConfig.from_dict({"sampler": {"cache": "prefix"}}).sampler.cache == "prefix"
+    with pytest.raises(ConfigError, match=r"sampler\.cache"):
+        RunConfig.from_dict({"sampler": {"cache": "everything"}})
+    with pytest.raises(ConfigError, match=r"sampler\.cache"):
+        RunConfig.from_dict({"sampler": {"cache": False, "reuse": True}})
