@@ -545,3 +545,27 @@ def test_configs_written_with_a_boolean_cache_still_load(tmp_path: Path) -> None
         RunConfig.from_dict({"sampler": {"cache": "everything"}})
     with pytest.raises(ConfigError, match=r"sampler\.cache"):
         RunConfig.from_dict({"sampler": {"cache": False, "reuse": True}})
+
+
+def test_confidences_of_a_peaked_model_stay_distinct() -> None:
+    # p = 1 - 7e^-30 and 1 - 7e^-31: a float32 log-softmax gives log p = 0 for both (a tie,
+    # decided by position); the float64 normaliser keeps them apart, as LLaDA's float64 softmax
+    from discdiff.models.hf import HuggingFaceDenoiser
+
+    class Peaked(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.zeros(*input_ids.shape, 8)
+            logits[..., 2] = torch.tensor([30.0, 31.0])
+            return type("Output", (), {"logits": logits})()
+
+    denoiser = HuggingFaceDenoiser(Peaked(), mask_token_id=7, model_vocab_size=8, mask_mass=True)
+    z = torch.full((1, 2), denoiser.mask_id)
+    with torch.no_grad():
+        confidence = denoiser(z, torch.ones(1)).double().exp()[0, :, 2]
+    assert float(torch.log_softmax(torch.tensor([30.0] + [0.0] * 7), -1)[0]) == 0.0
+    expected = 1 - 7 * torch.exp(-torch.tensor([30.0, 31.0], dtype=torch.float64))
+    assert torch.allclose(1 - confidence, 1 - expected, rtol=1e-6)
+    decoder = MaskGITDecoder(tokens_per_step=1)
+    sampler = AncestralSampler(denoiser.process(), decoder, 2, temperature=0.0)
+    first = sampler.sample(denoiser, 1, 2, return_trajectory=True).trajectory[1, 0]
+    assert first.tolist() == [denoiser.mask_id, 2]  # the more confident position first

@@ -15,8 +15,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from discdiff._checks import validation_enabled
 from discdiff.models.cache import KVCache
 from discdiff.models.subs import subs_log_probs
+from discdiff.processes.base import NEG
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.schedules import LogLinear, NoiseSchedule
 from discdiff.tokenizer_loader import load_tokenizer
@@ -234,6 +236,8 @@ class HuggingFaceDenoiser(nn.Module):
         """SUBS of the model's logits (the mask's mass kept with `mask_mass`)."""
         m = self.model_mask_id
         data_logits = torch.cat((logits[..., :m], logits[..., m + 1 :]), dim=-1)
+        if not logits.requires_grad:  # sampling: normalised in float64, kept in float32
+            return self._sampling_log_probs(logits, data_logits, z_t)
         log_probs = subs_log_probs(
             data_logits, z_t, vocab_size=self.vocab_size, mask_id=self.mask_id
         )
@@ -243,3 +247,20 @@ class HuggingFaceDenoiser(nn.Module):
         kept = data_logits.float().logsumexp(-1) - logits.float().logsumexp(-1)
         masked = (z_t == self.mask_id).unsqueeze(-1)
         return torch.where(masked, log_probs + kept.unsqueeze(-1), log_probs)
+
+    def _sampling_log_probs(self, logits: Tensor, data_logits: Tensor, z_t: Tokens) -> Tensor:
+        r"""As `_log_probs`, with the normaliser $\log \sum_v e^{\ell_v}$ taken in float64.
+
+        The result is float32, but $\log p = \ell - \log\sum e^{\ell}$ keeps its
+        relative precision near $p = 1$ ($\log p \approx -10^{-9}$ stays distinct),
+        so the confidences decoders read (`exp` in float64) do not all round to 1
+        on a peaked model, and rank as LLaDA's and Fast-dLLM's float64 softmax does.
+        """
+        if validation_enabled() and not bool(torch.isfinite(logits).all()):
+            raise ValueError("the model returned NaN or infinite `logits`")
+        whole = logits if self.mask_mass else data_logits
+        log_probs = (data_logits.double() - whole.double().logsumexp(-1, keepdim=True)).float()
+        unmasked = (z_t != self.mask_id).unsqueeze(-1)
+        index = torch.where(unmasked, z_t.unsqueeze(-1), 0)
+        carried = torch.where(unmasked, 0.0, log_probs.gather(-1, index))
+        return log_probs.masked_fill_(unmasked, NEG).scatter_(-1, index, carried)
