@@ -63,6 +63,7 @@ from discdiff.processes.masking import (
     DreamCount,
     EntropyDecoder,
     EvenCount,
+    FactorCount,
     MarginDecoder,
     MaskGITDecoder,
     ScheduleCount,
@@ -174,9 +175,11 @@ STEP_COUNTS: dict[str, type[StepCount]] = {
     "even": EvenCount,
     "dream": DreamCount,
     "threshold": ThresholdCount,
+    "factor": FactorCount,
 }
 """Names of the decoders' count rules (`count` of `maskgit`, `entropy`, `margin`, `dilated`):
-MDLM's expected count, LLaDA's even quota, Dream's floor(n (1 - s/t))."""
+MDLM's expected count, LLaDA's even quota, Dream's floor(n (1 - s/t)), Fast-dLLM's threshold
+and factor rules."""
 
 
 LANGUAGES: dict[str, type[ExactLanguage]] = {

@@ -21,6 +21,7 @@ from discdiff.processes.masking import (
     DreamCount,
     EntropyDecoder,
     EvenCount,
+    FactorCount,
     MarginDecoder,
     MaskGITDecoder,
     ScheduleCount,
@@ -569,3 +570,39 @@ def test_confidences_of_a_peaked_model_stay_distinct() -> None:
     sampler = AncestralSampler(denoiser.process(), decoder, 2, temperature=0.0)
     first = sampler.sample(denoiser, 1, 2, return_trajectory=True).trajectory[1, 0]
     assert first.tolist() == [denoiser.mask_id, 2]  # the more confident position first
+
+
+def test_factor_count_is_fast_dllms_rule() -> None:
+    process = MaskingProcess(vocab_size=4)
+    one, zero = torch.ones(1), torch.zeros(1)
+    # bars for ranks 2, 3, 4 at f = 1: 2/3, 3/4, 4/5
+    score = torch.tensor([[0.9, 0.8, 0.7, 0.1, -torch.inf]], dtype=torch.float64)
+    assert int(FactorCount(1.0)(process, torch.tensor([4]), one, one / 2, score)) == 2
+    # only the last fails: all are decoded, as get_transfer_index_dynamic does
+    score = torch.tensor([[0.9, 0.8, 0.76, 0.1]], dtype=torch.float64)
+    assert int(FactorCount(1.0)(process, torch.tensor([4]), one, one / 2, score)) == 4
+    assert int(FactorCount(1.0)(process, torch.tensor([4]), one, zero, score)) == 4
+    with pytest.raises(ValueError, match="factor"):
+        FactorCount(0.0)
+
+
+@pytest.mark.parametrize(
+    "row",
+    REFERENCE["fast_dllm_factor"],
+    ids=lambda r: (
+        f"{r['cache']}-{len(r['prompt'])}-{r['length']}-{r['block_length']}-{r['factor']}"
+    ),
+)
+def test_fast_dllm_factor_rule_token_for_token(denoisers: dict, row: dict) -> None:
+    denoiser = denoisers["llada"]
+    form = {"name": "maskgit", "count": {"name": "factor", "factor": row["factor"]}}
+    strategy = build_strategy(form)
+    inner = AncestralSampler(denoiser.process(), strategy, row["length"], temperature=0.0)
+    prompt = [denoiser.encode(torch.tensor(row["prompt"]))]
+    if row["cache"] == "none":
+        result = inner.complete(denoiser, prompt, row["length"], block_length=row["block_length"])
+    else:
+        sampler = BlockSampler(inner, row["block_length"], cache=row["cache"])
+        result = sampler.complete(denoiser, prompt, row["length"])
+    assert denoiser.decode(result.tokens)[0].tolist() == row["tokens"]
+    assert int(result.sequence_nfe[0]) == result.nfe == row["nfe"]

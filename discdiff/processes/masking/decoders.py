@@ -66,6 +66,7 @@ __all__ = [
     "DreamCount",
     "EntropyDecoder",
     "EvenCount",
+    "FactorCount",
     "MarginDecoder",
     "MaskGITDecoder",
     "ScheduleCount",
@@ -286,6 +287,54 @@ class ThresholdCount(StepCount):
             raise ValueError("ThresholdCount needs the candidates' scores")
         sure = (score >= self.threshold).sum(-1).clamp_min(1)
         return torch.where(s <= 0, n_masked, torch.minimum(sure, n_masked))
+
+
+class FactorCount(StepCount):
+    r"""Fast-dLLM's `factor` rule: as many of the most confident as clear a falling bar.
+
+    With the masked positions' scores sorted, $c_{(1)} \ge c_{(2)} \ge \dots \ge
+    c_{(n)}$, the step unmasks the $k$ most confident, $k$ the length of the
+    leading run with $c_{(r)} \ge 1 - f/(r + 1)$ (rank 1 always passes):
+    decoding $r$ tokens at once is allowed while each is surer than the bar
+    for $r$. As Fast-dLLM's `get_transfer_index_dynamic`, a run that stops at
+    rank $n$ (only the last fails) decodes all $n$; the last step of the grid
+    unmasks everything left. Like `ThresholdCount`, give at least as many steps
+    as positions per block to follow Fast-dLLM's loop, which runs until the
+    block is decoded.
+
+    Args:
+        factor: $f > 0$ (larger: more tokens per step).
+    """
+
+    def __init__(self, factor: float = 1.0) -> None:
+        if not factor > 0:
+            raise ValueError(f"`factor` must be > 0; got {factor}")
+        self.factor = factor
+
+    def __repr__(self) -> str:
+        return f"FactorCount(factor={self.factor})"
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """$t_i = 1 - i/T$; the last step ($s = 0$) unmasks what is left."""
+        return uniform_time_grid(steps, 0.0)
+
+    def __call__(
+        self,
+        process: MaskingProcess,
+        n_masked: Int[Tensor, "batch"],
+        t: Times,
+        s: Times,
+        score: PerPosition | None = None,
+    ) -> Int[Tensor, "batch"]:
+        """The leading run of sorted scores above $1 - f/(r + 1)$ (see the class)."""
+        if score is None:
+            raise ValueError("FactorCount needs the candidates' scores")
+        ranked = score.sort(dim=-1, descending=True).values  # -inf (not masked) last
+        rank = torch.arange(1, score.shape[-1] + 1, device=score.device, dtype=torch.float64)
+        bar = (1 - self.factor / (rank + 1)).masked_fill(rank == 1, -torch.inf)
+        run = (ranked >= bar).long().cumprod(-1).sum(-1).clamp_max(n_masked)
+        count = torch.where(run >= n_masked - 1, n_masked, run)
+        return torch.where(s <= 0, n_masked, count)
 
 
 class ConfidenceDecoder(ABC):
