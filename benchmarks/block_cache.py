@@ -121,8 +121,8 @@ def main():
             "hmm",
             length,
         )
-        for name, per_block in per_block_samplers():
-            inner = dd.AncestralSampler(process, STRATEGIES[name], per_block)
+        for name, per_block in per_block_samplers():  # a BlockSampler's steps: the total
+            inner = dd.AncestralSampler(process, STRATEGIES[name], per_block * blocks)
             for cache in ("none", "prefix", "dual"):
                 sampler = dd.BlockSampler(inner, args.block, cache=cache)
                 report(
@@ -135,7 +135,7 @@ def main():
     for n in args.perfect_blocks:
         exact = language.denoiser(process=process)
         for strategy, per_block in per_block_samplers(n):
-            inner = dd.AncestralSampler(process, STRATEGIES[strategy], per_block)
+            inner = dd.AncestralSampler(process, STRATEGIES[strategy], per_block * (length // n))
             report(
                 f"exact n={n} {strategy} S={per_block}",
                 dd.BlockSampler(inner, n),
@@ -150,7 +150,8 @@ def main():
         bd = load_run(path)
         n = bd.model.config.block_size
         for strategy, per_block in per_block_samplers(n):
-            inner = dd.AncestralSampler(bd.process, STRATEGIES[strategy], per_block)
+            total = per_block * (length // n)
+            inner = dd.AncestralSampler(bd.process, STRATEGIES[strategy], total)
             names = []
             for cache in ("none", "exact"):
                 name = f"BD n={n} {strategy} S={per_block} cache={cache}"
@@ -163,7 +164,7 @@ def main():
         tau = dd.ThresholdDecoder(0.7)
         report(
             f"BD n={n} threshold τ=0.7 S={n} cache=exact",
-            dd.BlockSampler(dd.AncestralSampler(bd.process, tau, n), cache="exact"),
+            dd.BlockSampler(dd.AncestralSampler(bd.process, tau, length), cache="exact"),
             bd.denoiser,
             f"bd{n}",
             length,
