@@ -366,6 +366,11 @@ def test_the_dit_completes_prompts_of_different_lengths_as_alone(
         )
         assert torch.equal(alone.tokens[0], together.tokens[i])
         assert int(alone.sequence_nfe[0]) == int(together.sequence_nfe[i])
+    blocks = BlockSampler(sampler, 3).complete_batches(denoiser, rows, 6, seed=1)
+    assert torch.equal(blocks.tokens, together.tokens)
+    assert torch.equal(blocks.sequence_nfe, together.sequence_nfe)
+    with pytest.raises(ValueError, match="positions"):  # the DiT's step takes no positions
+        BlockSampler(sampler, 3, cache="dual").complete(denoiser, rows, 6)
 
 
 @pytest.mark.parametrize(

@@ -721,6 +721,7 @@ class _Run:
         """
         sampler, process = self.sampler, self.sampler.process
         self.view = view
+        self.stale = None  # a new grid (block) starts with a call every row with work needs
         frozen = z.clone()
         memory = sampler.posterior.start(process, z)
         done_when_unmasked = bool(getattr(sampler.posterior, "never_remasks", False))

@@ -133,17 +133,15 @@ class _BlockDenoiser:
         if self.causal:  # no cache: the finished blocks and this one
             return self._step(whole, t, 0, stop, None)[0][:, start:]
         length = whole.shape[1]
-        if not self.cached:  # any denoiser, on the whole sequence
+        if not self.cached or mode == "none":  # the whole sequence, as the denoiser runs it
             self.processed += length
             if self.padding is None and self.positions is None:
                 return self.denoiser(whole, t)[:, start:stop]
             padded = self.denoiser(whole, t, padding_mask=self.padding, positions=self.positions)
             return padded[:, start:stop]
         refresh = self.owner.refresh
-        if mode == "none" or first or (refresh is not None and (self.calls - 1) % refresh == 0):
-            log_probs, new = self._step(whole, t, 0, length, None)
-            if mode != "none":
-                self.cache = new
+        if first or (refresh is not None and (self.calls - 1) % refresh == 0):
+            log_probs, self.cache = self._step(whole, t, 0, length, None)
             return log_probs[:, start:stop]
         if mode == "prefix":  # the block and everything after it, the prefix from the cache
             return self._step(whole, t, start, length, self.cache.prefix(start))[0][
