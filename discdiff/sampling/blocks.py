@@ -35,13 +35,23 @@ Caches (`cache=`):
   and values from the store. Those were computed before the block changed,
   so this is an approximation whose cost must be measured; with
   `refresh=1` every call runs the whole sequence and the sampler equals
-  `"none"` exactly.
+  `"none"` exactly. On a natively loaded LLaDA this is Fast-dLLM's
+  `generate_with_prefix_cache` / `generate_with_dual_cache`, token for token.
+
+The caches need a `CachedDenoiser` (`discdiff.models.protocol`): `SUBS` over
+a `DiT`, or the `HuggingFaceDenoiser` of a natively loaded LLaDA or Dream,
+whose `step` runs some positions against a `KVCache`. `sample` splits the
+whole sequence into blocks from position 0 (BD3-LM); `complete` left-pads
+prompts of different lengths and splits only the new tokens (LLaDA's
+`block_length`). `steps` are the total over the blocks, as in
+`AncestralSampler` and LLaDA.
 
 `BlockSampleResult.tokens_processed` counts the positions the network ran
 per sequence, beside the honest `nfe` (a cached call is still a call).
 """
 
 import copy
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -381,13 +391,15 @@ class BlockSampler:
         generator: RandomSource,
     ) -> BlockSampleResult:
         """Run the per-block sampler on each span in order; the rest stays as `values`."""
-        if padding is not None and not supports_cache(denoiser):
-            call = getattr(denoiser, "forward", denoiser.__call__)
-            if "padding_mask" not in call.__code__.co_varnames:
-                raise ValueError(
-                    f"padding (`lengths` or prompts of different lengths) needs a denoiser that "
-                    f"takes `padding_mask`; {type(denoiser).__name__} does not"
-                )
+        if (
+            padding is not None
+            and not supports_cache(denoiser)
+            and "padding_mask" not in inspect.signature(denoiser).parameters
+        ):
+            raise ValueError(
+                f"padding (`lengths` or prompts of different lengths) needs a denoiser that "
+                f"takes `padding_mask`; {type(denoiser).__name__} does not"
+            )
         steps = self.sampler.steps
         if spans and steps % len(spans):
             raise ValueError(
