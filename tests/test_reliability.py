@@ -46,7 +46,7 @@ from discdiff.config import (
     RunConfig,
     SamplerSpec,
 )
-from discdiff.models import checkpoints as model_files
+from discdiff.models import pretrained as model_files
 from discdiff.models.dit import DiT, DiTConfig
 from discdiff.training import checkpoints
 from discdiff.training.checkpoints import CheckpointStore

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from discdiff.models.attention import AttentionBackend
-from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
+from discdiff.models.pretrained import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import DREAM_KEYS, load_dream
 from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.llada import LLADA_KEYS, load_llada

@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
-from discdiff.models.checkpoints import CONFIG_NAME
+from discdiff.models.pretrained import CONFIG_NAME
 
 __all__ = [
     "BidirectionalTransformer",
