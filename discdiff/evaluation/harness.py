@@ -107,7 +107,6 @@ from lm_eval.api.registry import model_registry
 from torch import Tensor
 
 from discdiff._io import atomic_write
-from discdiff.config import RunConfig, parse_override
 from discdiff.data.text import CharTokenizer
 from discdiff.models.diffusion_llms import load_diffusion_llm, load_tokenizer, resolve_model
 from discdiff.models.llm import read_config
@@ -116,7 +115,7 @@ from discdiff.processes.base import ForwardProcess
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.rng import SequenceGenerator, derive_seed
-from discdiff.runs import load_run
+from discdiff.runs import config_from_overrides, load_run
 from discdiff.sampling.blocks import BlockSampler
 from discdiff.schedules import LogLinear
 
@@ -776,10 +775,7 @@ class DiscdiffLM(LM):
             }
             described = {"run": str(kwargs["run"]), "sampler": config.to_dict()["sampler"]}
             return codec, denoiser, process, sampling, described
-        values: dict[str, Any] = {}
-        for override in overrides:
-            parse_override(values, override)
-        config = RunConfig.from_dict(values)
+        config = config_from_overrides(overrides)
         dtype = kwargs.get("dtype")
         if dtype is not None and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
             raise HarnessError(f"`dtype` must name a torch dtype (e.g. bfloat16); got {dtype!r}")
