@@ -24,6 +24,10 @@ paper's Table 1 and Table 2 at CPU scale.
 `finetune` fine-tunes a diffusion LLM (LLaDA, Dream) or a DiT run on
 prompt/response data, with or without LoRA (see `discdiff.finetune`), and
 `export` merges a LoRA adapter into its base.
+
+This module only parses the options and prints: each command is one call
+into `discdiff.runs`, `discdiff.finetune`, `discdiff.evaluation.harness` or
+`discdiff.studies.commands` (`quickstart`, `scale`).
 """
 
 import argparse
