@@ -45,7 +45,7 @@ def draw(sampler, denoiser, samples, length, batch, seed):
     with torch.no_grad():
         for first in range(0, samples, batch):
             size = min(batch, samples - first)
-            generator = dd.SequenceGenerator(seed, size, start=first)
+            generator = dd.rng.SequenceGenerator(seed, size, start=first)
             result = sampler.sample(denoiser, size, length, generator=generator)
             tokens.append(result.tokens)
             calls.append(result.sequence_nfe)

@@ -19,7 +19,7 @@ import time
 import torch
 
 import discdiff as dd
-from discdiff.config import LANGUAGES
+from discdiff.config import choices
 from discdiff.data import LanguageSource
 from discdiff.objectives import held_out_bound
 from discdiff.presets import PAPER
@@ -30,13 +30,13 @@ LENGTH = 64
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("language", choices=sorted(LANGUAGES))
+    parser.add_argument("language", choices=sorted(choices("language")))
     parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--spec", default="{}", help="the language's arguments, as JSON")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = json.loads(args.spec)
-    language = LANGUAGES[args.language](**spec)
+    language = choices("language")[args.language](**spec)
     start = time.time()
     entropy = language.entropy(LENGTH)
     process = dd.MaskingProcess(vocab_size=language.vocab_size)

@@ -76,7 +76,7 @@ def main():
                 if args.noise == "torch":
                     generator = torch.Generator().manual_seed(0)
                 else:
-                    generator = dd.SequenceGenerator(0, args.batch)
+                    generator = dd.rng.SequenceGenerator(0, args.batch)
                 result = sampler.sample(timed, args.batch, args.length, generator=generator)
                 total = time.perf_counter() - start
                 fixed = denoiser(

@@ -11,35 +11,22 @@ or, for uniform-state noise, `UniformProcess(schedule=LogLinear(), vocab_size=V)
 with `UniformPosterior()`; both are `ForwardProcess`es.
 """
 
-from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy, score_entropy
-from discdiff.distributions import FactorizedCategorical, MaskedCategorical
+import discdiff.baseline_objectives
+import discdiff.data.pcfg  # noqa: F401  (registers its language)
 from discdiff.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance
 from discdiff.models import (
     SUBS,
     CausalConfig,
     CausalTransformer,
-    ConditionalDenoiser,
-    ConditionalSUBS,
     Denoiser,
     DiT,
-    DiTClassifier,
     DiTConfig,
-    EnumerableClassifier,
-    EnumerableConditionalOracle,
     EnumerableOracle,
     HuggingFaceDenoiser,
-    NoisyClassifier,
     ScoreModel,
     load_diffusion_llm,
-    with_label,
 )
-from discdiff.objectives import (
-    BlockNELBO,
-    ConditionalNELBO,
-    NoisyClassification,
-    discrete_nelbo,
-    nelbo,
-)
+from discdiff.objectives import nelbo
 from discdiff.processes import ForwardProcess, MaskingProcess
 from discdiff.processes.masking import (
     DilatedDecoder,
@@ -67,13 +54,12 @@ from discdiff.processes.masking.remasking import (
     sigma_max,
 )
 from discdiff.processes.uniform import UniformPosterior, UniformProcess
-from discdiff.rng import SequenceGenerator
+from discdiff.registry import register
 from discdiff.sampling import (
     AncestralSampler,
     BlockSampler,
     ParticleSampler,
     ReverseChain,
-    SampleResult,
 )
 from discdiff.schedules import (
     Cosine,
@@ -84,37 +70,29 @@ from discdiff.schedules import (
     NoiseSchedule,
     Polynomial,
 )
+from discdiff.shaping import Shaping
 
 __all__ = [
     "SUBS",
     "AncestralSampler",
-    "AutoregressiveNLL",
-    "BlockNELBO",
     "BlockSampler",
     "CapSchedule",
     "CausalConfig",
     "CausalTransformer",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
-    "ConditionalDenoiser",
-    "ConditionalNELBO",
-    "ConditionalSUBS",
     "ConfidenceSchedule",
     "Cosine",
     "CosineSquared",
     "DFMCorrector",
     "Denoiser",
     "DiT",
-    "DiTClassifier",
     "DiTConfig",
     "DilatedDecoder",
     "DreamCount",
     "EntropyDecoder",
-    "EnumerableClassifier",
-    "EnumerableConditionalOracle",
     "EnumerableOracle",
     "EvenCount",
-    "FactorizedCategorical",
     "ForwardBackward",
     "ForwardProcess",
     "Geometric",
@@ -125,13 +103,10 @@ __all__ = [
     "LoopSchedule",
     "MarginDecoder",
     "MaskGITDecoder",
-    "MaskedCategorical",
     "MaskingPosterior",
     "MaskingProcess",
     "NoRemasking",
     "NoiseSchedule",
-    "NoisyClassification",
-    "NoisyClassifier",
     "ParticleSampler",
     "Polynomial",
     "RemaskPosterior",
@@ -140,21 +115,17 @@ __all__ = [
     "ReverseChain",
     "SEDDAnalytic",
     "SEDDEuler",
-    "SampleResult",
     "ScheduleCount",
-    "ScoreEntropy",
     "ScoreModel",
-    "SequenceGenerator",
+    "Shaping",
     "ThresholdCount",
     "ThresholdDecoder",
     "UniformPosterior",
     "UniformProcess",
-    "discrete_nelbo",
     "load_diffusion_llm",
     "nelbo",
-    "score_entropy",
+    "register",
     "sigma_max",
-    "with_label",
 ]
 
 __version__ = "0.1.0"

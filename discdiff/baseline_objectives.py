@@ -32,8 +32,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from discdiff.models.causal import next_token_nll
-from discdiff.models.score import log_score_ratio
+from discdiff.models.causal import CausalTransformer, next_token_nll
+from discdiff.models.score import ScoreModel, log_score_ratio
 from discdiff.objectives import (
     T_MIN,
     ContinuousNELBO,
@@ -42,6 +42,7 @@ from discdiff.objectives import (
     antithetic_times,
 )
 from discdiff.processes.masking.process import MaskingProcess
+from discdiff.registry import register
 
 __all__ = ["AutoregressiveNLL", "PrefixClassification", "ScoreEntropy", "score_entropy"]
 
@@ -120,6 +121,7 @@ def score_entropy(
     return weight * (entropy * counted).sum(-1)
 
 
+@register("objective", "score-entropy", wrap=ScoreModel, sampler="sedd-analytic")
 class ScoreEntropy:
     """`score_entropy` as a trainer `Objective` (antithetic times and masks as its noise)."""
 
@@ -151,6 +153,13 @@ class ScoreEntropy:
         )
 
 
+@register(
+    "objective",
+    "autoregressive",
+    network=CausalTransformer,
+    wrap=lambda network, process: network,
+    sampler=None,
+)
 class AutoregressiveNLL:
     """The exact next-token NLL of a causal model as a trainer `Objective` (no noise)."""
 

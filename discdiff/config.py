@@ -38,6 +38,7 @@ Example:
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import inspect
 import json
@@ -54,136 +55,55 @@ from typing import Any, Literal
 import yaml
 from beartype.door import is_bearable
 
+import discdiff.baseline_objectives  # registers its objectives
+import discdiff.data.pcfg  # noqa: F401  (registers the PCFG language)
 from discdiff._io import atomic_write
-from discdiff.data import ExactLanguage, HMMLanguage, PCFGLanguage, SyntheticLanguage
+from discdiff.data import ExactLanguage, SyntheticLanguage
 from discdiff.models.dit import DiTConfig
-from discdiff.processes.base import ForwardProcess
-from discdiff.processes.masking import (
-    DilatedDecoder,
-    DreamCount,
-    EntropyDecoder,
-    EvenCount,
-    MarginDecoder,
-    MaskGITDecoder,
-    ScheduleCount,
-    SEDDAnalytic,
-    SEDDEuler,
-    ThresholdCount,
-    ThresholdDecoder,
-)
-from discdiff.processes.masking.decoders import ConfidenceDecoder, StepCount
+from discdiff.processes.base import ForwardProcess, Strategy
 from discdiff.processes.masking.posteriors import MaskingPosterior, RemaskPosterior
 from discdiff.processes.masking.process import MaskingProcess
-from discdiff.processes.masking.remasking import (
-    CapSchedule,
-    ConfidenceSchedule,
-    DFMCorrector,
-    ForwardBackward,
-    LoopSchedule,
-    NoRemasking,
-    RemaskingSchedule,
-    RescaleSchedule,
-)
-from discdiff.processes.uniform import UniformPosterior, UniformProcess
+from discdiff.processes.masking.remasking import NoRemasking, RemaskingSchedule
+from discdiff.registry import entries, kind_of, lookup, name_of
 from discdiff.sampling import AncestralSampler
-from discdiff.sampling.ancestral import Strategy
-from discdiff.schedules import (
-    Cosine,
-    CosineSquared,
-    Geometric,
-    Linear,
-    LogLinear,
-    NoiseSchedule,
-    Polynomial,
-)
-from discdiff.shaping import Nucleus
+from discdiff.schedules import LogLinear, NoiseSchedule
+from discdiff.shaping import Nucleus, Shaping
 from discdiff.training.trainer import TrainConfig
 
 __all__ = [
-    "LANGUAGES",
     "MAX_CONFIG_BYTES",
     "MAX_DEPTH",
     "MAX_NODES",
     "MAX_PARAMETERS",
     "MAX_STEPS",
-    "NOISE_SCHEDULES",
-    "POSTERIORS",
-    "PROCESSES",
     "RANGES",
-    "REMASKING_SCHEDULES",
-    "STEP_COUNTS",
     "ConfigError",
     "DataSpec",
     "ProcessSpec",
     "Range",
     "RunConfig",
     "SamplerSpec",
+    "apply_overrides",
     "build_strategy",
+    "choices",
+    "construct",
     "describe_config",
     "parse_override",
 ]
 
-NOISE_SCHEDULES: dict[str, type[NoiseSchedule]] = {
-    "loglinear": LogLinear,
-    "cosine": Cosine,
-    "cosine-squared": CosineSquared,
-    "linear": Linear,
-    "geometric": Geometric,
-    "polynomial": Polynomial,
-}
-"""Names of the noise schedules $\\alpha_t$ in a config."""
 
-PROCESSES: dict[str, type[ForwardProcess]] = {
-    "masking": MaskingProcess,
-    "uniform": UniformProcess,
-}
-"""Names of the forward processes (`process.name`), each built as `cls(schedule, vocab_size=V)`."""
+def choices(kind: str) -> dict[str, type]:
+    """Every name a config can use for `kind` (see `discdiff.registry`), with its class.
 
-REMASKING_SCHEDULES: dict[str, type[RemaskingSchedule]] = {
-    "none": NoRemasking,
-    "cap": CapSchedule,
-    "rescale": RescaleSchedule,
-    "conf": ConfidenceSchedule,
-    "loop": LoopSchedule,
-    "forward-backward": ForwardBackward,
-    "dfm": DFMCorrector,
-}
-"""Names of the remasking schedules $\\sigma_t$ (e.g. the `base` of `conf`)."""
-
-POSTERIORS: dict[str, type] = {
-    "mdlm": MaskingPosterior,
-    **{name: cls for name, cls in REMASKING_SCHEDULES.items() if name != "none"},
-    "maskgit": MaskGITDecoder,
-    "entropy": EntropyDecoder,
-    "margin": MarginDecoder,
-    "threshold": ThresholdDecoder,
-    "dilated": DilatedDecoder,
-    "uniform": UniformPosterior,
-    "sedd-analytic": SEDDAnalytic,
-    "sedd-euler": SEDDEuler,
-}
-"""Names of the sampler strategies: MDLM, the ReMDM posteriors
-`RemaskPosterior(schedule)` by their schedule's name, the confidence decoders,
-the posterior of uniform-state noise, and SEDD's samplers for score models
-(`train.objective: score-entropy`)."""
-
-
-STEP_COUNTS: dict[str, type[StepCount]] = {
-    "schedule": ScheduleCount,
-    "even": EvenCount,
-    "dream": DreamCount,
-    "threshold": ThresholdCount,
-}
-"""Names of the decoders' count rules (`count` of `maskgit`, `entropy`, `margin`, `dilated`):
-MDLM's expected count, LLaDA's even quota, Dream's floor(n (1 - s/t))."""
-
-
-LANGUAGES: dict[str, type[ExactLanguage]] = {
-    "synthetic": SyntheticLanguage,
-    "hmm": HMMLanguage,
-    "pcfg": PCFGLanguage,
-}
-"""Names of the exact-likelihood languages (`data.language` when `data.kind` is synthetic)."""
+    Read from the registry when called, so names registered after import are
+    included. For `"strategy"` (`sampler.posterior`) the names of the
+    remasking schedules follow the strategies' own: a schedule's name stands
+    for `RemaskPosterior(schedule)` (`none` is `mdlm`).
+    """
+    found = {name: entry.cls for name, entry in entries(kind).items()}
+    if kind == "strategy":
+        found |= {n: e.cls for n, e in entries("remasking").items() if n != "none"}
+    return found
 
 
 MAX_STEPS = 2**20
@@ -309,15 +229,15 @@ RANGES: dict[str, Range] = {
     "train.checkpoint_every": _EVERY,
     "train.keep_checkpoints": Range(1, 1000),
     "train.max_minutes": Range(0, 10**7, low_open=True),
-    "sampler.steps": Range(1, 2**20),
+    "sampler.steps": Range(1, MAX_STEPS),
     "sampler.samples": _COUNT,
     "sampler.batch_size": _COUNT,
-    "sampler.temperature": Range(1e-3, 1e3, zero=True),
-    "sampler.top_k": Range(1, 2**31),
-    "sampler.top_p": Range(0, 1, low_open=True),
     "sampler.t_min": Range(0, 0.5, low_open=True),
 }
 """The range of every numeric setting, by its dotted key (`*.seed`: any seed).
+
+The sampler's shaping settings (`temperature`, `top_k`, `top_p`) are
+checked by `discdiff.shaping.Shaping` itself, the one place that owns them.
 
 A list setting (`train.betas`) applies its range to each item. A number
 without an entry must still be finite and lie in $[-2^{63}, 2^{63})$; the
@@ -426,8 +346,21 @@ def _parameters(cls: type) -> dict[str, Any]:
     }
 
 
-def _construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
-    """`cls(**values, **fixed)` with every value checked against its annotation."""
+def construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
+    """`cls(**values, **fixed)`, every value checked against its constructor annotation.
+
+    A registered class's annotation (`discdiff.registry`) reads its value as
+    a name of that kind; the constructor then checks its own ranges.
+
+    Args:
+        key: The section's dotted path, for errors (e.g. `train`).
+        cls: The class to build.
+        values: Its arguments from the config.
+        **fixed: Arguments the config does not set.
+
+    Raises:
+        ConfigError: Naming the full key of an unknown, mistyped or out-of-range value.
+    """
     if not isinstance(values, Mapping):
         raise ConfigError(key, f"must be a mapping; got {_show(values)}")
     parameters = {k: v for k, v in _parameters(cls).items() if k not in fixed}
@@ -449,20 +382,30 @@ def _construct(key: str, cls: type, values: object, **fixed: Any) -> Any:
         raise ConfigError(where or cls.__name__, str(error)) from None
 
 
-def _choice(key: str, value: Any, registry: Mapping[str, type]) -> Any:
-    """Build the registry entry named by `value` (a name or `{name: ..., **arguments}`)."""
+def _choice(key: str, value: Any, kind: str) -> Any:
+    """Build the `kind` named by `value` (a name or `{name: ..., **arguments}`).
+
+    A remasking schedule named as a strategy is built as `RemaskPosterior(schedule)`.
+    """
     values = {"name": value} if isinstance(value, str) else value
     if not isinstance(values, Mapping) or "name" not in values:
         raise ConfigError(key, f"must be a name or a mapping with `name`; got {_show(value)}")
     arguments = {k: v for k, v in values.items() if k != "name"}
-    if not isinstance(values["name"], str) or values["name"] not in registry:
-        raise ConfigError(f"{key}.name", _allowed(list(registry), values["name"]))
-    built = _construct(key, registry[values["name"]], arguments)
-    return RemaskPosterior(built) if isinstance(built, RemaskingSchedule) else built
+    names = choices(kind)
+    if not isinstance(values["name"], str) or values["name"] not in names:
+        raise ConfigError(f"{key}.name", _allowed(list(names), values["name"]))
+    built = construct(key, names[values["name"]], arguments)
+    return (
+        RemaskPosterior(built)
+        if kind == "strategy" and isinstance(built, RemaskingSchedule)
+        else built
+    )
 
 
 def build_strategy(form: str | Mapping[str, Any], key: str = "sampler.posterior") -> Strategy:
-    """The sampler strategy of a config form: a name from `POSTERIORS`, or `{name: ..., **args}`.
+    """The sampler strategy of a config form: a name, or `{name: ..., **arguments}`.
+
+    The names are `choices("strategy")`: the strategies' and the remasking schedules'.
 
     Example:
         >>> build_strategy({"name": "cap", "eta": 0.02})
@@ -471,11 +414,15 @@ def build_strategy(form: str | Mapping[str, Any], key: str = "sampler.posterior"
     Raises:
         ConfigError: Naming `key` (or its argument) for an unknown name or a bad argument.
     """
-    return _choice(key, form, POSTERIORS)
+    return _choice(key, form, "strategy")
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check (and lightly convert) one value against a type annotation."""
+    """Check (and lightly convert) one value against a type annotation.
+
+    An annotation whose class is an extension point's (`discdiff.registry`), or
+    a union of such classes of one kind, reads the value as a choice of that kind.
+    """
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     options = typing.get_args(hint) if union else (hint,)
     if value is None:
@@ -483,32 +430,17 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return None
         raise ConfigError(key, "may not be null")
     concrete = [o for o in options if o is not type(None)]
-    if len(concrete) > 1 and all(
-        inspect.isclass(o) and issubclass(o, (RemaskPosterior, ConfidenceDecoder)) for o in concrete
-    ):  # a choice among strategies (a threshold decoder's base)
-        built = _choice(key, value, POSTERIORS)
-        if not isinstance(built, tuple(concrete)):
-            names = " or ".join(o.__name__ for o in concrete)
-            raise ConfigError(key, f"must name a {names}; got {value!r}")
+    kinds = {kind_of(o) for o in concrete}
+    if len(kinds) == 1 and None not in kinds:
+        kind = kinds.pop()
+        built = _choice(key, value, kind)
+        wanted = tuple(o for o in concrete if o is not Strategy)
+        if wanted and not isinstance(built, wanted):
+            names = " or ".join(o.__name__ for o in wanted)
+            raise ConfigError(key, f"must name a {names}; got {_show(value)}")
         return built
     if len(concrete) == 1:
         hint = concrete[0]
-    if hint is Strategy:
-        return _choice(key, value, POSTERIORS)
-    if inspect.isclass(hint) and issubclass(hint, RemaskPosterior):
-        built = _choice(key, value, POSTERIORS)
-        if not isinstance(built, hint):
-            raise ConfigError(key, f"must name a posterior ({hint.__name__}); got {_show(value)}")
-        return built
-    for base, registry in (
-        (NoiseSchedule, NOISE_SCHEDULES),
-        (RemaskingSchedule, REMASKING_SCHEDULES),
-        (ExactLanguage, LANGUAGES),
-        (StepCount, STEP_COUNTS),
-    ):
-        if inspect.isclass(hint) and issubclass(hint, base):
-            built = _choice(key, value, registry)
-            return built.schedule if isinstance(built, RemaskPosterior) else built
     if hint is float and isinstance(value, int | str) and not isinstance(value, bool):
         try:
             number = float(value)
@@ -539,10 +471,10 @@ def _plain(value: Any) -> Any:
     if type(value) in (RemaskPosterior, MaskingPosterior):  # not a subclass with its own name
         mdlm = isinstance(value, MaskingPosterior) or isinstance(value.schedule, NoRemasking)
         return {"name": "mdlm"} if mdlm else _plain(value.schedule)
-    for registry in (NOISE_SCHEDULES, POSTERIORS, REMASKING_SCHEDULES, LANGUAGES, STEP_COUNTS):
-        for name, cls in registry.items():
-            if type(value) is cls:
-                return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(cls)}
+    kind = kind_of(type(value))
+    name = None if kind is None else name_of(kind, type(value))
+    if name is not None:
+        return {"name": name} | {p: _plain(getattr(value, p)) for p in _parameters(type(value))}
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
@@ -570,7 +502,7 @@ class DataSpec:
         kind: `"synthetic"`, a language with exact likelihoods (`language`), or
             `"text"`, a UTF-8 file tokenised by characters.
         language: The exact language for `kind: synthetic`: a name from
-            `LANGUAGES` and its arguments (`synthetic`, the built-in unifilar
+            `choices("language")` and its arguments (`synthetic`, the built-in unifilar
             HMM, by default; `hmm`, `pcfg`).
         length: Sequence length $L$ (the model's length).
         seed: Seed of the synthetic language's training stream.
@@ -601,23 +533,28 @@ class ProcessSpec:
     r"""The forward process $q(z_t \mid x)$.
 
     Args:
-        name: The process, a name from `PROCESSES`: `masking` (MDLM, the mask
-            id is $V$) or `uniform` (uniform-state noise; needs a
-            time-conditioned model and `sampler.posterior: uniform`).
-        schedule: The noise schedule $\alpha_t$ (a name from `NOISE_SCHEDULES`
-            and its arguments).
+        name: The process, a registered name (`choices("process")`): `masking`
+            (MDLM, the mask id is $V$) or `uniform` (uniform-state noise; needs
+            a time-conditioned model and `sampler.posterior: uniform`).
+        schedule: The noise schedule $\alpha_t$ (a registered name and its
+            arguments).
     """
 
     name: str = "masking"
     schedule: NoiseSchedule = field(default_factory=LogLinear)
 
     def __post_init__(self) -> None:
-        if self.name not in PROCESSES:
-            raise ValueError(f"`name`: {_allowed(list(PROCESSES), self.name)}")
+        if self.name not in entries("process"):
+            raise ValueError(f"`name`: {_allowed(list(entries('process')), self.name)}")
+
+    @property
+    def cls(self) -> type:
+        """The process's class (its class attributes, e.g. `needs_time`, need no instance)."""
+        return lookup("process", self.name)
 
     def build(self, vocab_size: int) -> ForwardProcess:
         """The process over $V$ data tokens (masking: mask id $V$)."""
-        return PROCESSES[self.name](self.schedule, vocab_size=vocab_size)
+        return self.cls(self.schedule, vocab_size=vocab_size)
 
 
 @dataclass(frozen=True)
@@ -625,17 +562,18 @@ class SamplerSpec:
     r"""The ancestral sampler and what to draw with it.
 
     Args:
-        posterior: The strategy: a name from `POSTERIORS` and its arguments
-            (e.g. `{name: cap, eta: 0.02}`).
+        posterior: The strategy: a registered name (`choices("strategy")`) and
+            its arguments (e.g. `{name: cap, eta: 0.02}`).
         steps: Sampling steps $T$.
         samples: Sequences to draw.
         batch_size: Sequences per sampler call.
-        temperature: Softmax temperature of $x_\theta$.
+        temperature: Softmax temperature of $x_\theta$ (0: greedy).
         top_k: Keep the $k$ most likely tokens (`null`: all).
         top_p: Nucleus mass $p \in (0, 1]$ (`null`: no nucleus).
         nucleus: The nucleus rule: `standard` (textbook) or `remdm` (ReMDM's
-            code and the paper's numbers); see `discdiff.shape_probs`.
+            code and the paper's numbers).
         float64: Draw categories in float64 (MDLM's fix for low-entropy samples).
+            These five are the sampler's `Shaping` (`shaping`), which checks them.
         noise_removal: Decode every remaining mask at the last step.
         cache: Reuse $x_\theta$ when nothing changed (time-unconditioned models).
         t_min: The last time of the grid.
@@ -660,10 +598,13 @@ class SamplerSpec:
         for name in ("samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}")
-        if not 1 <= self.steps <= MAX_STEPS:  # the time grid alone would fill the memory
-            raise ValueError(f"`steps` must lie in [1, {MAX_STEPS}]; got {self.steps}")
-        process_type = getattr(self.posterior, "process_type", MaskingProcess)
-        self.build(process_type(vocab_size=2))  # the sampler checks the rest
+        _ = self.shaping  # the Shaping checks its settings
+        self.posterior.time_grid(self.steps, self.t_min)  # the strategy checks steps and t_min
+
+    @functools.cached_property
+    def shaping(self) -> Shaping:
+        """Temperature, top-k, nucleus and draw precision, as one checked `Shaping`."""
+        return Shaping(self.temperature, self.top_k, self.top_p, self.nucleus, self.float64)
 
     def build(self, process: ForwardProcess, *, progress: bool = False) -> AncestralSampler:
         """The `AncestralSampler` this section describes."""
@@ -671,11 +612,7 @@ class SamplerSpec:
             process,
             self.posterior,
             self.steps,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            nucleus=self.nucleus,
-            float64=self.float64,
+            shaping=self.shaping,
             noise_removal=self.noise_removal,
             cache=self.cache,
             t_min=self.t_min,
@@ -699,6 +636,13 @@ class SamplerSpec:
         """SHA-256 (first 8 hex digits) of every setting, in their config form."""
         text = json.dumps(_plain(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _works_with(strategy: type) -> type:
+    """The process class a strategy named in a config works with."""
+    if issubclass(strategy, RemaskingSchedule):  # it names RemaskPosterior(schedule)
+        return RemaskPosterior.process_type
+    return strategy.process_type
 
 
 def _tag(form: Mapping[str, Any]) -> str:
@@ -740,12 +684,31 @@ class RunConfig:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
 
     @classmethod
-    def from_dict(cls, values: Mapping[Any, Any]) -> "RunConfig":
+    def from_dict(
+        cls, values: Mapping[Any, Any], *, overrides: Sequence[str] = (), source: str | None = None
+    ) -> "RunConfig":
         """Parse and check a config mapping (missing keys take their defaults).
 
+        Args:
+            values: The sections.
+            overrides: The `key=value` overrides already applied to `values`
+                (`apply_overrides`): an error in a value one of them set names it.
+            source: Where the other values came from (e.g. a file), for errors.
+
         Raises:
-            ConfigError: Naming the first unknown, mistyped or out-of-range key.
+            ConfigError: Naming the first unknown, mistyped or out-of-range key
+                (and the override or source it came from).
         """
+        try:
+            return cls._parse(values)
+        except ConfigError as error:
+            origin = _origin(error.key, overrides, source)
+            if origin is None:
+                raise
+            raise ConfigError(error.key, f"{error.message} ({origin})") from None
+
+    @classmethod
+    def _parse(cls, values: Mapping[Any, Any]) -> "RunConfig":
         if not isinstance(values, Mapping):
             raise ConfigError("<config>", f"must be a mapping of sections; got {_show(values)}")
         _check_tree("<config>", values)
@@ -754,12 +717,12 @@ class RunConfig:
             if name not in sections:
                 raise ConfigError(str(name), _allowed(sections, name))
         given = {name: _section(name, values.get(name)) for name in sections}
-        data = _construct("data", DataSpec, given["data"])
+        data = construct("data", DataSpec, given["data"])
         model = dict(given["model"])
         for name, reason in _MODEL_FIXED.items():
             if name in model:
                 raise ConfigError(f"model.{name}", reason)
-        built = _construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
+        built = construct("model", DiTConfig, model, vocab_size=2, model_length=data.length)
         parameters = 12 * built.hidden_dim**2 * built.n_blocks
         if parameters > MAX_PARAMETERS:
             raise ConfigError(
@@ -768,33 +731,27 @@ class RunConfig:
                 f"{parameters:.3g} parameters (12 d^2 per block); at most {MAX_PARAMETERS:.0e}",
             )
         model = {name: getattr(built, name) for name in model}  # the checked, converted values
-        process = _construct("process", ProcessSpec, given["process"])
-        sampler = _construct("sampler", SamplerSpec, given["sampler"])
-        example = process.build(2)
-        if example.needs_time:
+        process = construct("process", ProcessSpec, given["process"])
+        sampler = construct("sampler", SamplerSpec, given["sampler"])
+        kind = process.cls
+        if kind.needs_time:
             if model.get("time_conditioning") is False:
                 raise ConfigError(
                     "model.time_conditioning",
                     f"must be true for process.name {process.name!r} (its z_t does not reveal t)",
                 )
             model["time_conditioning"] = True
-        process_type = getattr(sampler.posterior, "process_type", MaskingProcess)
-        if not isinstance(example, process_type):
-            # a σ-schedule's name stands for RemaskPosterior(schedule), a masking strategy
-            fits = [
-                n
-                for n, c in POSTERIORS.items()
-                if isinstance(example, getattr(c, "process_type", MaskingProcess))
-            ]
+        if not issubclass(kind, sampler.posterior.process_type):
+            fits = [n for n, c in choices("strategy").items() if issubclass(kind, _works_with(c))]
             raise ConfigError(
                 "sampler.posterior",
-                f"works with a {process_type.__name__}, not process.name {process.name!r}; "
-                f"use one of {', '.join(fits)}",
+                f"works with a {sampler.posterior.process_type.__name__}, not process.name "
+                f"{process.name!r}; use one of {', '.join(fits)}",
             )
-        train = _construct("train", TrainConfig, given["train"])
+        train = construct("train", TrainConfig, given["train"])
         block = model.get("block_size")
         if block is not None:  # block diffusion: the BD3-LM NELBO of a masking DiT
-            if train.objective != "nelbo" or example.mask_id is None:
+            if train.objective != "nelbo" or not issubclass(kind, MaskingProcess):
                 raise ConfigError(
                     "model.block_size",
                     "needs train.objective 'nelbo' and a masking process (block diffusion)",
@@ -844,17 +801,8 @@ class RunConfig:
                 raise ConfigError(
                     missing[0], f"section missing from {path} (the file is incomplete)"
                 )
-        for override in overrides:
-            try:
-                parse_override(values, override)
-            except ConfigError as error:
-                raise ConfigError(error.key, f"{error.message} (in the override)") from None
-        try:
-            return cls.from_dict(values)
-        except ConfigError as error:
-            raise ConfigError(
-                error.key, f"{error.message} ({_origin(error.key, overrides, path)})"
-            ) from None
+        apply_overrides(values, overrides)
+        return cls.from_dict(values, overrides=overrides, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The plain mapping form (every default filled in); `from_dict` inverts it."""
@@ -867,19 +815,17 @@ class RunConfig:
 
     def replace(self, overrides: Sequence[str]) -> "RunConfig":
         """A copy with `key.path=value` overrides applied and checked."""
-        values = self.to_dict()
-        for override in overrides:
-            parse_override(values, override)
-        return RunConfig.from_dict(values)
+        values = apply_overrides(self.to_dict(), overrides)
+        return RunConfig.from_dict(values, overrides=overrides)
 
-    def model_config(self, vocab_size: int) -> DiTConfig:
-        """The `DiTConfig` for $V$ data tokens: the process's states (masking: $V + 1$)."""
-        states = self.process.build(vocab_size).num_states
-        return DiTConfig(**self.model, vocab_size=states, model_length=self.data.length)
+    @property
+    def block_size(self) -> int | None:
+        """Positions per block of a block diffusion run (`model.block_size`), else `None`."""
+        return self.model.get("block_size")
 
 
-def _origin(key: str, overrides: Sequence[str], path: Path) -> str:
-    """Where `key`'s value came from: the last override of it (or above it), or the file."""
+def _origin(key: str, overrides: Sequence[str], source: str | None) -> str | None:
+    """Where `key`'s value came from: the last override of it (or above it), or `source`."""
     for override in reversed(overrides):
         target = override.partition("=")[0]
         if (
@@ -888,7 +834,21 @@ def _origin(key: str, overrides: Sequence[str], path: Path) -> str:
             or target.startswith(f"{key}.")
         ):
             return f"in the override {_show(override)}"
-    return f"in {path}"
+    return None if source is None else f"in {source}"
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides in order to a config mapping (in place, and return it).
+
+    Raises:
+        ConfigError: For a malformed override, naming it as the override.
+    """
+    for override in overrides:
+        try:
+            parse_override(values, override)
+        except ConfigError as error:
+            raise ConfigError(error.key, f"{error.message} (in the override)") from None
+    return values
 
 
 def parse_override(values: dict[str, Any], override: str) -> None:
@@ -939,14 +899,14 @@ def describe_config() -> str:
             for k, v in values.items()
         )
         lines.append(f"  {section}: {keys}")
-    for title, registry in (
-        ("process.name", PROCESSES),
-        ("process.schedule", NOISE_SCHEDULES),
-        ("sampler.posterior", POSTERIORS),
-        ("conf base", {k: v for k, v in REMASKING_SCHEDULES.items() if k != "conf"}),
+    for title, kind in (
+        ("process.name", "process"),
+        ("process.schedule", "schedule"),
+        ("sampler.posterior", "strategy"),
+        ("conf base", "remasking"),
+        ("train.objective", "objective"),
     ):
-        choices = ", ".join(
-            f"{name}({', '.join(_parameters(cls))})" for name, cls in registry.items()
-        )
-        lines.append(f"  {title} names (arguments): {choices}")
+        names = {k: v for k, v in choices(kind).items() if title != "conf base" or k != "conf"}
+        found = ", ".join(f"{name}({', '.join(_parameters(cls))})" for name, cls in names.items())
+        lines.append(f"  {title} names (arguments): {found}")
     return "\n".join(lines)

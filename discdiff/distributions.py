@@ -205,8 +205,8 @@ def nucleus_(
 
     Args:
         probs: `(N, V)` probabilities, each row summing to 1; changed in place.
-        top_p: Nucleus mass $p \in (0, 1]$.
-        rule: `"standard"` (textbook, Hugging Face) or `"remdm"`.
+        top_p: Nucleus mass $p \in (0, 1]$ (a `discdiff.shaping.Shaping` checks it).
+        rule: `"standard"` (textbook, Hugging Face) or `"remdm"` (checked there too).
         head: Size of the partial selection searched first.
         rows: Indices of the rows to shape (the others are left as they are);
             all rows when `None`.
@@ -220,10 +220,6 @@ def nucleus_(
         >>> nucleus_(torch.tensor([[0.05, 0.85, 0.10]]), 0.9, "remdm")
         tensor([[0., 1., 0.]])
     """
-    if rule not in ("standard", "remdm"):
-        raise ValueError(f"`rule` must be 'standard' or 'remdm'; got {rule!r}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
     count = probs.shape[0] if rows is None else rows.numel()
     step = max(1, -(-count // _CHUNKS))
     for start in range(0, count, step):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from discdiff._io import atomic_write
-from discdiff.config import ConfigError, RunConfig, _construct, parse_override
+from discdiff.config import ConfigError, RunConfig, apply_overrides, construct
 from discdiff.data.sft import PADDINGS, read_sft_jsonl, split_rows
 from discdiff.data.sources import Prompted, PromptedSource
 from discdiff.models.diffusion_llms import load_diffusion_llm, resolve_model, save_diffusion_llm
@@ -184,7 +184,7 @@ def load_base(
         directory = resolve_run(name)
         config = RunConfig.load(directory / "run.yaml", complete=True)
         model_dir = directory / "model" if (directory / "model").is_dir() else directory
-        if config.train.objective != "nelbo" or config.model.get("block_size"):
+        if config.train.objective != "nelbo" or config.block_size:
             raise ValueError(f"`model`: {name!s} is not a DiT run trained with the NELBO")
         network = DiT.from_pretrained(model_dir).to(device)
         process = config.process.build(network.config.vocab_size - 1)
@@ -198,16 +198,13 @@ def load_base(
 
 
 def _settings(overrides: list[str] | tuple[str, ...]) -> tuple[TrainConfig, SFTSettings]:
-    values: dict[str, Any] = {"train": dict(FINETUNE_TRAIN), "sft": {}}
     for override in overrides:
         if not override.startswith(("train.", "sft.")):
             raise ConfigError(override, "only train.* and sft.* keys can be set when fine-tuning")
-        parse_override(values, override)
-    if "betas" in values["train"] and isinstance(values["train"]["betas"], list):
-        values["train"]["betas"] = tuple(values["train"]["betas"])
+    values = apply_overrides({"train": dict(FINETUNE_TRAIN), "sft": {}}, overrides)
     return (
-        _construct("train", TrainConfig, values["train"]),
-        _construct("sft", SFTSettings, values["sft"]),
+        construct("train", TrainConfig, values["train"]),
+        construct("sft", SFTSettings, values["sft"]),
     )
 
 

@@ -61,8 +61,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from discdiff.models.dit import DiT
 from discdiff.models.protocol import Denoiser, with_label
+from discdiff.models.subs import SUBS
 from discdiff.processes.base import ForwardProcess
+from discdiff.registry import entries, extension_point, lookup, register
 
 __all__ = [
     "BlockNELBO",
@@ -70,6 +73,7 @@ __all__ = [
     "ConditionalNELBO",
     "ContinuousNELBO",
     "DiscreteNELBO",
+    "Method",
     "NoisyClassification",
     "Objective",
     "antithetic_times",
@@ -386,6 +390,7 @@ def held_out_bound(
     return Bound(nats=nats, tokens=tokens)
 
 
+@extension_point("objective")
 @runtime_checkable
 class Objective(Protocol):
     """A per-sequence loss whose randomness is drawn apart from its evaluation.
@@ -417,6 +422,44 @@ class Objective(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Method:
+    """A training method: its loss, the network it trains and the strategy that samples it.
+
+    The record of an objective registered with `discdiff.register("objective",
+    name, network=..., wrap=..., sampler=...)`; what a registration leaves out
+    takes the defaults of MDLM's `nelbo`.
+
+    Attributes:
+        loss: The `Objective` class (built with no arguments).
+        network: The network class: `from_settings(settings, process=,
+            model_length=)` builds it from a run's `model` section,
+            `from_pretrained(directory)` loads it.
+        wrap: `wrap(network, process)`: what the loss and the samplers call
+            (`SUBS` for a denoiser, `ScoreModel` for scores, the network itself).
+        sampler: The strategy name that samples it by default, or `None` for a
+            network that samples itself token by token (autoregressive).
+    """
+
+    loss: type
+    network: Any = DiT
+    wrap: Callable[[Any, ForwardProcess], Any] = SUBS
+    sampler: str | None = "mdlm"
+
+    @classmethod
+    def named(cls, name: str) -> "Method":
+        """The method registered as `name` (`train.objective`).
+
+        Raises:
+            RegistryError: If no objective has that name.
+        """
+        entry = entries("objective").get(name)
+        if entry is None:
+            lookup("objective", name)  # raises, naming the registered objectives
+        return cls(entry.cls, **entry.options)
+
+
+@register("objective", "nelbo")
 class ContinuousNELBO:
     """`nelbo` as an `Objective` (antithetic times and masks as its noise)."""
 

@@ -57,16 +57,12 @@ from discdiff._io import (
     sha256,
     writing,
 )
-from discdiff.config import POSTERIORS, ConfigError, RunConfig, parse_override
+from discdiff.config import ConfigError, RunConfig, apply_overrides, choices
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
 from discdiff.evaluation.metrics import language_metrics, token_entropy
-from discdiff.models.causal import CausalConfig, CausalTransformer
 from discdiff.models.diffusion_llms import load_diffusion_llm
-from discdiff.models.dit import DiT
-from discdiff.models.score import ScoreModel
-from discdiff.models.subs import SUBS
-from discdiff.objectives import BlockNELBO, held_out_bound
+from discdiff.objectives import BlockNELBO, Method, held_out_bound
 from discdiff.processes.base import ForwardProcess
 from discdiff.processes.masking.decoders import ConfidenceDecoder
 from discdiff.provenance import provenance
@@ -74,7 +70,7 @@ from discdiff.rng import derive_seed, seeded
 from discdiff.sampling.autoregressive import AutoregressiveSampler
 from discdiff.sampling.blocks import BlockSampler
 from discdiff.training.lora import load_adapter, merge_lora
-from discdiff.training.trainer import OBJECTIVES, Trainer
+from discdiff.training.trainer import Trainer
 
 __all__ = [
     "BUILTIN_RUNS",
@@ -149,12 +145,9 @@ def config_from_overrides(overrides: tuple[str, ...] | list[str]) -> RunConfig:
         64
 
     Raises:
-        ConfigError: For a bad key or value.
+        ConfigError: For a bad key or value, naming the override that set it.
     """
-    values: dict[str, Any] = {}
-    for override in overrides:
-        parse_override(values, override)
-    return RunConfig.from_dict(values)
+    return RunConfig.from_dict(apply_overrides({}, overrides), overrides=overrides)
 
 
 @dataclass
@@ -215,46 +208,10 @@ class RunData:
         )
 
 
-@dataclass(frozen=True)
-class _Family:
-    """How a `train.objective` builds, wraps and loads its network."""
-
-    build: Callable[[RunConfig, int], torch.nn.Module]
-    wrap: Callable[[torch.nn.Module, ForwardProcess], torch.nn.Module]
-    load: Callable[[Path], torch.nn.Module]
-
-
-def _causal_config(config: RunConfig, vocab_size: int) -> CausalConfig:
-    """The causal transformer of a run's `model` section (its DiT-only keys unused)."""
-    return CausalConfig.from_dict(
-        {**config.model, "vocab_size": vocab_size, "model_length": config.data.length}
-    )
-
-
-_FAMILIES: dict[str, _Family] = {
-    "nelbo": _Family(
-        build=lambda config, v: DiT(config.model_config(v)),
-        wrap=SUBS,
-        load=DiT.from_pretrained,
-    ),
-    "score-entropy": _Family(
-        build=lambda config, v: DiT(config.model_config(v)),
-        wrap=ScoreModel,
-        load=DiT.from_pretrained,
-    ),
-    "autoregressive": _Family(
-        build=lambda config, v: CausalTransformer(_causal_config(config, v)),
-        wrap=lambda network, process: network,
-        load=CausalTransformer.from_pretrained,
-    ),
-}
-assert _FAMILIES.keys() == OBJECTIVES.keys()
-
-
 def _objective(config: RunConfig) -> Any:
     """The run's loss: its `train.objective`, the block NELBO for a block diffusion DiT."""
-    block = config.model.get("block_size")
-    return BlockNELBO(block) if block else OBJECTIVES[config.train.objective]()
+    block = config.block_size
+    return BlockNELBO(block) if block else Method.named(config.train.objective).loss()
 
 
 def _read_json(path: Path) -> Any:
@@ -332,13 +289,15 @@ def _train(config: RunConfig, out: Path, progress: bool) -> Path:
     process = config.process.build(data.vocab_size)
     if data.alphabet is not None and process.mask_id is not None:
         check_mask_id(CharTokenizer(data.alphabet), process.mask_id)
-    family = _FAMILIES[config.train.objective]
+    method = Method.named(config.train.objective)
     with seeded(derive_seed(config.train.seed, "init")):
-        network = family.build(config, data.vocab_size)
+        network = method.network.from_settings(
+            config.model, process=process, model_length=config.data.length
+        )
     settings = config.train if progress else replace(config.train, progress=False)
     trainer = Trainer(
         process,
-        family.wrap(network, process),
+        method.wrap(network, process),
         data.source,
         settings,
         validation=data.validation,
@@ -404,7 +363,7 @@ class Run:
         A `SUBS` denoiser, a `ScoreModel` (log-scores; normalised, a denoiser
         too) or the `CausalTransformer`.
         """
-        return _FAMILIES[self.objective].wrap(self.model, self.process)
+        return Method.named(self.objective).wrap(self.model, self.process)
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -413,7 +372,7 @@ class Run:
         Raises:
             ValueError: For an autoregressive run, which has no denoiser.
         """
-        if isinstance(self.model, CausalTransformer):
+        if Method.named(self.objective).sampler is None:
             raise ValueError(
                 f"run {str(self.directory)!r} is autoregressive: it has no denoiser "
                 "(sample it with discdiff.sampling.AutoregressiveSampler)"
@@ -434,7 +393,7 @@ def load_run(run: str | Path) -> Run:
     model_dir = directory / "model" if (directory / "model").is_dir() else directory
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"run {str(directory)!r} has no trained model yet")
-    model = _FAMILIES[config.train.objective].load(model_dir).eval()
+    model = Method.named(config.train.objective).network.from_pretrained(model_dir).eval()
     return Run(directory, config, model, RunData.from_config(config, alphabet))
 
 
@@ -480,18 +439,12 @@ def sample_run(
     settings = config.to_dict()["sampler"]
     folder = Path(out) if out is not None else _output(loaded.directory, run, "samples", spec.label)
     _check_same_samples(folder, settings)  # before the work, and again under the lock
-    if isinstance(loaded.model, CausalTransformer):  # the same shaping, token by token
-        sampler: Any = AutoregressiveSampler(
-            temperature=spec.temperature,
-            top_k=spec.top_k,
-            top_p=spec.top_p,
-            nucleus=spec.nucleus,
-            float64=spec.float64,
-        )
+    if Method.named(loaded.objective).sampler is None:  # the same shaping, token by token
+        sampler: Any = AutoregressiveSampler(shaping=spec.shaping)
         model = loaded.model
     else:
         sampler, model = spec.build(loaded.process, progress=progress), loaded.denoiser
-        if getattr(loaded.model.config, "block_size", None):  # block diffusion: block by block
+        if config.block_size:  # block diffusion: block by block
             sampler = BlockSampler(sampler)
     start = time.perf_counter()
     with torch.no_grad():
@@ -634,13 +587,6 @@ MODEL_RULES: dict[str, dict[str, str]] = {
 decoders use unless `count` is given (LLaDA: low-confidence remasking with `generate.py`'s even
 per-block quota; Dream: `diffusion_generate`'s count, entropy ordering)."""
 
-_DECODERS = tuple(
-    name
-    for name, cls in POSTERIORS.items()
-    if isinstance(cls, type) and issubclass(cls, ConfidenceDecoder)
-)
-"""The strategy names that take a `count` (the confidence decoders)."""
-
 
 def _model_rules(values: dict[str, Any], kind: str) -> None:
     """Fill in the model's own strategy and count rule where the overrides leave them open."""
@@ -651,7 +597,9 @@ def _model_rules(values: dict[str, Any], kind: str) -> None:
     form = sampler.get("posterior", rules["posterior"])
     if isinstance(form, str):
         form = {"name": form}
-    if isinstance(form, dict) and form.get("name") in _DECODERS and "count" not in form:
+    decoder = choices("strategy").get(form.get("name")) if isinstance(form, dict) else None
+    takes_count = isinstance(decoder, type) and issubclass(decoder, ConfidenceDecoder)
+    if takes_count and "count" not in form:
         form = {**form, "count": rules["count"]}
     sampler["posterior"] = form
 
@@ -729,9 +677,7 @@ def sample_model(
     for i, text in enumerate(texts):
         if not text:
             raise ValueError(f"`prompt` {i + 1} is empty: give some text, or no prompt")
-    values: dict[str, Any] = {"sampler": {"samples": 1, "batch_size": 1}}
-    for override in overrides:
-        parse_override(values, override)
+    values = apply_overrides({"sampler": {"samples": 1, "batch_size": 1}}, overrides)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     denoiser = load_diffusion_llm(model, dtype=dtype, device=device)
@@ -739,7 +685,7 @@ def sample_model(
         folder = Path(adapter) / "adapter" if (Path(adapter) / "adapter").is_dir() else adapter
         merge_lora(load_adapter(denoiser.model, folder))
     _model_rules(values, denoiser.kind)
-    config = RunConfig.from_dict(values)
+    config = RunConfig.from_dict(values, overrides=overrides)
     spec = config.sampler
     tokenizer = denoiser.tokenizer
     if chat and not getattr(tokenizer, "chat_template", None):

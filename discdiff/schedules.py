@@ -22,6 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from discdiff._checks import as_tensor, check_in_range
+from discdiff.registry import extension_point, register
 
 __all__ = [
     "Cosine",
@@ -37,6 +38,7 @@ __all__ = [
 TimeLike = Float[Tensor, "*shape"] | float
 
 
+@extension_point("schedule")
 class NoiseSchedule(ABC):
     r"""Base class of noise schedules $\alpha_t$.
 
@@ -118,6 +120,7 @@ def _check_eps(eps: float) -> None:
         raise ValueError(f"`eps` must lie in [0, 1); got {eps}")
 
 
+@register("schedule", "loglinear")
 @dataclass(frozen=True)
 class LogLinear(NoiseSchedule):
     r"""MDLM's default: $\alpha_t = 1 - (1 - \varepsilon) t$.
@@ -148,6 +151,7 @@ class LogLinear(NoiseSchedule):
         return (1.0 - alpha) / (1.0 - self.eps)
 
 
+@register("schedule", "cosine")
 @dataclass(frozen=True)
 class Cosine(NoiseSchedule):
     r"""$\alpha_t = \varepsilon + (1 - \varepsilon) \cos(\pi t / 2)$.
@@ -172,6 +176,7 @@ class Cosine(NoiseSchedule):
         return torch.arccos(c) * (2.0 / math.pi)
 
 
+@register("schedule", "cosine-squared")
 @dataclass(frozen=True)
 class CosineSquared(NoiseSchedule):
     r"""$\alpha_t = \varepsilon + (1 - \varepsilon) \cos^2(\pi t / 2)$.
@@ -204,6 +209,7 @@ def _check_sigma_range(sigma_min: float, sigma_max: float) -> None:
         )
 
 
+@register("schedule", "linear")
 @dataclass(frozen=True)
 class Linear(NoiseSchedule):
     r"""Linear in the total noise $\sigma(t)$, with $\alpha_t = e^{-\sigma(t)}$.
@@ -231,6 +237,7 @@ class Linear(NoiseSchedule):
         return (-torch.log(alpha) - self.sigma_min) / (self.sigma_max - self.sigma_min)
 
 
+@register("schedule", "geometric")
 @dataclass(frozen=True)
 class Geometric(NoiseSchedule):
     r"""Geometric in the total noise $\sigma(t)$, with $\alpha_t = e^{-\sigma(t)}$.
@@ -268,6 +275,7 @@ class Geometric(NoiseSchedule):
         return (torch.log(-torch.log(alpha)) - log_min) / (log_max - log_min)
 
 
+@register("schedule", "polynomial")
 @dataclass(frozen=True)
 class Polynomial(NoiseSchedule):
     r"""$\alpha_t = \varepsilon + (1 - \varepsilon)(1 - t^k)$.

@@ -8,7 +8,6 @@ import torch
 
 from discdiff import (
     SUBS,
-    BlockNELBO,
     BlockSampler,
     CapSchedule,
     ConfidenceSchedule,
@@ -18,12 +17,13 @@ from discdiff import (
     MaskingPosterior,
     MaskingProcess,
     RemaskPosterior,
-    SequenceGenerator,
     ThresholdDecoder,
     nelbo,
 )
 from discdiff.config import ConfigError, RunConfig
 from discdiff.models.dit import block_attention_mask
+from discdiff.objectives import BlockNELBO
+from discdiff.rng import SequenceGenerator
 from discdiff.sampling import AncestralSampler
 
 V, L, N = 6, 16, 4  # data tokens, length, block size

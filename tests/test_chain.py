@@ -41,7 +41,7 @@ def max_masked_fraction_error(process, posterior, seed=0):
     grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).unsqueeze(-1)
 
     alpha_1, _ = posterior.alphas(process, grid[0], grid[1])
-    z = dd.MaskedCategorical(
+    z = dd.distributions.MaskedCategorical(
         (1 - alpha_1).expand(batch, length), vocab_size=vocab, mask_id=process.mask_id, carry=x
     ).sample(generator=generator)
     worst = 0.0
@@ -69,7 +69,7 @@ class SlowUnmasking(dd.RemaskPosterior):
         q = super().__call__(process, z_t, x, t, s, confidence=confidence)
         unmask = 0.8 * (1 - q.mask_prob)
         mask_prob = torch.where(process.is_masked(z_t), 1 - unmask, q.mask_prob)
-        return dd.MaskedCategorical(
+        return dd.distributions.MaskedCategorical(
             mask_prob, vocab_size=q.vocab_size, mask_id=q.mask_id, probs=q.probs, carry=q.carry
         )
 

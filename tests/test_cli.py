@@ -17,11 +17,10 @@ from discdiff import (
 )
 from discdiff.cli import main
 from discdiff.config import (
-    NOISE_SCHEDULES,
-    POSTERIORS,
     ConfigError,
     RunConfig,
     SamplerSpec,
+    choices,
     parse_override,
 )
 from discdiff.runs import load_config
@@ -51,7 +50,7 @@ def test_train_help_lists_every_config_key_and_choice(capsys):
     for section, values in RunConfig().to_dict().items():
         for key in values:
             assert f"{key} [" in text, (section, key)
-    for name in [*NOISE_SCHEDULES, *POSTERIORS]:
+    for name in [*choices("schedule"), *choices("strategy")]:
         assert f"{name}(" in text
 
 
@@ -121,10 +120,10 @@ sampler:
     again = RunConfig.load(tmp_path / "full.yaml")
     assert again.to_dict() == config.to_dict()
     sampler = again.sampler.build(again.process.build(5))
-    assert sampler.steps == 32 and sampler.top_p == 0.9
+    assert sampler.steps == 32 and sampler.shaping.top_p == 0.9
 
 
-@pytest.mark.parametrize("name", sorted(POSTERIORS))
+@pytest.mark.parametrize("name", sorted(choices("strategy")))
 def test_every_posterior_name_round_trips(name):
     process = "uniform" if name == "uniform" else "masking"
     config = RunConfig.from_dict({"process": {"name": process}, "sampler": {"posterior": name}})
@@ -154,7 +153,7 @@ def test_overrides_edit_nested_choices():
 def test_the_nucleus_rule_is_a_checked_sampler_setting():
     values = {"sampler": {"top_p": 0.9, "nucleus": "remdm"}}
     sampler = RunConfig.from_dict(values).sampler.build(load_config("synthetic").process.build(4))
-    assert (sampler.top_p, sampler.nucleus) == (0.9, "remdm")
+    assert (sampler.shaping.top_p, sampler.shaping.nucleus) == (0.9, "remdm")
     assert RunConfig().sampler.nucleus == "standard"
     with pytest.raises(ConfigError, match=r"sampler\.nucleus: .*remdm"):
         RunConfig.from_dict({"sampler": {"nucleus": "hf"}})

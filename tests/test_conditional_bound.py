@@ -94,7 +94,7 @@ def test_conditional_score_entropy_of_exact_scores_is_the_conditional_nll(tiny):
     scores = DenoiserScores(oracle, process)
     prompt_mask = torch.tensor([True, False, True, False]).expand(4000, 4)
     x = oracle.sequences[40].expand(4000, 4)
-    draws = dd.score_entropy(
+    draws = dd.baseline_objectives.score_entropy(
         process, scores, x, prompt_mask=prompt_mask, generator=torch.Generator().manual_seed(4)
     )
     ok, figures = within(draws, exact_conditional(joint, 40, [0, 2]))

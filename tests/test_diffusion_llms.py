@@ -17,7 +17,7 @@ from llm_fixtures import (
 )
 
 from discdiff.cli import main
-from discdiff.config import POSTERIORS, RunConfig
+from discdiff.config import RunConfig, choices
 from discdiff.models.diffusion_llms import HUB_FILES, load_diffusion_llm, resolve_model
 from discdiff.models.dit import DiT
 from discdiff.models.dream import load_dream
@@ -30,7 +30,7 @@ WRITERS = {"llada": write_tiny_llada, "dream": write_tiny_dream}
 LOADERS = {"llada": load_llada, "dream": load_dream}
 MASKING_STRATEGIES = sorted(
     name
-    for name, cls in POSTERIORS.items()
+    for name, cls in choices("strategy").items()
     if getattr(cls, "process_type", MaskingProcess) is MaskingProcess
 )
 

@@ -93,7 +93,9 @@ def test_log_prob_matches_enumeration_and_sums_to_one():
     mask_prob = torch.rand(2, 2, generator=generator, dtype=F64)
     probs = torch.softmax(torch.randn(2, 2, 3, generator=generator, dtype=F64), -1)
     carry = torch.tensor([[3, 1], [0, 3]])
-    d = dd.MaskedCategorical(mask_prob, vocab_size=3, mask_id=3, probs=probs, carry=carry)
+    d = dd.distributions.MaskedCategorical(
+        mask_prob, vocab_size=3, mask_id=3, probs=probs, carry=carry
+    )
     support = all_sequences(2, [0, 1, 2, 3])
     table = d.log_prob(support.unsqueeze(1)).exp()  # (K, 2)
     torch.testing.assert_close(table.sum(0), torch.ones(2, dtype=F64))
@@ -170,7 +172,7 @@ def test_float64_draw_keeps_the_tail_of_a_large_vocabulary():
     vocab = 50_000
     probs = torch.full((1, 1, vocab), 1e-9, dtype=F64)
     probs[..., 0] = 1 - 1e-9 * (vocab - 1)
-    d = dd.MaskedCategorical(
+    d = dd.distributions.MaskedCategorical(
         torch.zeros(1, 1, dtype=F64), vocab_size=vocab, mask_id=vocab, probs=probs
     )
     samples = d.sample((200_000,), generator=torch.Generator().manual_seed(0))
@@ -216,7 +218,7 @@ def edge_case(dtype=F64):
 
 
 def masked(mu, probs, carry, validate_args=None):
-    return dd.MaskedCategorical(
+    return dd.distributions.MaskedCategorical(
         mu, vocab_size=3, mask_id=M, probs=probs, carry=carry, validate_args=validate_args
     )
 
@@ -229,7 +231,7 @@ def test_issue_reproduction_has_the_analytic_gradient():
     """μ = 1 at a mask, a token of probability 0 in the unused row: d/dμ = (1/μ₀, −1/(1−μ₁))."""
     mu = torch.tensor([[1.0, 0.5]], requires_grad=True)
     p = torch.tensor([[[0.0, 0.5, 0.5], [0.2, 0.3, 0.5]]], requires_grad=True)
-    d = dd.MaskedCategorical(mu, vocab_size=3, mask_id=3, probs=p)
+    d = dd.distributions.MaskedCategorical(mu, vocab_size=3, mask_id=3, probs=p)
     lp = d.log_prob(torch.tensor([[3, 1]]))
     lp.sum().backward()
     torch.testing.assert_close(lp, torch.tensor([0.5]).log() + torch.tensor([0.3]).log())
@@ -393,16 +395,18 @@ def test_factorized_gradients_are_analytic_at_the_edges():
     _, p, _, q, _ = edge_case()
     p, q = p[:, 2:], q[:, 2:]  # q covers p: the KL is finite
     pp, qq = p.clone().requires_grad_(), q.clone().requires_grad_()
-    kl = dd.FactorizedCategorical(pp).position_kl(dd.FactorizedCategorical(qq))
+    kl = dd.distributions.FactorizedCategorical(pp).position_kl(
+        dd.distributions.FactorizedCategorical(qq)
+    )
     assert kl.isfinite().all()
     d_p, d_q = grads(kl.sum(), pp, qq)
     log_q = torch.where(p > 0, q, 1.0).log()
     torch.testing.assert_close(d_p, torch.where(p > 0, dxlogx(p) - log_q, 0.0))
     torch.testing.assert_close(d_q, torch.where(p > 0, -p / torch.where(p > 0, q, 1.0), 0.0))
-    (d_p,) = grads(dd.FactorizedCategorical(pp).entropy().sum(), pp)
+    (d_p,) = grads(dd.distributions.FactorizedCategorical(pp).entropy().sum(), pp)
     torch.testing.assert_close(d_p, -dxlogx(p))
     value = torch.tensor([[1, 2], [2, 1]])
-    lp = dd.FactorizedCategorical(pp).position_log_prob(value)
+    lp = dd.distributions.FactorizedCategorical(pp).position_log_prob(value)
     (d_p,) = grads(torch.where(lp.isfinite(), lp, 0.0).sum(), pp)
     picked = torch.nn.functional.one_hot(value, 3).bool() & (p > 0)
     torch.testing.assert_close(d_p, torch.where(picked, 1 / torch.where(picked, p, 1.0), 0.0))
@@ -417,8 +421,10 @@ def test_the_dropped_term_convention_is_exact_through_softmax():
 
     def total(y):
         vocab = y.shape[-1]
-        d = dd.MaskedCategorical(mu, vocab_size=vocab, mask_id=3, probs=y, validate_args=False)
-        other = dd.MaskedCategorical(
+        d = dd.distributions.MaskedCategorical(
+            mu, vocab_size=vocab, mask_id=3, probs=y, validate_args=False
+        )
+        other = dd.distributions.MaskedCategorical(
             mu.flip(-1), vocab_size=vocab, mask_id=3, probs=p[..., :vocab], validate_args=False
         )
         return d.entropy().sum() + kl(d, other).sum() + d.log_prob(value).sum()
@@ -444,7 +450,7 @@ def test_gradcheck_at_interior_points(kind):
 
     def build(mu, y):
         if kind == "factorized":
-            return dd.FactorizedCategorical(y, validate_args=False)
+            return dd.distributions.FactorizedCategorical(y, validate_args=False)
         return masked(mu, None if kind == "carry" else y, carry, False)
 
     support = build(mu, y).enumerate_support()  # (K, 2, 3)
@@ -469,7 +475,7 @@ def test_gradcheck_at_interior_points(kind):
 
 def draw_posterior_step(mu, probs, carry):
     """One reverse step's draw with the given parameters (no validation: traced code)."""
-    d = dd.MaskedCategorical(
+    d = dd.distributions.MaskedCategorical(
         mu, vocab_size=3, mask_id=M, probs=probs, carry=carry, validate_args=False
     )
     return d.sample()
@@ -501,7 +507,7 @@ import torch
 import discdiff as dd
 
 def draw(mu, probs, carry):
-    d = dd.MaskedCategorical(mu, vocab_size=3, mask_id=3, probs=probs, carry=carry,
+    d = dd.distributions.MaskedCategorical(mu, vocab_size=3, mask_id=3, probs=probs, carry=carry,
                              validate_args=False)
     return d.sample()
 
@@ -544,7 +550,7 @@ def test_enumerate_support_lists_every_sequence_once():
     assert support.shape == (64, 2, 3)
     assert d.enumerate_support(expand=False).shape == (64, 1, 3)
     assert torch.equal(support[:, 0], all_sequences(3, [0, 1, 2, M]))
-    factorized = dd.FactorizedCategorical(torch.full((3, 3), 1 / 3))
+    factorized = dd.distributions.FactorizedCategorical(torch.full((3, 3), 1 / 3))
     assert torch.equal(factorized.enumerate_support(), all_sequences(3, [0, 1, 2]))
 
 
@@ -553,7 +559,7 @@ def test_enumerate_support_refuses_large_supports_by_name():
 
     def uniform_masked(length):
         probs = torch.full((length, 3), 1 / 3)
-        return dd.MaskedCategorical(
+        return dd.distributions.MaskedCategorical(
             torch.full((length,), 0.5), vocab_size=3, mask_id=3, probs=probs
         )
 
@@ -563,7 +569,7 @@ def test_enumerate_support_refuses_large_supports_by_name():
     ):
         uniform_masked(7).enumerate_support()
     with pytest.raises(ValueError, match=r"3\^8 = 6561 sequences"):
-        dd.FactorizedCategorical(torch.full((8, 3), 1 / 3)).enumerate_support()
+        dd.distributions.FactorizedCategorical(torch.full((8, 3), 1 / 3)).enumerate_support()
 
 
 def tiny_model_and_guide(mu_q):
@@ -573,20 +579,20 @@ def tiny_model_and_guide(mu_q):
     y_q = torch.tensor([[0.0, 1.0], [0.5, 0.5]], dtype=F64)  # a token of probability 0
     emit = torch.tensor([0.1, 0.7, 0.4], dtype=F64)  # P(x = 1 | z) for z in {0, 1, mask}
     x = torch.tensor([1.0, 0.0], dtype=F64)
-    prior = dd.MaskedCategorical(mu_p, vocab_size=2, mask_id=2, probs=y_p)
+    prior = dd.distributions.MaskedCategorical(mu_p, vocab_size=2, mask_id=2, probs=y_p)
 
     def model():
         z = pyro.sample("z", prior)
         pyro.sample("x", pyro.distributions.Bernoulli(emit[z]).to_event(1), obs=x)
 
     def guide():
-        q = dd.MaskedCategorical(mu_q, vocab_size=2, mask_id=2, probs=y_q)
+        q = dd.distributions.MaskedCategorical(mu_q, vocab_size=2, mask_id=2, probs=y_q)
         pyro.sample("z", q, infer={"enumerate": "parallel"})
 
     def log_joint(z):
         return prior.log_prob(z) + pyro.distributions.Bernoulli(emit[z]).to_event(1).log_prob(x)
 
-    q = dd.MaskedCategorical(mu_q.detach(), vocab_size=2, mask_id=2, probs=y_q)
+    q = dd.distributions.MaskedCategorical(mu_q.detach(), vocab_size=2, mask_id=2, probs=y_q)
     return model, guide, log_joint, q
 
 
@@ -633,12 +639,17 @@ def test_trace_elbo_gradient_is_finite_when_a_float32_sigmoid_rounds_to_one():
     probs = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
 
     def model():
-        prior = dd.MaskedCategorical(torch.full((2,), 0.5), vocab_size=2, mask_id=2, probs=probs)
+        prior = dd.distributions.MaskedCategorical(
+            torch.full((2,), 0.5), vocab_size=2, mask_id=2, probs=probs
+        )
         pyro.sample("z", prior)
 
     def guide():
         pyro.sample(
-            "z", dd.MaskedCategorical(logit.sigmoid(), vocab_size=2, mask_id=2, probs=probs)
+            "z",
+            dd.distributions.MaskedCategorical(
+                logit.sigmoid(), vocab_size=2, mask_id=2, probs=probs
+            ),
         )
 
     assert logit.sigmoid()[0] == 1.0

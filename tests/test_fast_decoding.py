@@ -144,7 +144,7 @@ def test_draws_restricted_to_some_rows_equal_the_full_draw():
     full = draw_categorical(probs, 2, generator=torch.Generator().manual_seed(1))
     some = draw_categorical(probs, 2, generator=torch.Generator().manual_seed(1), where=where)
     assert torch.equal(some[where], full[where]) and (some[~where] == 0).all()
-    none = draw_categorical(probs, generator=dd.SequenceGenerator(0, 3), where=where & False)
+    none = draw_categorical(probs, generator=dd.rng.SequenceGenerator(0, 3), where=where & False)
     assert (none == 0).all()
 
 
@@ -267,7 +267,9 @@ def test_masked_categorical_draws_tokens_only_where_kept_with_the_same_stream():
     probs = probs / probs.sum(-1, keepdim=True)
     carry = torch.where(torch.rand(4, 9, generator=generator) < 0.3, 2, 7)  # 7: the mask id
     mask_prob = torch.rand(4, 9, generator=generator, dtype=torch.float64)
-    dist = dd.MaskedCategorical(mask_prob, vocab_size=7, mask_id=7, probs=probs, carry=carry)
+    dist = dd.distributions.MaskedCategorical(
+        mask_prob, vocab_size=7, mask_id=7, probs=probs, carry=carry
+    )
     drawn = dist.sample(generator=torch.Generator().manual_seed(1))
     stream = torch.Generator().manual_seed(1)
     u_token = torch.rand(4, 9, 1, generator=stream, dtype=torch.float64)
@@ -305,7 +307,7 @@ def test_shaping_only_masked_rows_changes_no_sample(schedule):
     for strategy in (dd.RemaskPosterior(schedule), _ReadsEveryRow(schedule)):
         sampler = dd.AncestralSampler(process, strategy, steps=12, top_p=0.8, nucleus="remdm")
         result = sampler.sample(
-            denoiser, 6, 20, prompt=torch.tensor([[1, 2]]), generator=dd.SequenceGenerator(0, 6)
+            denoiser, 6, 20, prompt=torch.tensor([[1, 2]]), generator=dd.rng.SequenceGenerator(0, 6)
         )
         tokens[strategy.masked_only] = result.tokens
     assert torch.equal(tokens[True], tokens[False])

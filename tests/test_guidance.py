@@ -23,7 +23,7 @@ def joint():
 
 @pytest.fixture(scope="module")
 def oracle(joint):
-    return dd.EnumerableConditionalOracle(joint)
+    return dd.models.EnumerableConditionalOracle(joint)
 
 
 def all_states():
@@ -31,7 +31,7 @@ def all_states():
 
 
 def unconditional(oracle):
-    return dd.with_label(oracle, oracle.num_classes)
+    return dd.models.with_label(oracle, oracle.num_classes)
 
 
 def total_variation(tokens, target):
@@ -63,7 +63,7 @@ def micro_conditional(vocab=6, classes=3, seed=0):
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
-    return process, dd.ConditionalSUBS(net.eval(), process)
+    return process, dd.models.ConditionalSUBS(net.eval(), process)
 
 
 def noisy_tokens(vocab, shape, seed=1):
@@ -280,7 +280,7 @@ def test_bad_labels_are_rejected(oracle):
     with pytest.raises(ValueError, match="label"):
         dd.ClassifierFreeGuidance(2.0)(oracle, torch.tensor([0.5]))
     with pytest.raises(ValueError, match="label"):
-        dd.with_label(oracle, C + 1)
+        dd.models.with_label(oracle, C + 1)
     guided = dd.ClassifierFreeGuidance(2.0)(oracle, torch.tensor([0, 1, 0]))
     with pytest.raises(ValueError, match="label"):
         guided(torch.full((2, L), V), torch.ones(2))
@@ -303,7 +303,7 @@ def test_dit_label_checks():
     with pytest.raises(ValueError, match="label_dropout"):
         dd.DiTConfig.micro(vocab_size=5, num_classes=2, label_dropout=1.5)
     with pytest.raises(ValueError, match="num_classes"):
-        dd.ConditionalSUBS(unconditional_net, dd.MaskingProcess(vocab_size=4))
+        dd.models.ConditionalSUBS(unconditional_net, dd.MaskingProcess(vocab_size=4))
 
 
 # -- the conditional DiT ------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_conditional_dit_round_trips_and_null_is_the_default(tmp_path):
     z, t = noisy_tokens(6, (3, 7))
     labels = torch.tensor([0, 2, 3])
     with torch.no_grad():
-        reloaded = dd.ConditionalSUBS(loaded, model.process)
+        reloaded = dd.models.ConditionalSUBS(loaded, model.process)
         assert torch.equal(reloaded(z, t, labels), model(z, t, labels))
         assert torch.equal(model(z, t), model(z, t, torch.full((3,), 3)))
         assert not torch.equal(model(z, t, torch.zeros(3, dtype=torch.long)), model(z, t))
@@ -356,9 +356,11 @@ def test_conditional_nelbo_trains_with_the_trainer():
     source = toy_labelled()
     process = dd.MaskingProcess(vocab_size=4)
     net = dd.DiT(dd.DiTConfig.micro(vocab_size=5, num_classes=2, model_length=6))
-    model = dd.ConditionalSUBS(net, process)
+    model = dd.models.ConditionalSUBS(net, process)
     config = TrainConfig(steps=40, batch_size=32, lr=3e-3, warmup=0, ema=0.0, progress=False)
-    history = Trainer(process, model, source, config, objective=dd.ConditionalNELBO()).fit()
+    history = Trainer(
+        process, model, source, config, objective=dd.objectives.ConditionalNELBO()
+    ).fit()
     assert all(math.isfinite(x) for x in history.losses)
     assert sum(history.losses[-5:]) < sum(history.losses[:5])
 
@@ -366,9 +368,11 @@ def test_conditional_nelbo_trains_with_the_trainer():
 def test_noisy_classifier_trains_with_the_trainer():
     source = toy_labelled()
     process = dd.MaskingProcess(vocab_size=4)
-    classifier = dd.DiTClassifier(dd.DiTConfig.micro(vocab_size=5, model_length=6), 2)
+    classifier = dd.models.DiTClassifier(dd.DiTConfig.micro(vocab_size=5, model_length=6), 2)
     config = TrainConfig(steps=40, batch_size=32, lr=3e-3, warmup=0, ema=0.0, progress=False)
-    trainer = Trainer(process, classifier, source, config, objective=dd.NoisyClassification())
+    trainer = Trainer(
+        process, classifier, source, config, objective=dd.objectives.NoisyClassification()
+    )
     history = trainer.fit()
     assert history.losses[0] == pytest.approx(math.log(2), abs=0.3)
     assert sum(history.losses[-5:]) / 5 < 0.5 * math.log(2)

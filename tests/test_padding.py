@@ -52,7 +52,7 @@ def test_padded_discrete_nelbo_leaves_the_padding_out():
     padding_mask = (torch.arange(PADDED) < L).expand(3, PADDED)
     with torch.no_grad():
         closed, exact = (
-            dd.discrete_nelbo(
+            dd.objectives.discrete_nelbo(
                 process,
                 dd.MaskingPosterior(),
                 denoiser,
@@ -65,7 +65,7 @@ def test_padded_discrete_nelbo_leaves_the_padding_out():
             )
             for exact_kl in (False, True)
         )
-        whole = dd.discrete_nelbo(
+        whole = dd.objectives.discrete_nelbo(
             process, dd.MaskingPosterior(), denoiser, x, steps=8, step=step, z_t=z_t
         )
     torch.testing.assert_close(closed, exact, rtol=1e-4, atol=1e-4)

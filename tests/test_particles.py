@@ -191,8 +191,8 @@ def test_systems_do_not_depend_on_the_batch_size(joint):
     _, table = joint
     sampler = dd.AncestralSampler(dd.MaskingProcess(vocab_size=V), dd.MaskingPosterior(), steps=4)
     steered = dd.ParticleSampler(sampler, zeros, 6, ess_threshold=0.9)
-    whole = steered.sample(table, 4, L, generator=dd.SequenceGenerator(7, 4))
-    tail = steered.sample(table, 2, L, generator=dd.SequenceGenerator(7, 2, start=2))
+    whole = steered.sample(table, 4, L, generator=dd.rng.SequenceGenerator(7, 4))
+    tail = steered.sample(table, 2, L, generator=dd.rng.SequenceGenerator(7, 2, start=2))
     assert torch.equal(whole.tokens[2:], tail.tokens)
     assert torch.allclose(whole.log_evidence[2:], tail.log_evidence)
 

@@ -86,7 +86,10 @@ def test_trace_elbo_with_the_forward_guide_is_the_discrete_nelbo(oracle, strateg
         ]
     )
     nelbo = torch.cat(
-        [dd.discrete_nelbo(process, strategy, oracle, x, steps=4) for _ in range(repeats)]
+        [
+            dd.objectives.discrete_nelbo(process, strategy, oracle, x, steps=4)
+            for _ in range(repeats)
+        ]
     )
     se = (losses.var() / repeats + nelbo.var() / len(nelbo)) ** 0.5
     assert abs(float(losses.mean() - nelbo.mean())) < 3 * float(se)

@@ -66,13 +66,13 @@ def _masked_with_edges(seed: int) -> TorchDistribution:
     probs[:, 2, 0] = 0.0
     probs = probs / probs.sum(-1, keepdim=True)
     carry = _tokens(4, seed + 2, high=V + 1)
-    return dd.MaskedCategorical(mu, vocab_size=V, mask_id=M, probs=probs, carry=carry)
+    return dd.distributions.MaskedCategorical(mu, vocab_size=V, mask_id=M, probs=probs, carry=carry)
 
 
 def _factorized_with_a_zero(seed: int) -> TorchDistribution:
     probs = _probs(3, seed)
     probs[:, 1, 2] = 0.0
-    return dd.FactorizedCategorical(probs / probs.sum(-1, keepdim=True))
+    return dd.distributions.FactorizedCategorical(probs / probs.sum(-1, keepdim=True))
 
 
 def _posterior(posterior, seed: int, s_zero: bool = False) -> TorchDistribution:
@@ -87,10 +87,10 @@ def _uniform_posterior(seed: int) -> TorchDistribution:
 
 
 FIXTURES: dict[str, Callable[[int], TorchDistribution]] = {
-    "MaskedCategorical(probs)": lambda seed: dd.MaskedCategorical(
+    "MaskedCategorical(probs)": lambda seed: dd.distributions.MaskedCategorical(
         _mu(2, seed), vocab_size=V, mask_id=M, probs=_probs(2, seed + 1)
     ),
-    "MaskedCategorical(carry)": lambda seed: dd.MaskedCategorical(
+    "MaskedCategorical(carry)": lambda seed: dd.distributions.MaskedCategorical(
         _mu(3, seed), vocab_size=V, mask_id=M, carry=_tokens(3, seed + 1)
     ),
     "MaskedCategorical(probs, carry) at its edges": _masked_with_edges,
@@ -115,7 +115,7 @@ FIXTURES: dict[str, Callable[[int], TorchDistribution]] = {
 
 def params_of(d: TorchDistribution) -> dict:
     """The constructor's arguments of `d` (pyro's `dist_params`)."""
-    if isinstance(d, dd.FactorizedCategorical):
+    if isinstance(d, dd.distributions.FactorizedCategorical):
         return {"probs": d.probs}
     out = {"mask_prob": d.mask_prob, "vocab_size": d.vocab_size, "mask_id": d.mask_id}
     out.update({k: v for k, v in (("probs", d.probs), ("carry", d.carry)) if v is not None})
@@ -167,14 +167,14 @@ def case(request) -> Case:
 
 def enumerated(d: TorchDistribution) -> torch.Tensor:
     """Every sequence of the distribution's alphabet, `(K, 1, ..., 1, L)` (built by hand)."""
-    ids = [*range(V), M] if isinstance(d, dd.MaskedCategorical) else list(range(V))
+    ids = [*range(V), M] if isinstance(d, dd.distributions.MaskedCategorical) else list(range(V))
     support = all_sequences(d.event_shape[0], ids)
     return support.reshape(len(support), *(1,) * len(d.batch_shape), d.event_shape[0])
 
 
 def position_table(d: TorchDistribution) -> torch.Tensor:
     """Probabilities `(*batch, L, V + 1)` of each token (and the mask) per position, by hand."""
-    if isinstance(d, dd.FactorizedCategorical):
+    if isinstance(d, dd.distributions.FactorizedCategorical):
         return d.probs.double()
     mu = d.mask_prob.double().unsqueeze(-1)
     if d.carry is not None:
@@ -190,7 +190,7 @@ def brute_log_prob(d: TorchDistribution, z: torch.Tensor) -> torch.Tensor:
     """log P(z) as the sum over positions of the log of the looked-up table entry."""
     table = position_table(d)
     shape = torch.broadcast_shapes(z.shape, table.shape[:-1])
-    column = torch.where(z == M, V, z) if isinstance(d, dd.MaskedCategorical) else z
+    column = torch.where(z == M, V, z) if isinstance(d, dd.distributions.MaskedCategorical) else z
     picked = table.expand(*shape, -1).gather(-1, column.expand(shape).unsqueeze(-1))
     return picked.squeeze(-1).log().sum(-1)
 
@@ -329,7 +329,9 @@ def test_expand(case, default):
 def test_expand_existing_dim():
     """A batch dimension of size 1 grows (pyro: test_expand_existing_dim)."""
     wide = rebatch(FIXTURES["MaskedCategorical(probs)"](0), (2, 3), torch.float64)
-    small = dd.MaskedCategorical(wide.mask_prob[:1], vocab_size=V, mask_id=M, probs=wide.probs[:1])
+    small = dd.distributions.MaskedCategorical(
+        wide.mask_prob[:1], vocab_size=V, mask_id=M, probs=wide.probs[:1]
+    )
     for default in (False, True):
         large = (TorchDistribution.expand if default else type(small).expand)(small, (5, 3))
         assert large.batch_shape == (5, 3)

@@ -37,14 +37,13 @@ from safetensors import SafetensorError
 from discdiff._io import DiskFullError, locked, sha256, writing
 from discdiff.cli import main
 from discdiff.config import (
-    NOISE_SCHEDULES,
-    POSTERIORS,
     RANGES,
     ConfigError,
     DataSpec,
     ProcessSpec,
     RunConfig,
     SamplerSpec,
+    choices,
 )
 from discdiff.models import pretrained as model_files
 from discdiff.models.dit import DiT, DiTConfig
@@ -67,7 +66,7 @@ KEYS = {
         ("sampler", SamplerSpec),
     )
 }
-NAMES = [*NOISE_SCHEDULES, *POSTERIORS, "none", "synthetic", "text"]
+NAMES = [*choices("schedule"), *choices("strategy"), "none", "synthetic", "text"]
 ARGUMENTS = ["name", "eta", "eps", "t_on", "t_off", "alpha_on", "base", "A", "tokens_per_step"]
 
 scalars = st.one_of(
@@ -574,8 +573,12 @@ def test_every_numeric_setting_has_one_declared_range_and_it_is_used():
         if is_numeric(hint) and name not in fixed and hint is not bool
     }
     assert len(numeric) > 30
+    shaping = {f"sampler.{name}" for name in ("temperature", "top_k", "top_p")}
     undeclared = {k for k in numeric if k not in RANGES and not k.endswith(".seed")}
-    assert not undeclared, undeclared
+    assert undeclared == shaping, undeclared  # the sampler's Shaping owns and checks these
+    for key, bad in zip(sorted(shaping), ["1e4", "0", "1.5"], strict=True):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            RunConfig().replace([f"{key}={bad}"])
     for key, allowed in RANGES.items():
         if key.startswith(("*", "data.language")):
             continue

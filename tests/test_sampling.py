@@ -9,6 +9,7 @@ import discdiff as dd
 from discdiff._checks import validation_enabled
 from discdiff.distributions import draw_categorical
 from discdiff.models import SUBS, DiT, DiTConfig
+from discdiff.processes import Strategy
 from discdiff.shaping import shape_probs
 
 V, L, N = 3, 4, 20_000
@@ -168,7 +169,7 @@ def test_float64_draws_keep_the_tail_that_float32_loses():
     assert not unreachable32[tail32].any()  # float32 never does
 
 
-class Spy:
+class Spy(Strategy):
     """A strategy that records the dtype the sampler asks for, then acts as MDLM."""
 
     def __init__(self):

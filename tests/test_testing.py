@@ -68,7 +68,7 @@ class WrongStayMasked(dd.RemaskPosterior):
     def __call__(self, process, z_t, x, t, s, *, confidence=None):
         q = super().__call__(process, z_t, x, t, s, confidence=confidence)
         mask_prob = torch.where(process.is_masked(z_t), 0.9 * q.mask_prob, q.mask_prob)
-        return dd.MaskedCategorical(
+        return dd.distributions.MaskedCategorical(
             mask_prob, vocab_size=q.vocab_size, mask_id=q.mask_id, probs=q.probs, carry=q.carry
         )
 
@@ -78,7 +78,7 @@ class TokenSwap(dd.RemaskPosterior):
 
     def __call__(self, process, z_t, x, t, s, *, confidence=None):
         q = super().__call__(process, z_t, x, t, s, confidence=confidence)
-        return dd.MaskedCategorical(
+        return dd.distributions.MaskedCategorical(
             q.mask_prob, vocab_size=q.vocab_size, mask_id=q.mask_id, probs=q.probs
         )
 

@@ -73,7 +73,7 @@ def test_marginal_composition_fails_for_a_wrong_posterior():
                 for v in range(V)
             ]
             mixed = sum(x[..., v : v + 1] * c for v, c in enumerate(columns))
-            return dd.FactorizedCategorical(mixed)
+            return dd.distributions.FactorizedCategorical(mixed)
 
     process = dd.UniformProcess(vocab_size=V)
     soft = torch.tensor([[[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]], dtype=F64)

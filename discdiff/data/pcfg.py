@@ -39,12 +39,14 @@ from discdiff.data.synthetic import (
     _structured,
     monte_carlo_entropy,
 )
+from discdiff.registry import register
 
 __all__ = ["PCFGLanguage"]
 
 _CHUNK = 2048  # tree nodes expanded per vectorised draw
 
 
+@register("language", "pcfg")
 class PCFGLanguage(ExactLanguage):
     r"""A seeded PCFG over `vocab_size` tokens, conditioned on the string length.
 

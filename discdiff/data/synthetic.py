@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from discdiff.registry import extension_point, register
 from discdiff.typing import Times, Tokens
 
 __all__ = [
@@ -92,6 +93,7 @@ class EntropyEstimate(float):
         return self.stderr == 0.0
 
 
+@extension_point("language")
 class ExactLanguage:
     """Base of the seeded languages with exact likelihoods (`HMMLanguage`, `PCFGLanguage`, ...).
 
@@ -167,6 +169,7 @@ class ExactLanguage:
         return f"{type(self).__name__}({arguments})"
 
 
+@register("language", "hmm")
 class HMMLanguage(ExactLanguage):
     r"""A hidden Markov language given by its joint table $J[s, x, s']$ (see the module).
 
@@ -459,6 +462,7 @@ class HMMLanguage(ExactLanguage):
         return scores / scores.sum(-1, keepdim=True).clamp_min(_LOG_ZERO)
 
 
+@register("language", "synthetic")
 class SyntheticLanguage(HMMLanguage):
     r"""The built-in language: a seeded *unifilar* HMM (a probabilistic finite automaton).
 

@@ -110,7 +110,8 @@ from discdiff._io import atomic_write
 from discdiff.data.text import CharTokenizer
 from discdiff.models.diffusion_llms import load_diffusion_llm, load_tokenizer, resolve_model
 from discdiff.models.llm import read_config
-from discdiff.objectives import antithetic_times, nelbo
+from discdiff.models.protocol import is_time_conditioned
+from discdiff.objectives import Method, antithetic_times, nelbo
 from discdiff.processes.base import ForwardProcess
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
@@ -273,7 +274,7 @@ class _MaskedTail(torch.nn.Module):
     def __init__(self, denoiser: Any, mask_id: int) -> None:
         super().__init__()
         self.denoiser, self.mask_id = denoiser, mask_id
-        self.time_conditioned = getattr(denoiser, "time_conditioned", True)
+        self.time_conditioned = is_time_conditioned(denoiser)
 
     def forward(self, z_t: Tensor, t: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         if padding_mask is not None:
@@ -753,7 +754,7 @@ class DiscdiffLM(LM):
                 if kwargs.get(name) is not None:
                     raise HarnessError(f"`{name}` is for `model=`; a run has its own")
             run = load_run(str(kwargs["run"]))
-            if run.objective == "autoregressive":
+            if Method.named(run.objective).sampler is None:  # a causal model
                 raise MissingCapabilityError(
                     f"run {kwargs['run']!r} is autoregressive: score it with lm-eval's own "
                     "models; the discdiff model needs a diffusion run"
@@ -767,7 +768,7 @@ class DiscdiffLM(LM):
                 raise MissingTokenizerError(f"run {kwargs['run']!r} has no tokenizer")
             denoiser = run.denoiser.to(self._device)
             process = run.process
-            block = getattr(run.model.config, "block_size", None)
+            block = config.block_size
             sampling = {
                 "sampler": config.sampler.build(process),
                 "model_length": config.data.length,

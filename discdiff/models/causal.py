@@ -15,6 +15,7 @@ so one run config's `model` section describes either network.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from discdiff._io import CorruptFileError
 from discdiff.models.pretrained import CONFIG_NAME, read_pretrained, write_pretrained
+from discdiff.processes.base import ForwardProcess
 
 __all__ = ["CausalConfig", "CausalTransformer", "PrefixClassifier", "next_token_nll"]
 
@@ -185,6 +187,20 @@ class CausalTransformer(nn.Module):
         """Write `config.json` (with `"architecture": "causal"`) and `model.safetensors`."""
         config = {"architecture": "causal", **asdict(self.config)}
         return write_pretrained(directory, config, self.state_dict())
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], *, process: ForwardProcess, model_length: int
+    ) -> "CausalTransformer":
+        """A new model over the $V$ data tokens of `process` from a run's `model` section.
+
+        Args:
+            settings: `CausalConfig` fields (a DiT's other keys are ignored).
+            process: The forward process of the run (only its $V$ is read).
+            model_length: $L$.
+        """
+        values = {**settings, "vocab_size": process.vocab_size, "model_length": model_length}
+        return cls(CausalConfig.from_dict(values))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "CausalTransformer":

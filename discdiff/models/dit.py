@@ -54,6 +54,7 @@ would have seen the new tokens).
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ from discdiff.models.pretrained import (
     read_pretrained,
     write_pretrained,
 )
+from discdiff.processes.base import ForwardProcess
 from discdiff.typing import Tokens
 
 __all__ = ["DiT", "DiTClassifier", "DiTConfig", "KVCache", "block_attention_mask"]
@@ -685,6 +687,19 @@ class DiT(nn.Module):
         """
         weights = {PREFIX + k: v for k, v in self.state_dict().items()}
         return write_pretrained(directory, asdict(self.config), weights)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], *, process: ForwardProcess, model_length: int
+    ) -> "DiT":
+        """A new DiT over every state of `process` (masking: $V + 1$) from a run's `model` section.
+
+        Args:
+            settings: `DiTConfig` fields other than `vocab_size` and `model_length`.
+            process: The forward process the network denoises.
+            model_length: $L$.
+        """
+        return cls(DiTConfig(**settings, vocab_size=process.num_states, model_length=model_length))
 
     @classmethod
     def from_pretrained(

@@ -6,7 +6,14 @@ r"""Forward processes $q(z_t \mid x)$, one subpackage or module per process.
 - `uniform`: uniform-state noise and its posterior.
 """
 
-from discdiff.processes.base import NEG, ForwardProcess, check_token_range, data_log_softmax
+from discdiff.processes.base import (
+    NEG,
+    ForwardProcess,
+    StepState,
+    Strategy,
+    check_token_range,
+    data_log_softmax,
+)
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.processes.uniform import UniformPosterior, UniformProcess
 
@@ -14,6 +21,8 @@ __all__ = [
     "NEG",
     "ForwardProcess",
     "MaskingProcess",
+    "StepState",
+    "Strategy",
     "UniformPosterior",
     "UniformProcess",
     "check_token_range",

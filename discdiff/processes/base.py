@@ -1,31 +1,37 @@
-r"""Forward processes $q(z_t \mid x)$: the `ForwardProcess` interface and masking.
+r"""The two interfaces of sampling: the `ForwardProcess` and the `Strategy` that reverses it.
 
 A forward process corrupts each position independently with a noise schedule
 $\alpha_t$. Everything else in the library (the losses, the trainer, the
 sampler, the property suite) asks the process, through `ForwardProcess`, for
 the few things that differ between processes: the marginal, the prior at
 $t = 1$, how a denoiser's output becomes $x_\theta$, the continuous-time NELBO
-integrand and the final noise-removal step. The masking process of MDLM:
-
-$$
-q(z_t \mid x) = \prod_\ell \mathrm{Cat}\big(z_t^\ell;\ \alpha_t x^\ell + (1 - \alpha_t)\, m\big).
-$$
-
-`discdiff.processes.uniform` holds the second process, uniform-state noise.
+integrand and the final noise-removal step. A sampler asks a `Strategy`
+(a posterior $q_\sigma(z_s \mid z_t, x_\theta)$ or a decoder) for each step
+$z_t \to z_s$ and never looks further. `discdiff.processes.masking` and
+`discdiff.processes.uniform` implement both for their processes.
 """
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff._checks import validation_enabled
+from discdiff.registry import extension_point
 from discdiff.rng import RandomSource
 from discdiff.schedules import NoiseSchedule
-from discdiff.typing import Times, Tokens
+from discdiff.shaping import Shaping
+from discdiff.typing import MaskFlags, Probs, Times, Tokens
 
-__all__ = ["NEG", "ForwardProcess", "check_token_range", "data_log_softmax"]
+__all__ = [
+    "NEG",
+    "ForwardProcess",
+    "StepState",
+    "Strategy",
+    "check_token_range",
+    "data_log_softmax",
+]
 
 Data = Int[Tensor, "batch length"] | Float[Tensor, "batch length vocab"]
 
@@ -50,14 +56,15 @@ def check_token_range(name: str, tokens: Tensor, vocab_size: int, extra: int | N
         raise ValueError(f"`{name}` holds ids {bad} outside {allowed}")
 
 
+@extension_point("process")
 @runtime_checkable
 class ForwardProcess(Protocol):
     r"""What the library asks of a forward process $q(z_t \mid x)$.
 
     Implemented by `MaskingProcess` and `UniformProcess`; a new process
-    implements these members in its own module and adds one line to
-    `discdiff.config.PROCESSES` (see the tutorial "Write your own forward
-    process"). Processes factorise over positions.
+    implements these members in its own module and registers itself
+    (`@discdiff.register("process", name)`; see the tutorial "Write your own
+    forward process"). Processes factorise over positions.
 
     Attributes:
         name: The process's name in configs (`process.name`).
@@ -157,3 +164,125 @@ def data_log_softmax(
     if validation_enabled() and not bool(torch.isfinite(logits).all()):
         raise ValueError("the backbone returned NaN or infinite `logits`")
     return logits[..., :vocab_size].float().log_softmax(-1)
+
+
+@runtime_checkable
+class StepState(Protocol):
+    r"""Per-run state a strategy keeps between steps (e.g. decode confidences $\psi$)."""
+
+    def observe(self, x: Probs, z_t: Tokens, z_s: Tokens) -> None:
+        r"""Update after the step $z_t \to z_s$ that drew from $x_\theta(z_t)$ = `x`."""
+        ...
+
+
+@extension_point("strategy")
+@runtime_checkable
+class Strategy(Protocol):
+    r"""What the sampler asks of a posterior or decoder.
+
+    `RemaskPosterior` (every ReMDM strategy, MDLM, forward-backward, DFM),
+    `ConfidenceDecoder` and `UniformPosterior` implement it; the sampler never
+    looks further. A strategy that reads $x_\theta$ only at the positions
+    masked in $z_t$ may also set `masked_only = True`; the sampler then spends
+    the nucleus's $O(V)$ work there only (every strategy of the masking
+    process does). A strategy that never remasks a decoded token may set
+    `never_remasks = True`: the sampler then stops a grid (or a block) as
+    soon as nothing is left masked, with no further network call.
+
+    Strategies derive from this class for the defaults of the optional
+    members (`masked_only`, `never_remasks`, `shape_output`).
+
+    Attributes:
+        process_type: The class of forward processes the strategy works with.
+        masked_only: Reads $x_\theta$ at the positions masked in $z_t$ only (default: no).
+        never_remasks: Never remasks a decoded token (default: no).
+    """
+
+    process_type: type
+    masked_only: bool = False
+    never_remasks: bool = False
+
+    def shape_output(
+        self, logits: Tensor, shaping: Shaping, masked: MaskFlags | None = None
+    ) -> Any:
+        r"""The `x` that `draw` reads, from the denoiser's output.
+
+        By default `shaping.probs(logits, rows=masked)`: temperature, top-k and
+        nucleus applied (the nucleus only at `masked` positions when given). A
+        strategy that needs more (a decoder's untempered confidences, SEDD's
+        score total) overrides it.
+
+        Args:
+            logits: The denoiser's output `(B, L, V)`.
+            shaping: The sampler's `Shaping`.
+            masked: The positions masked in $z_t$ `(B, L)` when `masked_only`, else `None`.
+        """
+        return shaping.probs(logits, rows=masked)
+
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
+        """Times from 1 down to `t_min`.
+
+        Args:
+            steps: The number of steps $T$.
+            t_min: The last time.
+
+        Returns:
+            Decreasing float64 times `(points,)`.
+        """
+        ...
+
+    def alphas(self, process: ForwardProcess, t: Times, s: Times) -> tuple[Times, Times]:
+        r"""$(\alpha_t, \alpha_s)$ used for the step.
+
+        Args:
+            process: The forward process.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+
+        Returns:
+            $(\alpha_t, \alpha_s)$, each `(B,)`.
+        """
+        ...
+
+    def start(self, process: ForwardProcess, z: Tokens) -> StepState | None:
+        """Fresh per-run state for a run starting at `z`, or `None` if the strategy keeps none.
+
+        Args:
+            process: The forward process.
+            z: The starting tokens `(B, L)`.
+
+        Returns:
+            A `StepState` the sampler passes to `draw` and updates after each
+            step, or `None`.
+        """
+        ...
+
+    def draw(
+        self,
+        process: ForwardProcess,
+        z_t: Tokens,
+        x: Probs,
+        t: Times,
+        s: Times,
+        *,
+        state: StepState | None = None,
+        generator: RandomSource = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Tokens:
+        r"""One reverse step $z_t \to z_s$.
+
+        Args:
+            process: The forward process.
+            z_t: Current tokens `(B, L)`.
+            x: $x_\theta(z_t)$ `(B, L, V)`, after temperature / top-k / nucleus.
+            t: Current times `(B,)`.
+            s: Next times `(B,)`.
+            state: What `start` returned (updated by the sampler after each step).
+            generator: Random generator: a `torch.Generator`, or a
+                `SequenceGenerator` whose sequences are the batch's rows.
+            dtype: Precision of categorical draws.
+
+        Returns:
+            $z_s$ `(B, L)`.
+        """
+        ...

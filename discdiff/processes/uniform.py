@@ -50,7 +50,8 @@ from torch import Tensor
 
 from discdiff._checks import as_tensor, validation_enabled
 from discdiff.distributions import FactorizedCategorical
-from discdiff.processes.base import check_token_range, data_log_softmax
+from discdiff.processes.base import Strategy, check_token_range, data_log_softmax
+from discdiff.registry import register
 from discdiff.rng import RandomSource, uniform
 from discdiff.schedules import LogLinear, NoiseSchedule, uniform_time_grid
 from discdiff.typing import Probs, Times, Tokens
@@ -60,6 +61,7 @@ __all__ = ["UniformPosterior", "UniformProcess"]
 Data = Int[Tensor, "batch length"] | Float[Tensor, "batch length vocab"]
 
 
+@register("process", "uniform")
 class UniformProcess:
     r"""Uniform-state noise, a `ForwardProcess`: keep a token or redraw it uniformly.
 
@@ -273,7 +275,8 @@ class UniformProcess:
         return torch.zeros_like(z, dtype=torch.bool)
 
 
-class UniformPosterior:
+@register("strategy", "uniform")
+class UniformPosterior(Strategy):
     r"""The posterior $q(z_s \mid z_t, x)$ of uniform-state noise, and the reverse model.
 
     Called with a one-hot $x$ it is the exact posterior; with $x_\theta(z_t)$

@@ -6,15 +6,15 @@ two interfaces only: the `ForwardProcess` (the prior $z_1$ and the final
 noise-removal step) and the `Strategy` (the time grid, per-run state such as
 ReMDM-conf's decode confidences, and one draw per step): a `RemaskPosterior`
 (MDLM, ReMDM cap / rescale / conf / loop, forward-backward, DFM, SEDD's score
-samplers), a `ConfidenceDecoder`, or a `UniformPosterior`. A strategy may also
-define `shape_output(logits, *, temperature, top_k, top_p, nucleus)` to make
-its `x` from the network's output itself (SEDD's keep the scores' total);
-`shape_probs` does it otherwise. The sampler never looks at which one it has.
+samplers), a `ConfidenceDecoder`, or a `UniformPosterior`. The strategy's
+`shape_output(logits, shaping, masked)` makes its `x` from the network's
+output with the sampler's `Shaping` (SEDD's keep the scores' total; decoders
+keep the untempered confidences). The sampler never looks at which one it has.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -23,109 +23,12 @@ from tqdm.auto import tqdm
 
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
-from discdiff.processes.base import ForwardProcess
+from discdiff.processes.base import ForwardProcess, StepState, Strategy
 from discdiff.rng import RandomSource, sampling_device, stream_batches
-from discdiff.shaping import Nucleus, shape_probs
-from discdiff.typing import Probs, Times, Tokens
+from discdiff.shaping import Shaping
+from discdiff.typing import Tokens
 
 __all__ = ["AncestralSampler", "SampleResult", "StepState", "Strategy"]
-
-
-@runtime_checkable
-class StepState(Protocol):
-    r"""Per-run state a strategy keeps between steps (e.g. decode confidences $\psi$)."""
-
-    def observe(self, x: Probs, z_t: Tokens, z_s: Tokens) -> None:
-        r"""Update after the step $z_t \to z_s$ that drew from $x_\theta(z_t)$ = `x`."""
-        ...
-
-
-@runtime_checkable
-class Strategy(Protocol):
-    r"""What the sampler asks of a posterior or decoder.
-
-    `RemaskPosterior` (every ReMDM strategy, MDLM, forward-backward, DFM),
-    `ConfidenceDecoder` and `UniformPosterior` implement it; the sampler never
-    looks further. A strategy that reads $x_\theta$ only at the positions
-    masked in $z_t$ may also set `masked_only = True`; the sampler then spends
-    the nucleus's $O(V)$ work there only (every strategy of the masking
-    process does). A strategy that never remasks a decoded token may set
-    `never_remasks = True`: the sampler then stops a grid (or a block) as
-    soon as nothing is left masked, with no further network call.
-
-    Attributes:
-        process_type: The class of forward processes the strategy works with.
-    """
-
-    process_type: type
-
-    def time_grid(self, steps: int, t_min: float = 1e-5) -> Tensor:
-        """Times from 1 down to `t_min`.
-
-        Args:
-            steps: The number of steps $T$.
-            t_min: The last time.
-
-        Returns:
-            Decreasing float64 times `(points,)`.
-        """
-        ...
-
-    def alphas(self, process: ForwardProcess, t: Times, s: Times) -> tuple[Times, Times]:
-        r"""$(\alpha_t, \alpha_s)$ used for the step.
-
-        Args:
-            process: The forward process.
-            t: Current times `(B,)`.
-            s: Next times `(B,)`.
-
-        Returns:
-            $(\alpha_t, \alpha_s)$, each `(B,)`.
-        """
-        ...
-
-    def start(self, process: ForwardProcess, z: Tokens) -> StepState | None:
-        """Fresh per-run state for a run starting at `z`, or `None` if the strategy keeps none.
-
-        Args:
-            process: The forward process.
-            z: The starting tokens `(B, L)`.
-
-        Returns:
-            A `StepState` the sampler passes to `draw` and updates after each
-            step, or `None`.
-        """
-        ...
-
-    def draw(
-        self,
-        process: ForwardProcess,
-        z_t: Tokens,
-        x: Probs,
-        t: Times,
-        s: Times,
-        *,
-        state: StepState | None = None,
-        generator: RandomSource = None,
-        dtype: torch.dtype = torch.float64,
-    ) -> Tokens:
-        r"""One reverse step $z_t \to z_s$.
-
-        Args:
-            process: The forward process.
-            z_t: Current tokens `(B, L)`.
-            x: $x_\theta(z_t)$ `(B, L, V)`, after temperature / top-k / nucleus.
-            t: Current times `(B,)`.
-            s: Next times `(B,)`.
-            state: What `start` returned (updated by the sampler after each step).
-            generator: Random generator: a `torch.Generator`, or a
-                `SequenceGenerator` whose sequences are the batch's rows.
-            dtype: Precision of categorical draws.
-
-        Returns:
-            $z_s$ `(B, L)`.
-        """
-        ...
 
 
 @dataclass
@@ -186,15 +89,8 @@ class AncestralSampler:
         steps: Number of steps $T$ (DFM's adaptive grid takes more); with
             blocks, the total over all blocks (each gets $T / \text{blocks}$, as
             in LLaDA).
-        temperature: Temperature applied to the denoiser's logits; 0 is greedy
-            decoding (the most likely token, ties to the lowest id; confidence
-            decoders then rank by the untempered confidence, exactly).
-        top_k: Keep the `top_k` most likely tokens of $x_\theta$; off by default.
-        top_p: Nucleus sampling mass; off by default (ReMDM's papers use 0.9).
-        nucleus: The nucleus rule (see `shape_probs`): `"standard"` (default) or
-            `"remdm"`, the rule of ReMDM's code and the paper's numbers.
-        float64: Draw categoricals in float64 (default). float32 silently
-            drops the tail of large vocabularies and lowers sample entropy.
+        shaping: Temperature (0: greedy), top-k, nucleus and draw precision
+            (`discdiff.shaping.Shaping`; default: none of them, float64 draws).
         noise_removal: Finish with the process's noise-removal step (masking:
             fill every remaining mask with the argmax of $x_\theta$, as MDLM).
         cache: Reuse $x_\theta$ when no token changed and the denoiser is not
@@ -203,6 +99,8 @@ class AncestralSampler:
         t_min: Last time of the grid before noise removal.
         progress: Show a progress bar with the throughput in generated tokens
             per second (off by default; the CLI turns it on).
+        **settings: The `Shaping` by its fields instead (`temperature=0`,
+            `top_p=0.9`, ...), not together with `shaping`.
 
     Example:
         >>> from discdiff import MaskingPosterior, MaskingProcess
@@ -219,38 +117,29 @@ class AncestralSampler:
         posterior: Strategy,
         steps: int,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        nucleus: Nucleus = "standard",
-        float64: bool = True,
+        shaping: Shaping | None = None,
         noise_removal: bool = True,
         cache: bool = True,
         t_min: float = 1e-5,
         progress: bool = False,
+        **settings: Any,
     ) -> None:
         if steps < 1:
             raise ValueError(f"`steps` must be at least 1; got {steps}")
-        if not temperature >= 0:
-            raise ValueError(f"`temperature` must be >= 0 (0: greedy); got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"`top_k` must be at least 1; got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
-        if nucleus not in ("standard", "remdm"):
-            raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {nucleus!r}")
-        process_type = getattr(posterior, "process_type", object)
-        if not isinstance(process, process_type):
+        if not isinstance(posterior, Strategy):
             raise TypeError(
-                f"`posterior` {posterior!r} works with a {process_type.__name__}; "
+                f"`posterior` {posterior!r} is not a Strategy (derive from "
+                "discdiff.processes.base.Strategy for its optional members' defaults)"
+            )
+        if not isinstance(process, posterior.process_type):
+            raise TypeError(
+                f"`posterior` {posterior!r} works with a {posterior.process_type.__name__}; "
                 f"got `process` {process!r}"
             )
         self.process = process
         self.posterior = posterior
         self.steps = steps
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.nucleus = nucleus
-        self.dtype = torch.float64 if float64 else torch.float32
+        self.shaping = Shaping.given(shaping, **settings)
         self.noise_removal = noise_removal
         self.cache = cache
         self.t_min = t_min
@@ -258,18 +147,8 @@ class AncestralSampler:
         self.grid = posterior.time_grid(steps, t_min)
 
     def _x_theta(self, denoiser: Denoiser, z: Tensor, t: Tensor) -> Any:
-        # A strategy may turn the network's output into its `x` itself (SEDD's keep the scale).
-        shaping = {
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
-            "nucleus": self.nucleus,
-        }
-        shape = getattr(self.posterior, "shape_output", None)
-        if shape is not None:
-            return shape(denoiser(z, t), **shaping)
-        rows = self.process.is_masked(z) if getattr(self.posterior, "masked_only", False) else None
-        return shape_probs(denoiser(z, t), rows=rows, **shaping)
+        masked = self.process.is_masked(z) if self.posterior.masked_only else None
+        return self.posterior.shape_output(denoiser(z, t), self.shaping, masked)
 
     def _given(
         self,
@@ -722,7 +601,7 @@ class _Run:
         self.view = view
         frozen = z.clone()
         memory = sampler.posterior.start(process, z)
-        done_when_unmasked = bool(getattr(sampler.posterior, "never_remasks", False))
+        done_when_unmasked = sampler.posterior.never_remasks
         batch = z.shape[0]
         self.record(z, active, None)
         x = None
@@ -746,7 +625,7 @@ class _Run:
                     s,
                     state=memory,
                     generator=self.generator,
-                    dtype=sampler.dtype,
+                    dtype=sampler.shaping.dtype,
                 )
             self.checked = True
             z_s = torch.where(active, z_s, frozen)

@@ -4,7 +4,7 @@ $$
 x_i \sim \mathrm{shape}\big(p_\theta(\cdot \mid x_{<i})\big), \qquad i = 1, \dots, L,
 $$
 
-where "shape" is `shape_probs` — the same temperature, top-k and nucleus
+where "shape" is the sampler's `Shaping` — the same temperature, top-k and nucleus
 rules (`nucleus="remdm"` for the paper's numbers) that `AncestralSampler`
 applies to $x_\theta$ — and draws are float64 inverse-CDF draws from the
 same random streams (`SequenceGenerator`: sequence $i$ draws the same
@@ -24,7 +24,7 @@ from torch import Tensor
 from discdiff.distributions import draw_categorical
 from discdiff.rng import RandomSource, sampling_device, stream_batches
 from discdiff.sampling.ancestral import SampleResult
-from discdiff.shaping import Nucleus, shape_probs
+from discdiff.shaping import Shaping
 
 __all__ = ["AutoregressiveSampler", "NextTokenModel"]
 
@@ -42,11 +42,9 @@ class AutoregressiveSampler:
     r"""Sample a causal model token by token, shaped like the diffusion samplers.
 
     Args:
-        temperature: Temperature of the next-token logits.
-        top_k: Keep the `top_k` most likely tokens; off by default.
-        top_p: Nucleus mass; off by default.
-        nucleus: The nucleus rule (`"standard"` or `"remdm"`, see `shape_probs`).
-        float64: Draw in float64 (default).
+        shaping: Temperature (0: greedy), top-k, nucleus and draw precision
+            (`discdiff.shaping.Shaping`), as the diffusion samplers apply them.
+        **settings: The `Shaping` by its fields instead (`top_p=0.9`, ...).
 
     Example:
         >>> from discdiff.models.causal import CausalConfig, CausalTransformer
@@ -56,38 +54,15 @@ class AutoregressiveSampler:
         (torch.Size([3, 8]), 8)
     """
 
-    def __init__(
-        self,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        nucleus: Nucleus = "standard",
-        float64: bool = True,
-    ) -> None:
-        if not temperature > 0:
-            raise ValueError(f"`temperature` must be positive; got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"`top_k` must be at least 1; got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"`top_p` must lie in (0, 1]; got {top_p}")
-        if nucleus not in ("standard", "remdm"):
-            raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {nucleus!r}")
-        self.temperature, self.top_k, self.top_p, self.nucleus = temperature, top_k, top_p, nucleus
-        self.dtype = torch.float64 if float64 else torch.float32
+    def __init__(self, *, shaping: Shaping | None = None, **settings: Any) -> None:
+        self.shaping = Shaping.given(shaping, **settings)
 
     def next_probs(
         self, model: NextTokenModel, prefix: Int[Tensor, "batch prefix"]
     ) -> Float[Tensor, "batch vocab"]:
         """The shaped next-token distribution the sampler draws from after `prefix`."""
         logits = model.next_logits(prefix)
-        return shape_probs(
-            logits[:, None],
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            nucleus=self.nucleus,
-        )[:, 0]
+        return self.shaping.probs(logits[:, None])[:, 0]
 
     @torch.no_grad()
     def sample(
@@ -126,7 +101,7 @@ class AutoregressiveSampler:
         nfe = length - tokens.shape[1]
         for _ in range(nfe):
             probs = self.next_probs(model, tokens)
-            drawn = draw_categorical(probs, generator=generator, dtype=self.dtype)
+            drawn = draw_categorical(probs, generator=generator, dtype=self.shaping.dtype)
             tokens = torch.cat((tokens, drawn), dim=1)
         per_sequence = torch.full((batch_size,), nfe, dtype=torch.long, device=device)
         return SampleResult(tokens=tokens, nfe=nfe, steps=nfe, sequence_nfe=per_sequence)

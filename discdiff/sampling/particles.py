@@ -234,7 +234,14 @@ class ParticleSampler:
             t, s = grid[i].expand(n), grid[i + 1].expand(n)
             with validation(not run.checked):
                 z_s = posterior.draw(
-                    process, z, x, t, s, state=memory, generator=walkers, dtype=sampler.dtype
+                    process,
+                    z,
+                    x,
+                    t,
+                    s,
+                    state=memory,
+                    generator=walkers,
+                    dtype=sampler.shaping.dtype,
                 )
             run.checked = True
             z_s = torch.where(given, z, z_s)

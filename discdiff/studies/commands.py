@@ -18,6 +18,8 @@ import torch
 from discdiff._io import writing
 from discdiff.config import ConfigError
 from discdiff.evaluation.study import summarize
+from discdiff.models.score import ScoreModel
+from discdiff.objectives import Method
 from discdiff.presets import PAPER
 from discdiff.runs import Run, load_config, load_run, train_run
 from discdiff.studies.settings import STUDY
@@ -236,23 +238,26 @@ def compared_runs(runs: Sequence[str], base: Run) -> dict[str, dict[str, Any]]:
         base: The study's run.
 
     Returns:
-        `{"denoisers": ..., "score_models": ..., "autoregressive": ...}`: MDLM,
-        SEDD and AR runs' networks by folder name.
+        `{"denoisers": ..., "score_models": ..., "autoregressive": ...}`: the
+        networks by folder name, by their training method
+        (`discdiff.objectives.Method`): one that samples itself token by
+        token is autoregressive, one wrapped as a `ScoreModel` a score model
+        (SEDD), any other a denoiser (MDLM).
 
     Raises:
         ConfigError: If a run's data (language, length) differs from the base run's.
     """
     kinds: dict[str, dict[str, Any]] = {"denoisers": {}, "score_models": {}, "autoregressive": {}}
-    role = {
-        "nelbo": "denoisers",
-        "score-entropy": "score_models",
-        "autoregressive": "autoregressive",
-    }
     for name in runs:
         run = load_run(name)
         if run.config.to_dict()["data"] != base.config.to_dict()["data"]:
             raise ConfigError("data", f"--compare {name}: other data than the study's run")
-        kinds[role[run.objective]][Path(name).name] = run.network
+        method = Method.named(run.objective)
+        if method.sampler is None:  # samples itself, token by token
+            kind = "autoregressive"
+        else:
+            kind = "score_models" if method.wrap is ScoreModel else "denoisers"
+        kinds[kind][Path(name).name] = run.network
     return kinds
 
 

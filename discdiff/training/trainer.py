@@ -47,30 +47,22 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from discdiff.baseline_objectives import AutoregressiveNLL, ScoreEntropy
+import discdiff.baseline_objectives  # noqa: F401  (registers score-entropy and autoregressive)
 from discdiff.data.sources import BatchSource, Padded, Prompted
 from discdiff.objectives import (
     Bound,
     ConditionalNELBO,
-    ContinuousNELBO,
+    Method,
     Objective,
     held_out_bound,
 )
 from discdiff.processes.base import ForwardProcess
 from discdiff.provenance import environment
+from discdiff.registry import entries
 from discdiff.training.checkpoints import CheckpointStore
 from discdiff.training.distributed import Distributed
 
-__all__ = ["OBJECTIVES", "TrainConfig", "Trainer"]
-
-OBJECTIVES: dict[str, type] = {
-    "nelbo": ContinuousNELBO,
-    "score-entropy": ScoreEntropy,
-    "autoregressive": AutoregressiveNLL,
-}
-"""Names of the losses a `TrainConfig` can ask for (`train.objective` in a run config):
-MDLM's continuous NELBO (a `SUBS` denoiser), SEDD's score entropy (a `ScoreModel`)
-and the next-token NLL (a `CausalTransformer`)."""
+__all__ = ["TrainConfig", "Trainer"]
 
 
 @dataclass
@@ -100,7 +92,7 @@ class TrainConfig:
         deterministic: Use torch's deterministic kernels while training
             (bit-reproducible CUDA runs, somewhat slower; sets
             `CUBLAS_WORKSPACE_CONFIG`). The CPU is deterministic either way.
-        objective: The loss, by name from `OBJECTIVES`: `nelbo` (MDLM),
+        objective: The loss, a registered objective name (`discdiff.register`): `nelbo` (MDLM),
             `score-entropy` (SEDD) or `autoregressive` (an AR model). It is the
             trainer's default objective (which validation reports).
         normalise: How the summed per-sequence losses of a global batch become
@@ -139,9 +131,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.normalise not in ("token", "sequence"):
             raise ValueError(f"`normalise` must be 'token' or 'sequence'; got {self.normalise!r}")
-        if self.objective not in OBJECTIVES:
+        if self.objective not in entries("objective"):
             raise ValueError(
-                f"`objective` must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}"
+                f"`objective` must be one of {', '.join(entries('objective'))}; "
+                f"got {self.objective!r}"
             )
         if self.steps is None and self.max_minutes is None:
             raise ValueError("`steps` may be None only with `max_minutes` set")
@@ -212,7 +205,7 @@ class Trainer:
                 f"{process.vocab_size} data tokens"
             )
         self.process, self.data, self.config = process, data, config
-        self.objective = objective or OBJECTIVES[config.objective]()
+        self.objective = objective or Method.named(config.objective).loss()
         self.validation = validation
         self.on_eval = on_eval
         self.dist = Distributed.from_environment()

@@ -48,15 +48,17 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from discdiff.distributions import draw_categorical
+from discdiff.processes.base import Strategy
 from discdiff.processes.masking.posteriors import (
     DecodeConfidence,
     MaskingPosterior,
     RemaskPosterior,
 )
 from discdiff.processes.masking.process import MaskingProcess
+from discdiff.registry import extension_point, register
 from discdiff.rng import RandomSource, uniform
 from discdiff.schedules import uniform_time_grid
-from discdiff.shaping import shape_probs
+from discdiff.shaping import Shaping
 from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
 __all__ = [
@@ -113,6 +115,7 @@ class DecoderInput(NamedTuple):
         return (1.0 - self.probs.sum(-1)).clamp_min(0.0)
 
 
+@extension_point("count")
 class StepCount(ABC):
     """How many masked positions a decoder unmasks per step, and on which time grid."""
 
@@ -144,6 +147,7 @@ class StepCount(ABC):
         return f"{type(self).__name__}()"
 
 
+@register("count", "schedule")
 class ScheduleCount(StepCount):
     r"""MDLM's expected count $\mathrm{round}\big(n (\alpha_s - \alpha_t)/(1 - \alpha_t)\big)$.
 
@@ -175,6 +179,7 @@ class ScheduleCount(StepCount):
         return torch.round(n_masked * fraction).long()
 
 
+@register("count", "even")
 class EvenCount(StepCount):
     r"""LLaDA's quota: the masked count split equally over the steps, remainder first.
 
@@ -201,6 +206,7 @@ class EvenCount(StepCount):
         return torch.div(n_masked + left - 1, left, rounding_mode="floor")
 
 
+@register("count", "dream")
 class DreamCount(StepCount):
     r"""Dream's count: $\lfloor n (1 - s/t) \rfloor$ on $\mathrm{linspace}(1, \epsilon, T + 1)$.
 
@@ -247,6 +253,7 @@ def _highest(key: PerPosition, k: Int[Tensor, "batch"]) -> MaskFlags:
     return rank < k.unsqueeze(-1)
 
 
+@register("count", "threshold")
 class ThresholdCount(StepCount):
     r"""Fast-dLLM's threshold rule: every masked position scoring at least $\tau$, at least one.
 
@@ -288,7 +295,7 @@ class ThresholdCount(StepCount):
         return torch.where(s <= 0, n_masked, torch.minimum(sure, n_masked))
 
 
-class ConfidenceDecoder(ABC):
+class ConfidenceDecoder(Strategy, ABC):
     r"""Base class: unmask the highest-scoring candidates each step.
 
     Args:
@@ -346,36 +353,28 @@ class ConfidenceDecoder(ABC):
     def shape_output(
         self,
         log_probs: Float[Tensor, "batch length vocab"],
-        *,
-        temperature: float,
-        top_k: int | None,
-        top_p: float | None,
-        nucleus: str,
+        shaping: Shaping,
+        masked: MaskFlags | None = None,
     ) -> DecoderInput:
         r"""The denoiser's $\log x_\theta$ as a `DecoderInput`.
 
         `probs` is $\exp \log x_\theta$ in float64, untempered and not
         renormalised (a denoiser that reports the mask's mass leaves it out);
-        `sampling` is `shape_probs` of it (temperature, top-k, nucleus), or
+        `sampling` is it shaped by `shaping` (temperature, top-k, nucleus), or
         `None` at temperature 0.
 
         Args:
             log_probs: $\log x_\theta$ `(B, L, V)`.
-            temperature: The sampler's temperature ($0$: greedy).
-            top_k: The sampler's top-k.
-            top_p: The sampler's nucleus mass.
-            nucleus: The sampler's nucleus rule.
+            shaping: The sampler's `Shaping`.
+            masked: Unused (every position's candidate is drawn).
 
         Returns:
             The decoder's input.
         """
         probs = log_probs.double().exp()
-        if temperature == 0:
+        if shaping.greedy:
             return DecoderInput(probs, None)
-        shaped = shape_probs(
-            log_probs, temperature=temperature, top_k=top_k, top_p=top_p, nucleus=nucleus
-        )
-        return DecoderInput(probs, shaped)
+        return DecoderInput(probs, shaping.probs(log_probs))
 
     def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
         """The count rule's grid of `steps` steps from 1.
@@ -480,6 +479,7 @@ class ConfidenceDecoder(ABC):
         return torch.where(unmask, candidates, z_t)
 
 
+@register("strategy", "maskgit")
 class MaskGITDecoder(ConfidenceDecoder):
     r"""MaskGIT / LLaDA's low confidence, Dream's `maskgit_plus`: the candidate's probability.
 
@@ -501,6 +501,7 @@ class MaskGITDecoder(ConfidenceDecoder):
         return x.probs.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
 
 
+@register("strategy", "entropy")
 class EntropyDecoder(ConfidenceDecoder):
     r"""Dream's `entropy` ordering: low-entropy positions first.
 
@@ -535,6 +536,7 @@ class EntropyDecoder(ConfidenceDecoder):
         return out
 
 
+@register("strategy", "margin")
 class MarginDecoder(ConfidenceDecoder):
     """Dream's `topk_margin` ordering: largest gap between the two most likely tokens first.
 
@@ -590,6 +592,7 @@ def dilated_order(length: int) -> Int[Tensor, "length"]:
     return reversed_.argsort().argsort()
 
 
+@register("strategy", "dilated")
 class DilatedDecoder(ConfidenceDecoder):
     r"""Dilated unmasking: decode tokens far apart together, in a fixed order.
 
@@ -682,7 +685,8 @@ class DilatedDecoder(ConfidenceDecoder):
         return torch.where(unmask, x.candidates(unmask, generator, dtype), z_t)
 
 
-class ThresholdDecoder:
+@register("strategy", "threshold")
+class ThresholdDecoder(Strategy):
     r"""Confidence-threshold parallel decoding (Fast-dLLM) on top of any (ReMDM) posterior.
 
     Each step first draws $z_s \sim q_\sigma(z_s \mid z_t, x_\theta)$ from the

@@ -26,8 +26,10 @@ from torch import Tensor
 
 from discdiff._checks import as_tensor, validation_enabled
 from discdiff.distributions import MaskedCategorical
+from discdiff.processes.base import Strategy
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.processes.masking.remasking import NoRemasking, RemaskingSchedule
+from discdiff.registry import register
 from discdiff.rng import RandomSource
 from discdiff.typing import Confidence, MaskFlags, Probs, Times, Tokens
 
@@ -82,7 +84,7 @@ class DecodeConfidence:
         self.psi = decode_confidence(self.psi, x, z_s, masked(z_t), masked(z_s))
 
 
-class RemaskPosterior:
+class RemaskPosterior(Strategy):
     r"""ReMDM's posterior $q_\sigma(z_s \mid z_t, x)$ for a remasking schedule.
 
     Args:
@@ -278,6 +280,7 @@ class RemaskPosterior:
         return posterior.sample(generator=generator, dtype=dtype)
 
 
+@register("strategy", "mdlm")
 class MaskingPosterior(RemaskPosterior):
     r"""MDLM's posterior: `RemaskPosterior(NoRemasking())`.
 

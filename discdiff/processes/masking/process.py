@@ -13,6 +13,7 @@ from torch import Tensor
 from discdiff._checks import as_tensor
 from discdiff.distributions import MaskedCategorical
 from discdiff.processes.base import NEG, check_token_range, data_log_softmax
+from discdiff.registry import register
 from discdiff.rng import RandomSource
 from discdiff.schedules import LogLinear, NoiseSchedule
 from discdiff.typing import Times, Tokens
@@ -22,6 +23,7 @@ __all__ = ["MaskingProcess"]
 Data = Int[Tensor, "batch length"] | Float[Tensor, "batch length vocab"]
 
 
+@register("process", "masking")
 class MaskingProcess:
     r"""The absorbing-state ("masking") forward process of MDLM: a `ForwardProcess`.
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from discdiff._checks import validation_enabled
 from discdiff.presets import PAPER
+from discdiff.registry import extension_point, register
 from discdiff.schedules import NoiseSchedule, uniform_time_grid
 from discdiff.typing import Confidence, Times
 
@@ -69,6 +70,7 @@ def _check_eta(eta: float, high: float = 1.0) -> None:
         raise ValueError(f"`eta` must lie in [0, {high:.6g}]; got {eta}")
 
 
+@extension_point("remasking")
 class RemaskingSchedule(ABC):
     r"""Base class of remasking schedules $\sigma_t$.
 
@@ -168,6 +170,7 @@ class RemaskingSchedule(ABC):
         return sigma
 
 
+@register("remasking", "none")
 @dataclass(frozen=True)
 class NoRemasking(RemaskingSchedule):
     r"""MDLM: $\sigma_t = 0$; decoded tokens stay decoded."""
@@ -176,6 +179,7 @@ class NoRemasking(RemaskingSchedule):
         return torch.zeros_like(alpha_t)
 
 
+@register("remasking", "cap")
 @dataclass(frozen=True)
 class CapSchedule(RemaskingSchedule):
     r"""ReMDM-cap: $\sigma_t = \min\{\eta, \sigma_t^{\max}\}$.
@@ -194,6 +198,7 @@ class CapSchedule(RemaskingSchedule):
         return sigma_max(alpha_t, alpha_s).clamp_max(self.eta)
 
 
+@register("remasking", "rescale")
 @dataclass(frozen=True)
 class RescaleSchedule(RemaskingSchedule):
     r"""ReMDM-rescale: $\sigma_t = \eta\, \sigma_t^{\max}$.
@@ -211,6 +216,7 @@ class RescaleSchedule(RemaskingSchedule):
         return self.eta * sigma_max(alpha_t, alpha_s)
 
 
+@register("remasking", "forward-backward")
 @dataclass(frozen=True)
 class ForwardBackward(RemaskingSchedule):
     r"""The forward-backward corrector (Campbell et al., 2022).
@@ -249,6 +255,7 @@ class ForwardBackward(RemaskingSchedule):
         return torch.where(alpha_t > 0, ratio, bound)
 
 
+@register("remasking", "conf")
 @dataclass(frozen=True)
 class ConfidenceSchedule(RemaskingSchedule):
     r"""ReMDM-conf: per-position weights from decode confidences.
@@ -315,6 +322,7 @@ class ConfidenceSchedule(RemaskingSchedule):
         return weights.to(alpha_t.dtype) * scale.unsqueeze(-1)
 
 
+@register("remasking", "loop")
 @dataclass(frozen=True)
 class LoopSchedule(RemaskingSchedule):
     r"""ReMDM-loop: decode to $\alpha_{\mathrm{on}}$, loop there, then finish.
@@ -415,6 +423,7 @@ class LoopSchedule(RemaskingSchedule):
         return torch.where(in_loop, capped, torch.zeros_like(capped))
 
 
+@register("remasking", "dfm")
 @dataclass(frozen=True)
 class DFMCorrector(RemaskingSchedule):
     r"""The discrete flow matching corrector (Gat et al., 2024) with adaptive steps.

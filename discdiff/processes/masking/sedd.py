@@ -46,8 +46,9 @@ from discdiff.distributions import MaskedCategorical
 from discdiff.processes.masking.posteriors import RemaskPosterior
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.processes.masking.remasking import NoRemasking
-from discdiff.shaping import Nucleus, shape_probs
-from discdiff.typing import Confidence, Times, Tokens
+from discdiff.registry import register
+from discdiff.shaping import Shaping
+from discdiff.typing import Confidence, MaskFlags, Times, Tokens
 
 __all__ = ["SEDDAnalytic", "SEDDEuler", "ScorePosterior"]
 
@@ -69,29 +70,21 @@ class ScorePosterior(RemaskPosterior):
     def shape_output(
         self,
         log_scores: Float[Tensor, "batch length vocab"],
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        nucleus: Nucleus = "standard",
+        shaping: Shaping,
+        masked: MaskFlags | None = None,
     ) -> Float[Tensor, "batch length vocab"]:
         r"""The scores a step uses: $S \cdot \hat x$ (see the module docstring).
 
         Args:
             log_scores: The score model's output `(B, L, V)`.
-            temperature: Softmax temperature of $\hat x$.
-            top_k: Keep the $k$ highest scores in $\hat x$.
-            top_p: Nucleus mass of $\hat x$.
-            nucleus: The nucleus rule.
+            shaping: Temperature, top-k and nucleus of $\hat x$.
+            masked: Unused (the total is over every position).
 
         Returns:
             Non-negative scores `(B, L, V)` whose sum is the model's total $S$.
         """
         total = log_scores.float().logsumexp(-1, keepdim=True).exp()
-        shaped = shape_probs(
-            log_scores, temperature=temperature, top_k=top_k, top_p=top_p, nucleus=nucleus
-        )
-        return shaped * total
+        return shaping.probs(log_scores) * total
 
     @abstractmethod
     def unmask_prob(
@@ -144,6 +137,7 @@ class ScorePosterior(RemaskPosterior):
         )
 
 
+@register("strategy", "sedd-analytic")
 class SEDDAnalytic(ScorePosterior):
     r"""SEDD's analytic (Tweedie τ-leaping) step: $u = (\alpha_s/\alpha_t - 1)\, S$.
 
@@ -165,6 +159,7 @@ class SEDDAnalytic(ScorePosterior):
         return (alpha_s / alpha_t - 1.0).unsqueeze(-1) * total
 
 
+@register("strategy", "sedd-euler")
 class SEDDEuler(ScorePosterior):
     r"""SEDD's Euler step of the reverse CTMC: $u = (t - s)\, \sigma'(t)\, S$."""
 
