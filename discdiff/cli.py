@@ -18,7 +18,7 @@ The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
 sample set (or, with `--harness TASKS`, any run or LLaDA / Dream on
-lm-evaluation-harness tasks; see `discdiff.evaluation.harness`), `scale` runs
+lm-evaluation-harness tasks; see `discdiff.harness`), `scale` runs
 the full scaling study, or with `--preset table1` / `--preset table2` the
 paper's Table 1 and Table 2 at CPU scale.
 `finetune` fine-tunes a diffusion LLM (LLaDA, Dream) or a DiT run on
@@ -26,7 +26,7 @@ prompt/response data, with or without LoRA (see `discdiff.finetune`), and
 `export` merges a LoRA adapter into its base.
 
 This module only parses the options and prints: each command is one call
-into `discdiff.runs`, `discdiff.finetune`, `discdiff.evaluation.harness` or
+into `discdiff.runs`, `discdiff.finetune`, `discdiff.harness` or
 `discdiff.studies.commands` (`quickstart`, `scale`).
 """
 
@@ -151,7 +151,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _harness(args: argparse.Namespace) -> int:
     """`eval --harness`: lm-eval tasks on the `discdiff` model (needs the `harness` extra)."""
     try:
-        from discdiff.evaluation.harness import HarnessError, run_harness
+        from discdiff.harness import HarnessError, run_harness
     except ImportError as error:
         print(
             f"discdiff eval: error: --harness needs lm-eval ({error}); "
@@ -554,7 +554,7 @@ def _parser() -> argparse.ArgumentParser:
     harness = evaluate.add_argument_group(
         "lm-evaluation-harness (the harness extra)",
         "Score the model on lm-eval tasks (the `discdiff` lm-eval model, "
-        "discdiff.evaluation.harness): OUT/results.json is lm-eval's output, OUT/discdiff.json "
+        "discdiff.harness): OUT/results.json is lm-eval's output, OUT/discdiff.json "
         "adds the settings, network calls per generated token, tokens/s and Monte-Carlo stderrs.",
     )
     harness.add_argument("--harness", default=None, metavar="TASKS", help="comma-separated tasks")

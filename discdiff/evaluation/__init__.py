@@ -1,4 +1,4 @@
-"""Evaluation: sample-quality metrics, judges, the inference-time scaling study, the harness.
+"""Evaluation: sample-quality metrics, judges, the inference-time scaling study.
 
 The paper's experiments built on these (Table 1, Table 2, the digits
 frontier) are `discdiff.studies`.

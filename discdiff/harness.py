@@ -84,7 +84,7 @@ process that has no mask; an autoregressive run); a model without a usable
 tokenizer raises `MissingTokenizerError` (pass `tokenizer=DIR`).
 
 The lm-eval command has no plugin discovery for models, so
-`python -m discdiff.evaluation.harness ARGS` is `lm_eval ARGS` with the
+`python -m discdiff.harness ARGS` is `lm_eval ARGS` with the
 `discdiff` model registered.
 """
 
@@ -1046,13 +1046,13 @@ def run_harness(
 
 # A placeholder, the same from `python -m` (module `__main__`) as from an import.
 if "discdiff" not in model_registry:
-    model_registry.register("discdiff", target="discdiff.evaluation.harness:DiscdiffLM")
+    model_registry.register("discdiff", target="discdiff.harness:DiscdiffLM")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`lm_eval ARGS` with the `discdiff` model registered.
 
-    `python -m discdiff.evaluation.harness ARGS` runs it.
+    `python -m discdiff.harness ARGS` runs it.
 
     Args:
         argv: The arguments (default `sys.argv[1:]`).
