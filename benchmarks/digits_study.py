@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from discdiff.evaluation.digits import format_table, run_digits_study
+from discdiff.studies.frontier import frontier_table, run_digits_study
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
         seed=args.seed,
         progress=args.progress,
     )
-    print(format_table(report["rows"]))
+    print(frontier_table(report["rows"]))
     summary = {k: v for k, v in report.items() if k != "rows"}
     summary["threads"] = torch.get_num_threads()
     summary["wall_minutes"] = (time.perf_counter() - start) / 60

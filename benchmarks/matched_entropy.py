@@ -24,9 +24,10 @@ import json
 from pathlib import Path
 
 from discdiff.evaluation.study import summarize, write_rows
-from discdiff.evaluation.synthetic import run_synthetic_study
-from discdiff.presets import PAPER, STUDY
+from discdiff.presets import PAPER
 from discdiff.runs import load_run
+from discdiff.studies.settings import STUDY
+from discdiff.studies.table1 import run_synthetic_study
 
 
 def interpolate(points: list[tuple[float, float, float]], x: float) -> tuple[float, float] | None:

@@ -21,10 +21,10 @@ import numpy as np
 from safetensors.torch import load_file
 
 from discdiff.data.digits import split_digits
-from discdiff.evaluation.table2 import (
+from discdiff.evaluation.metrics import frechet_distance
+from discdiff.studies.table2 import (
     FeatureJudge,
     balanced_subset,
-    frechet_distance,
     paired_differences,
     table2_metrics,
 )

@@ -18,12 +18,16 @@ The other commands work on run directories (see `discdiff.runs`) described
 by a YAML config (see `discdiff.config`): `train` fills one, `sample` draws
 from its model with its `sampler` section, `eval` scores the model and every
 sample set (or, with `--harness TASKS`, any run or LLaDA / Dream on
-lm-evaluation-harness tasks; see `discdiff.evaluation.harness`), `scale` runs
+lm-evaluation-harness tasks; see `discdiff.harness`), `scale` runs
 the full scaling study, or with `--preset table1` / `--preset table2` the
 paper's Table 1 and Table 2 at CPU scale.
 `finetune` fine-tunes a diffusion LLM (LLaDA, Dream) or a DiT run on
 prompt/response data, with or without LoRA (see `discdiff.finetune`), and
 `export` merges a LoRA adapter into its base.
+
+This module only parses the options and prints: each command is one call
+into `discdiff.runs`, `discdiff.finetune`, `discdiff.harness` or
+`discdiff.studies.commands` (`quickstart`, `scale`).
 """
 
 import argparse
@@ -32,7 +36,6 @@ import math
 import os
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,21 +43,18 @@ from typing import Any
 import torch
 import yaml
 
-from discdiff._io import CorruptFileError, FolderBusyError, writing
+from discdiff._io import CorruptFileError, FolderBusyError
 from discdiff.config import ConfigError, describe_config
-from discdiff.evaluation.study import summarize
-from discdiff.evaluation.synthetic import run_synthetic_study, run_table1
-from discdiff.presets import PAPER, STUDY
-from discdiff.processes.masking.process import MaskingProcess
+from discdiff.presets import PAPER
 from discdiff.runs import (
     BUILTIN_RUNS,
     evaluate_run,
     load_config,
-    load_run,
     sample_model,
     sample_run,
     train_run,
 )
+from discdiff.studies import STUDY, quickstart, scale
 from discdiff.tokenizer_loader import RemoteCodeError
 
 __all__ = ["default_threads", "main"]
@@ -74,147 +74,17 @@ OVERRIDES_HELP = (
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    with writing(args.out):
-        return _run_quickstart(args)
-
-
-def _run_quickstart(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if args.from_scratch:
-        overrides = ["train.steps=null", f"train.max_minutes={args.minutes}"]
-        train_run(load_config(STUDY.quickstart_run, overrides), out / "train")
-    run = load_run(out / "train" if args.from_scratch else STUDY.quickstart_run)
-    length = run.config.data.length
-    start = time.perf_counter()
-    rows, reference = run_synthetic_study(
-        run.denoiser,
-        out,
-        language=run.config.data.language,
-        process=run.process,
-        length=length,
+    report = quickstart(
+        args.out,
         samples=args.samples,
-        steps=STUDY.quickstart_steps(length),
-        top_p=(None if args.top_p == 1.0 else args.top_p,),
-        samplers=STUDY.quickstart_samplers,
-        perfect=STUDY.quickstart_perfect,
+        top_p=args.top_p,
         batch_size=args.batch_size,
-        **_compared(args.compare, run),
+        from_scratch=args.from_scratch,
+        minutes=args.minutes,
+        compare=args.compare,
     )
-    _print_study(rows, reference)
-    print(
-        f"wrote {out / 'study.csv'}, {out / 'study.json'} and {out / 'study.png'} "
-        f"({time.perf_counter() - start:.0f} s)"
-    )
+    print(report)
     return 0
-
-
-def _compared(runs: Sequence[str], base: Any) -> dict[str, dict[str, Any]]:
-    """The `--compare` runs, by kind, for `run_synthetic_study` (named by their folder).
-
-    Raises:
-        ConfigError: If a run's data (language, length) differs from the base run's.
-    """
-    kinds: dict[str, dict[str, Any]] = {"denoisers": {}, "score_models": {}, "autoregressive": {}}
-    role = {
-        "nelbo": "denoisers",
-        "score-entropy": "score_models",
-        "autoregressive": "autoregressive",
-    }
-    for name in runs:
-        run = load_run(name)
-        if run.config.to_dict()["data"] != base.config.to_dict()["data"]:
-            raise ConfigError("data", f"--compare {name}: other data than the study's run")
-        kinds[role[run.objective]][Path(name).name] = run.network
-    return kinds
-
-
-def _print_study(rows: list[dict[str, Any]], reference: dict[str, float]) -> None:
-    """The table of gaps with 95 % intervals and NFE, then its reading in three lines."""
-    cells = summarize(rows, ["nll_gap", "token_entropy"])
-    steps = sorted({c["steps"] for c in cells})
-    seen = dict.fromkeys((c["denoiser"], c["sampler"], c["top_p"]) for c in cells)
-    nucleus = any(p < 1.0 for _, _, p in seen)
-    width = max(24, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
-    column = 25 if nucleus else 20
-    print(
-        "exact NLL gap to the language's entropy, nats/token: lower is better, 0 is as "
-        "likely as the language's own samples"
-    )
-    print(
-        f"± 95 % interval ({cells[0]['samples']} samples per cell) · "
-        + ("token entropy · " if nucleus else "")
-        + "NFE (the most network calls a sequence needed)"
-    )
-    if nucleus:
-        print(
-            "with a nucleus (p < 1) gaps fall below 0 and token entropy below the data's: "
-            "there a lower gap is less diverse, not better"
-        )
-    print(f"{'sampler':{width}s}" + "".join(f"{'T=' + str(T):>{column}s}" for T in steps))
-    for denoiser, sampler, top_p in seen:
-        by_steps = {
-            c["steps"]: c
-            for c in cells
-            if (c["denoiser"], c["sampler"], c["top_p"]) == (denoiser, sampler, top_p)
-        }
-        name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f" p={top_p}")
-        line = "".join(
-            f"{c['nll_gap']:>9.3f} ±{c.get('nll_gap_ci95', math.nan):6.3f}"
-            + (f"{c['token_entropy']:6.2f}" if nucleus else "")
-            + f"{c['nfe']:5d}"
-            if (c := by_steps.get(T))
-            else " " * column
-            for T in steps
-        )
-        print(f"{name:{width}s}{line}")
-    data = f"{reference['nll_gap']:>9.3f} ±{1.96 * reference.get('nll_gap_se', math.nan):6.3f}"
-    data += f"{reference['token_entropy']:6.2f}" if nucleus else ""
-    print(f"{'data':{width}s}{data}")
-    for line in _reading(cells, reference):
-        print(line)
-
-
-def _reading(cells: list[dict[str, Any]], reference: dict[str, float]) -> list[str]:
-    """The table's reading in three lines (none without no-nucleus MDLM and ReMDM rows).
-
-    How each sampler's gap moves from the second-largest $T$ to the largest;
-    whether the best ReMDM beats MDLM there beyond the intervals (the paper's
-    claim); how far the best cell stays from data.
-    """
-    model = {
-        (c["sampler"], c["steps"]): c
-        for c in cells
-        if c["denoiser"] == "model" and c["top_p"] == 1.0
-    }
-    steps = sorted({T for _, T in model})
-    remdm = sorted({s for s, _ in model if s.startswith("ReMDM")})
-    if len(steps) < 2 or not remdm or ("MDLM", steps[-1]) not in model:
-        return []
-    mid, top = steps[-2], steps[-1]
-    moves = [
-        f"{s} {model[s, mid]['nll_gap']:.3f} → {model[s, top]['nll_gap']:.3f}"
-        for s in ["MDLM", *remdm]
-        if (s, mid) in model and (s, top) in model
-    ]
-    best = min(remdm, key=lambda s: model[s, top]["nll_gap"])
-    mdlm, winner = model["MDLM", top], model[best, top]
-    gain = mdlm["nll_gap"] - winner["nll_gap"]
-    ci = math.hypot(mdlm.get("nll_gap_ci95", math.nan), winner.get("nll_gap_ci95", math.nan))
-    if gain - ci > 0:
-        verdict = "the paper's claim shows: remasking keeps improving where MDLM stalls"
-    elif gain + ci < 0:
-        verdict = "MDLM is better here: the paper's claim does not hold on this model"
-    else:
-        verdict = (
-            f"within the noise of {mdlm['samples']} samples per cell: the paper's claim is "
-            "not resolved (the full Table 1, `discdiff scale --preset table1`, pools 288)"
-        )
-    return [
-        f"from T={mid} to T={top} (no nucleus): " + "; ".join(moves) + ".",
-        f"at T={top}, {best} − MDLM = {-gain:+.3f} ± {ci:.3f} nats/token (95 %): {verdict}.",
-        f"the best cell ({best}, T={top}) stays {winner['nll_gap'] - reference['nll_gap']:.3f} "
-        "nats/token less likely than the language's own samples (data row).",
-    ]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -281,7 +151,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _harness(args: argparse.Namespace) -> int:
     """`eval --harness`: lm-eval tasks on the `discdiff` model (needs the `harness` extra)."""
     try:
-        from discdiff.evaluation.harness import HarnessError, run_harness
+        from discdiff.harness import HarnessError, run_harness
     except ImportError as error:
         print(
             f"discdiff eval: error: --harness needs lm-eval ({error}); "
@@ -344,96 +214,21 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table2(args: argparse.Namespace) -> int:
-    from discdiff.data.digits import DIGITS_VOCAB
-    from discdiff.evaluation.table2 import run_table2
-    from discdiff.models.dit import DiT
-    from discdiff.models.subs import ConditionalSUBS
-
-    if args.model is None:
-        raise ConfigError(
-            "--model",
-            "--preset table2 needs a class-conditional digits DiT folder (the model/ "
-            "that benchmarks/digits_study.py writes)",
-        )
-    if not (Path(args.model) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"--model {args.model}: no model.safetensors in that folder")
-    network = DiT.from_pretrained(args.model)
-    if network.config.num_classes != 10 or network.config.vocab_size != DIGITS_VOCAB + 1:
-        raise ConfigError("--model", f"{args.model} is not a 10-class digits DiT")
-    model = ConditionalSUBS(network, MaskingProcess(vocab_size=DIGITS_VOCAB)).eval()
-    start = time.perf_counter()
-    with torch.no_grad():
-        run_table2(
-            model,
-            args.out,
-            steps=tuple(args.steps or STUDY.table2_steps),
-            seeds=args.seeds or STUDY.scale_seeds,
-            samples_per_class=args.samples or STUDY.table2_samples_per_class,
-        )
-    print((Path(args.out) / "table2.md").read_text(), end="")
-    print(f"wrote {Path(args.out) / 'table2.md'} ({time.perf_counter() - start:.0f} s)")
-    return 0
-
-
 def _scale(args: argparse.Namespace) -> int:
-    with writing(args.out):
-        return _run_scale(args)
-
-
-def _run_scale(args: argparse.Namespace) -> int:
-    if args.preset == "table2":
-        return _table2(args)
-    if args.run is None:
-        raise ConfigError("--run", "the scaling study needs a run (a folder or a built-in run)")
-    run = load_run(args.run)
-    if run.config.data.kind != "synthetic":
-        raise ConfigError(
-            "data.kind", "the scaling study needs exact likelihoods: a run on 'synthetic' data"
-        )
-    length = run.config.data.length
-    common = {
-        "language": run.config.data.language,
-        "process": run.process,
-        "length": length,
-        "batch_size": args.batch_size,
-        **_compared(args.compare, run),
-    }
-    if args.preset == "table1":
-        start = time.perf_counter()
-        judge = None
-        if args.judge is not None:
-            judged = load_run(args.judge)
-            if judged.objective != "autoregressive":
-                raise ConfigError(
-                    "train.objective", f"--judge {args.judge}: needs an autoregressive run"
-                )
-            judge = judged.network.eval()
-        run_table1(
-            run.denoiser,
-            args.out,
-            steps=tuple(args.steps) if args.steps else None,
-            samples=args.samples or STUDY.table1_samples,
-            seeds=args.seeds or STUDY.scale_seeds,
-            judge=judge,
-            **common,
-        )
-        print((Path(args.out) / "table1.md").read_text(), end="")
-        print(f"wrote {Path(args.out) / 'table1.md'} ({time.perf_counter() - start:.0f} s)")
-        return 0
-    top_p = (None, PAPER.top_p) if args.nucleus else (None,)
-    rows, reference = run_synthetic_study(
-        run.denoiser,
+    report = scale(
         args.out,
-        samples=args.samples or STUDY.scale_samples,
-        steps=tuple(args.steps or STUDY.scale_steps),
-        top_p=top_p,
-        seeds=tuple(range(args.seeds or STUDY.scale_seeds)),
-        full=True,
-        perfect=STUDY.scale_perfect,
-        **common,
+        run=args.run,
+        preset=args.preset,
+        model=args.model,
+        steps=args.steps,
+        samples=args.samples,
+        seeds=args.seeds,
+        batch_size=args.batch_size,
+        nucleus=args.nucleus,
+        compare=args.compare,
+        judge=args.judge,
     )
-    _print_study(rows, reference)
+    print(report)
     return 0
 
 
@@ -760,7 +555,7 @@ def _parser() -> argparse.ArgumentParser:
     harness = evaluate.add_argument_group(
         "lm-evaluation-harness (the harness extra)",
         "Score the model on lm-eval tasks (the `discdiff` lm-eval model, "
-        "discdiff.evaluation.harness): OUT/results.json is lm-eval's output, OUT/discdiff.json "
+        "discdiff.harness): OUT/results.json is lm-eval's output, OUT/discdiff.json "
         "adds the settings, network calls per generated token, tokens/s and Monte-Carlo stderrs.",
     )
     harness.add_argument("--harness", default=None, metavar="TASKS", help="comma-separated tasks")

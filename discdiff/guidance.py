@@ -79,7 +79,7 @@ of an enumerable $p(c, x)$ (`EnumerableConditionalOracle`,
 Example:
     >>> import discdiff as dd
     >>> joint = torch.rand(2, 3, 3, 3)  # p(c, x) over 2 classes and 3^3 sequences
-    >>> oracle = dd.EnumerableConditionalOracle(joint)
+    >>> oracle = dd.models.EnumerableConditionalOracle(joint)
     >>> guided = ClassifierFreeGuidance(2.0)(oracle, label=1)
     >>> sampler = dd.AncestralSampler(dd.MaskingProcess(vocab_size=3), dd.MaskingPosterior(), 8)
     >>> sampler.sample(guided, batch_size=4, length=3).tokens.shape

@@ -60,8 +60,7 @@ from discdiff._io import (
 from discdiff.config import ConfigError, RunConfig, apply_overrides, choices
 from discdiff.data.sources import BatchSource, BlockSource, LanguageSource
 from discdiff.data.text import CharTokenizer, char_blocks, check_mask_id, read_text
-from discdiff.evaluation.metrics import token_entropy
-from discdiff.evaluation.synthetic import ASSET, language_metrics
+from discdiff.evaluation.metrics import language_metrics, token_entropy
 from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.objectives import BlockNELBO, Method, held_out_bound
 from discdiff.processes.base import ForwardProcess
@@ -80,6 +79,7 @@ __all__ = [
     "FolderBusyError",
     "Run",
     "RunData",
+    "config_from_overrides",
     "evaluate_run",
     "load_config",
     "load_run",
@@ -89,12 +89,15 @@ __all__ = [
     "train_run",
 ]
 
+_ASSETS = Path(__file__).resolve().parent / "assets"
+
 BUILTIN_RUNS: dict[str, Path] = {
-    "synthetic": ASSET,
-    "hmm": ASSET.parent / "hmm",
-    "hmm-uniform": ASSET.parent / "hmm-uniform",
+    "synthetic": _ASSETS / "synthetic",
+    "hmm": _ASSETS / "hmm",
+    "hmm-uniform": _ASSETS / "hmm-uniform",
 }
-"""Runs shipped with the package: their `run.yaml` and EMA weights."""
+"""Runs shipped with the package (`discdiff/assets/NAME`, each with a README.md): their
+`run.yaml` and EMA weights."""
 
 _FIXED_SECTIONS = ("data", "model", "process")
 
@@ -132,6 +135,19 @@ def load_config(config: str | Path, overrides: tuple[str, ...] | list[str] = ())
             f"({', '.join(BUILTIN_RUNS)})"
         )
     return RunConfig.load(path, overrides)
+
+
+def config_from_overrides(overrides: tuple[str, ...] | list[str]) -> RunConfig:
+    """The default config changed by `KEY=VALUE` overrides (e.g. `sampler.steps=64`).
+
+    Example:
+        >>> config_from_overrides(["sampler.steps=64"]).sampler.steps
+        64
+
+    Raises:
+        ConfigError: For a bad key or value, naming the override that set it.
+    """
+    return RunConfig.from_dict(apply_overrides({}, overrides), overrides=overrides)
 
 
 @dataclass

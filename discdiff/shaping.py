@@ -22,7 +22,7 @@ from torch import Tensor
 
 from discdiff.distributions import nucleus_
 
-__all__ = ["Nucleus", "Shaping", "shape_probs"]
+__all__ = ["UNSHAPED", "Nucleus", "Shaping", "shape_probs"]
 
 Nucleus = Literal["standard", "remdm"]
 """The nucleus rules: `"standard"` (textbook / Hugging Face) and `"remdm"` (ReMDM's code)."""
@@ -127,6 +127,10 @@ class Shaping:
     ) -> Float[Tensor, "batch length vocab"]:
         """`shape_probs(logits, ...)` with these settings (see there)."""
         return _shape(logits, self, rows)
+
+
+UNSHAPED = Shaping()
+"""Temperature 1, no top-k, no nucleus, float64 draws: $x_\\theta$ as the denoiser gives it."""
 
 
 def shape_probs(

@@ -17,8 +17,8 @@ import argparse
 import json
 import tempfile
 
-from discdiff.evaluation.digits import format_table, run_digits_study
 from discdiff.models import DiTConfig
+from discdiff.studies.frontier import frontier_table, run_digits_study
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
             samples_per_class=args.samples_per_class,
             seed=args.seed,
         )
-    print(format_table(report["rows"]))
+    print(frontier_table(report["rows"]))
     print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=2))
 
 

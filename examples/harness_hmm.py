@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from discdiff.evaluation.harness import run_harness
+from discdiff.harness import run_harness
 from discdiff.runs import load_run
 
 TASK = """task: {name}

@@ -37,7 +37,7 @@ from discdiff.evaluation import (
     token_entropy,
     write_rows,
 )
-from discdiff.evaluation.synthetic import strategies
+from discdiff.studies.table1 import strategies
 from discdiff.training import TrainConfig, Trainer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"

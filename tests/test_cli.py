@@ -264,8 +264,8 @@ def test_scale_samples_with_the_runs_noise_schedule(tmp_path):
     """`discdiff scale` once built its own log-linear process, whatever the run said."""
     import shutil
 
-    from discdiff.evaluation.synthetic import run_synthetic_study
     from discdiff.runs import BUILTIN_RUNS, load_run
+    from discdiff.studies.table1 import run_synthetic_study
 
     run = tmp_path / "cosine-run"
     shutil.copytree(BUILTIN_RUNS["synthetic"], run)
@@ -399,10 +399,10 @@ def _cells(gaps: dict[str, tuple[float, float]], ci: float) -> list[dict]:
     ],
 )
 def test_quickstart_reading_follows_the_intervals(remdm, ci, verdict):
-    from discdiff.cli import _reading
+    from discdiff.studies.commands import reading
 
     cells = _cells({"MDLM": (0.25, 0.21), "ReMDM-cap": remdm, "ReMDM-loop": (0.35, 0.32)}, ci)
-    lines = _reading(cells, {"nll_gap": -0.002})
+    lines = reading(cells, {"nll_gap": -0.002})
     assert len(lines) == 3
     assert lines[0] == (
         f"from T=64 to T=256 (no nucleus): MDLM 0.250 → 0.210; ReMDM-cap {remdm[0]:.3f} → "
@@ -412,4 +412,4 @@ def test_quickstart_reading_follows_the_intervals(remdm, ci, verdict):
     assert lines[1].startswith(f"at T=256, ReMDM-cap − MDLM = {difference}")
     assert verdict in lines[1]
     assert f"stays {remdm[1] + 0.002:.3f} nats/token" in lines[2]
-    assert _reading([c for c in cells if c["sampler"] == "MDLM"], {"nll_gap": 0.0}) == []
+    assert reading([c for c in cells if c["sampler"] == "MDLM"], {"nll_gap": 0.0}) == []

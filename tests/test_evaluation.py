@@ -138,7 +138,7 @@ def test_scaling_study_writes_table_and_plot(tmp_path):
 @pytest.mark.slow
 def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
     """The small Table 1 without nucleus: a gap that reads one way, then its reading."""
-    from discdiff.presets import STUDY
+    from discdiff.studies.settings import STUDY
 
     assert main(["quickstart", "--samples", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -223,7 +223,7 @@ def test_summarize_pools_seeds_into_intervals_that_cover():
 
 
 def test_language_metrics_standard_errors():
-    from discdiff.evaluation.synthetic import language_metrics
+    from discdiff.evaluation.metrics import language_metrics
 
     language = SyntheticLanguage()
     tokens = language.sample(40, 16, generator=torch.Generator().manual_seed(3))
@@ -245,8 +245,8 @@ def _fail_with(capsys, argv):
 def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, capsys):
     """`discdiff scale --preset table1`: the paper's grid, one folder per nucleus setting,
     cells pooled over seeds with intervals; a second run reads the finished folders."""
-    from discdiff.evaluation import synthetic
-    from discdiff.presets import STUDY
+    from discdiff.studies import table1
+    from discdiff.studies.settings import STUDY
 
     out = tmp_path / "table1"
     argv = ["scale", "--preset", "table1", "--run", "synthetic", "--out", str(out)]
@@ -279,7 +279,7 @@ def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, ca
     def refuse(*args, **kwargs):
         raise AssertionError("a finished setting was sampled again")
 
-    monkeypatch.setattr(synthetic, "run_synthetic_study", refuse)
+    monkeypatch.setattr(table1, "run_synthetic_study", refuse)
     assert main(argv) == 0
     assert json.loads((out / "table1.json").read_text()) == cells
     with pytest.raises(AssertionError, match="sampled again"):  # other settings: sampled anew

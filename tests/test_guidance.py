@@ -392,7 +392,7 @@ def test_noisy_classifier_trains_with_the_trainer():
 def test_digits_data_and_metrics():
     pytest.importorskip("sklearn")
     from discdiff.data.digits import load_digits, split_digits
-    from discdiff.evaluation.digits import distinct_fraction, nearest_distance
+    from discdiff.evaluation.metrics import distinct_fraction, nearest_distance
 
     tokens, labels = load_digits()
     assert tokens.shape == (1797, 64) and labels.shape == (1797,)

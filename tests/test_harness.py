@@ -19,7 +19,7 @@ from lm_eval.api.registry import get_model
 
 from discdiff.cli import main
 from discdiff.config import ConfigError
-from discdiff.evaluation.harness import (
+from discdiff.harness import (
     ContextTooLongError,
     DiscdiffLM,
     HarnessError,
@@ -381,12 +381,12 @@ def test_discdiff_eval_harness(tasks: Path, tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.slow
 def test_lm_eval_command_line_with_the_discdiff_model(tasks: Path, tmp_path: Path) -> None:
-    """`lm_eval --model discdiff ...` through `python -m discdiff.evaluation.harness`."""
+    """`lm_eval --model discdiff ...` through `python -m discdiff.harness`."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "discdiff.evaluation.harness",
+            "discdiff.harness",
             "--model",
             "discdiff",
             "--model_args",
@@ -429,7 +429,7 @@ def test_chat_templates_and_the_end_of_sequence_come_from_the_tokenizer(llada: P
 
 
 def test_generation_blocks_divide_the_generated_length_and_the_steps() -> None:
-    from discdiff.evaluation.harness import _block_count
+    from discdiff.harness import _block_count
 
     assert _block_count(2, generated=3, steps=4) == 1
     assert _block_count(8, generated=256, steps=256) == 8

@@ -190,7 +190,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("discdiff.models.checkpoints.save_file", crash)
+    monkeypatch.setattr("discdiff.models.pretrained.save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         randomised(model, seed=1).save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before

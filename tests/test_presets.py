@@ -9,9 +9,10 @@ import yaml
 import discdiff as dd
 from discdiff.cli import _parser
 from discdiff.config import build_strategy
-from discdiff.evaluation.synthetic import run_synthetic_study, strategies
-from discdiff.presets import PAPER, STUDY
+from discdiff.presets import PAPER
 from discdiff.runs import BUILTIN_RUNS
+from discdiff.studies.settings import STUDY
+from discdiff.studies.table1 import run_synthetic_study, strategies
 
 ROOT = Path(__file__).resolve().parent.parent
 

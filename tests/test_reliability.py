@@ -45,7 +45,7 @@ from discdiff.config import (
     SamplerSpec,
     choices,
 )
-from discdiff.models import checkpoints as model_files
+from discdiff.models import pretrained as model_files
 from discdiff.models.dit import DiT, DiTConfig
 from discdiff.training import checkpoints
 from discdiff.training.checkpoints import CheckpointStore

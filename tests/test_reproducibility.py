@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 import discdiff as dd
 from discdiff.data import SyntheticLanguage
-from discdiff.presets import STUDY
 from discdiff.rng import SequenceGenerator, derive_seed, seeded, uniform
 from discdiff.runs import load_run, sample_run
+from discdiff.studies.settings import STUDY
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -168,7 +168,7 @@ def test_a_finished_run_started_again_does_not_evaluate_again(tmp_path, monkeypa
 def test_the_study_twice_in_two_processes_and_another_batch_size_gives_identical_tables(tmp_path):
     script = (
         "import sys\n"
-        "from discdiff.evaluation.synthetic import run_synthetic_study\n"
+        "from discdiff.studies.table1 import run_synthetic_study\n"
         "from discdiff.runs import load_run\n"
         "run_synthetic_study(load_run('synthetic').denoiser, sys.argv[1], steps=(4, 16),\n"
         "    samples=6, batch_size=int(sys.argv[2]) or None, progress=False)\n"

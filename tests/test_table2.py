@@ -10,11 +10,10 @@ import torch
 pytest.importorskip("sklearn")
 
 from discdiff.cli import main
-from discdiff.evaluation.table2 import (
+from discdiff.evaluation.metrics import frechet_distance, inception_score
+from discdiff.studies.table2 import (
     FeatureJudge,
     balanced_subset,
-    frechet_distance,
-    inception_score,
     paired_differences,
     run_table2,
     table2_metrics,

@@ -284,8 +284,8 @@ def test_a_uniform_run_config():
         {"process": {"name": "uniform"}, "sampler": {"posterior": "uniform"}}
     )
     assert config.model["time_conditioning"] is True
-    assert config.model_config(10).vocab_size == 10  # no mask state
-    assert RunConfig().model_config(10).vocab_size == 11
+    assert config.process.build(10).num_states == 10  # no mask state: the DiT has V outputs
+    assert RunConfig().process.build(10).num_states == 11  # the mask state
     with pytest.raises(ConfigError, match=r"sampler\.posterior.*uniform"):
         RunConfig.from_dict({"process": {"name": "uniform"}})
     with pytest.raises(ConfigError, match=r"model\.time_conditioning"):

@@ -2,7 +2,6 @@
 
 from discdiff.models.attention import AttentionBackend, attention, resolve_backend
 from discdiff.models.causal import CausalConfig, CausalTransformer, next_token_nll
-from discdiff.models.checkpoints import Opaque, load_torch_checkpoint
 from discdiff.models.diffusion_llms import load_diffusion_llm
 from discdiff.models.dit import DiT, DiTClassifier, DiTConfig, KVCache, block_attention_mask
 from discdiff.models.hf import HuggingFaceDenoiser
@@ -11,6 +10,7 @@ from discdiff.models.oracle import (
     EnumerableConditionalOracle,
     EnumerableOracle,
 )
+from discdiff.models.pretrained import Opaque, load_torch_checkpoint
 from discdiff.models.protocol import (
     ConditionalDenoiser,
     Denoiser,

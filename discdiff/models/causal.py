@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from discdiff._io import CorruptFileError
-from discdiff.models.checkpoints import CONFIG_NAME, read_pretrained, write_pretrained
+from discdiff.models.pretrained import CONFIG_NAME, read_pretrained, write_pretrained
 from discdiff.processes.base import ForwardProcess
 
 __all__ = ["CausalConfig", "CausalTransformer", "PrefixClassifier", "next_token_nll"]

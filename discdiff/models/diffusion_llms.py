@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from discdiff.models.attention import AttentionBackend
-from discdiff.models.checkpoints import download_pretrained, looks_like_repo_id
 from discdiff.models.dream import DREAM_KEYS, load_dream
 from discdiff.models.hf import HuggingFaceDenoiser
 from discdiff.models.llada import LLADA_KEYS, load_llada
 from discdiff.models.llm import _shards, key_renamer, read_config
+from discdiff.models.pretrained import download_pretrained, looks_like_repo_id
 from discdiff.tokenizer_loader import TOKENIZER_ALIASES, RemoteCodeError, load_tokenizer
 
 __all__ = [

@@ -68,7 +68,7 @@ from discdiff._checks import validation_enabled
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
 from discdiff.models.cache import KVCache, splice
-from discdiff.models.checkpoints import (
+from discdiff.models.pretrained import (
     CONFIG_NAME,
     PREFIX,
     download_pretrained,
@@ -644,7 +644,7 @@ class DiT(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `config.json` and `model.safetensors` (`backbone.*` keys), atomically.
 
-        See `discdiff.models.checkpoints.write_pretrained`: an interrupted save
+        See `discdiff.models.pretrained.write_pretrained`: an interrupted save
         never leaves a half-written file.
 
         Returns:

@@ -37,7 +37,7 @@ from discdiff._checks import validation_enabled as _checking
 from discdiff._io import CorruptFileError
 from discdiff.models.attention import AttentionBackend, attention
 from discdiff.models.cache import KVCache, splice
-from discdiff.models.checkpoints import CONFIG_NAME
+from discdiff.models.pretrained import CONFIG_NAME
 
 __all__ = [
     "BidirectionalTransformer",

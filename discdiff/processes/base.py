@@ -21,7 +21,7 @@ from discdiff._checks import validation_enabled
 from discdiff.registry import extension_point
 from discdiff.rng import RandomSource
 from discdiff.schedules import NoiseSchedule
-from discdiff.shaping import Shaping
+from discdiff.shaping import UNSHAPED, Shaping
 from discdiff.typing import MaskFlags, Probs, Times, Tokens
 
 __all__ = [
@@ -203,7 +203,7 @@ class Strategy(Protocol):
     never_remasks: bool = False
 
     def shape_output(
-        self, logits: Tensor, shaping: Shaping, masked: MaskFlags | None = None
+        self, logits: Tensor, shaping: Shaping = UNSHAPED, masked: MaskFlags | None = None
     ) -> Any:
         r"""The `x` that `draw` reads, from the denoiser's output.
 

@@ -58,7 +58,7 @@ from discdiff.processes.masking.process import MaskingProcess
 from discdiff.registry import extension_point, register
 from discdiff.rng import RandomSource, uniform
 from discdiff.schedules import uniform_time_grid
-from discdiff.shaping import Shaping
+from discdiff.shaping import UNSHAPED, Shaping
 from discdiff.typing import MaskFlags, PerPosition, Probs, Times, Tokens
 
 __all__ = [
@@ -403,7 +403,7 @@ class ConfidenceDecoder(Strategy, ABC):
     def shape_output(
         self,
         log_probs: Float[Tensor, "batch length vocab"],
-        shaping: Shaping,
+        shaping: Shaping = UNSHAPED,
         masked: MaskFlags | None = None,
     ) -> DecoderInput:
         r"""The denoiser's $\log x_\theta$ as a `DecoderInput`.

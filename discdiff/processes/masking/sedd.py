@@ -47,7 +47,7 @@ from discdiff.processes.masking.posteriors import RemaskPosterior
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.processes.masking.remasking import NoRemasking
 from discdiff.registry import register
-from discdiff.shaping import Shaping
+from discdiff.shaping import UNSHAPED, Shaping
 from discdiff.typing import Confidence, MaskFlags, Times, Tokens
 
 __all__ = ["SEDDAnalytic", "SEDDEuler", "ScorePosterior"]
@@ -70,7 +70,7 @@ class ScorePosterior(RemaskPosterior):
     def shape_output(
         self,
         log_scores: Float[Tensor, "batch length vocab"],
-        shaping: Shaping,
+        shaping: Shaping = UNSHAPED,
         masked: MaskFlags | None = None,
     ) -> Float[Tensor, "batch length vocab"]:
         r"""The scores a step uses: $S \cdot \hat x$ (see the module docstring).

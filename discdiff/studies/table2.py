@@ -8,7 +8,8 @@ intensities, 10 classes), the model a class-conditional DiT
 Inception network an *independent judge*: a one-hidden-layer classifier
 trained only on clean training digits (`FeatureJudge`). Its hidden
 activations are FID's features and its class probabilities the Inception
-Score's:
+Score's (`discdiff.evaluation.metrics.frechet_distance` and
+`inception_score`):
 
 $$
 \mathrm{FID} = \lVert \mu_s - \mu_d \rVert^2 + \operatorname{tr}\big(\Sigma_s + \Sigma_d
@@ -44,18 +45,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
+from discdiff.evaluation.metrics import frechet_distance, inception_score
 from discdiff.evaluation.study import format_table, plot_study, student_t975, summarize, write_rows
-from discdiff.presets import STUDY
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.sampling.ancestral import AncestralSampler
+from discdiff.studies.settings import STUDY
 
 __all__ = [
     "TABLE2_METRICS",
     "FeatureJudge",
     "balanced_subset",
-    "frechet_distance",
-    "inception_score",
     "paired_differences",
     "run_table2",
     "table2_metrics",
@@ -116,53 +116,6 @@ class FeatureJudge:
 
 def _scaled(tokens: Tensor) -> np.ndarray:
     return tokens.cpu().double().numpy() / 16.0
-
-
-def frechet_distance(a: Float[np.ndarray, "n d"], b: Float[np.ndarray, "m d"]) -> float:
-    r"""Fréchet distance between Gaussian fits of two feature sets.
-
-    $\lVert \mu_a - \mu_b \rVert^2 + \operatorname{tr}\Sigma_a + \operatorname{tr}\Sigma_b
-    - 2 \operatorname{tr}(\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2})^{1/2}$, the last
-    trace from the eigenvalues of a symmetric matrix (no complex square root).
-
-    Args:
-        a: Features `(n, d)`, `n >= 2`.
-        b: Features `(m, d)`, `m >= 2`.
-
-    Returns:
-        The distance (0 for identical sets).
-
-    Raises:
-        ValueError: If the feature dimensions differ or a set has fewer than 2 rows.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"`a` and `b` must be (n, d) with the same d; got {a.shape}, {b.shape}")
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"each set needs at least 2 rows; got {len(a)} and {len(b)}")
-    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    values, vectors = np.linalg.eigh(sigma_a)
-    root_a = (vectors * np.sqrt(values.clip(min=0.0))) @ vectors.T
-    middle = np.linalg.eigvalsh(root_a @ sigma_b @ root_a).clip(min=0.0)
-    mean = float(((a.mean(0) - b.mean(0)) ** 2).sum())
-    return mean + float(np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.sqrt(middle).sum())
-
-
-def inception_score(probabilities: Float[np.ndarray, "n classes"]) -> float:
-    r"""The Inception Score $\exp \mathbb{E}_x \mathrm{KL}(p(y \mid x) \Vert \bar p(y))$.
-
-    $\bar p$ is the mean of the rows.
-
-    1 when every row is the same distribution; the number of classes when
-    the rows are one-hot and the classes balanced.
-
-    Args:
-        probabilities: Rows of class probabilities `(n, classes)`.
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    marginal = p.mean(0, keepdims=True)
-    terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(marginal)), 0.0)
-    return float(np.exp(terms.sum(-1).mean()))
 
 
 def balanced_subset(labels: Int[Tensor, "n"], per_class: int, seed: int) -> Int[Tensor, "k"]:
@@ -277,7 +230,7 @@ def run_table2(
 ) -> list[dict[str, Any]]:
     r"""Table 2 on digits: class-conditional samples by each sampler and $T$, FID and IS.
 
-    For every sampler (by name, from `discdiff.presets.STUDY.strategies()`),
+    For every sampler (by name, from `discdiff.studies.STUDY.strategies()`),
     step count and seed, draws `samples_per_class` digits of each class from
     `ClassifierFreeGuidance(gamma)(model, labels)` ($\gamma = 1$: the
     conditional model itself, no guidance) and scores them with a

@@ -5,7 +5,8 @@ judge (a logistic regression trained on clean training digits) says whether
 each sample shows its target class, and two numbers measure how new the
 samples are: the fraction of distinct samples and the mean Euclidean distance
 (in intensity units, 0..16 per pixel) from each sample to its nearest
-training image. Sweeping the guidance strength $\gamma$ and the number of
+training image (`discdiff.evaluation.metrics.distinct_fraction` and
+`nearest_distance`). Sweeping the guidance strength $\gamma$ and the number of
 steps $T$ for MDLM and ReMDM traces the property–novelty frontier of the
 ReMDM paper's Figure 4; FUDGE on an autoregressive model (a causal
 transformer and a prefix classifier, `discdiff.guidance.FUDGE`) is the
@@ -22,23 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from discdiff._io import atomic_write
+from discdiff.evaluation.metrics import distinct_fraction, nearest_distance
 from discdiff.models.protocol import Denoiser
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.sampling.ancestral import AncestralSampler, Strategy
+from discdiff.studies.settings import STUDY
 
 __all__ = [
     "DigitsJudge",
     "digits_metrics",
-    "distinct_fraction",
-    "format_table",
+    "frontier_table",
     "fudge_study",
     "guidance_study",
-    "nearest_distance",
     "plot_frontier",
     "plot_samples",
     "run_digits_study",
@@ -81,27 +82,6 @@ class DigitsJudge:
 
 def _features(tokens: Tensor) -> Any:
     return (tokens.cpu().double() / 16.0).numpy()
-
-
-def distinct_fraction(samples: Int[Tensor, "n length"]) -> float:
-    """Fraction of distinct sequences among `samples`."""
-    return len(torch.unique(samples, dim=0)) / len(samples)
-
-
-def nearest_distance(
-    samples: Int[Tensor, "n length"], reference: Int[Tensor, "m length"]
-) -> Float[Tensor, "n"]:
-    r"""Euclidean distance from each sample to its nearest reference sequence.
-
-    $d(x) = \min_{r} \lVert x - r \rVert_2$ over the token values (for digits,
-    intensities 0..16). Zero means a copy of a reference image.
-    """
-    if samples.shape[-1] != reference.shape[-1]:
-        raise ValueError(
-            f"`samples` and `reference` must have the same length; got {samples.shape[-1]} "
-            f"and {reference.shape[-1]}"
-        )
-    return torch.cdist(samples.double(), reference.double()).min(-1).values
 
 
 def digits_metrics(
@@ -345,7 +325,7 @@ def plot_samples(
     return path
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def frontier_table(rows: Sequence[dict[str, Any]]) -> str:
     """The study's rows as a Markdown table."""
     lines = [
         "| sampler | T | γ | accuracy | distinct | NN distance | copies | NFE | seconds |",
@@ -415,7 +395,6 @@ def run_digits_study(
     from discdiff.models.dit import DiT, DiTConfig
     from discdiff.models.subs import ConditionalSUBS
     from discdiff.objectives import ConditionalNELBO
-    from discdiff.presets import STUDY
     from discdiff.processes.masking.posteriors import MaskingPosterior, RemaskPosterior
     from discdiff.processes.masking.remasking import CapSchedule
     from discdiff.sampling.autoregressive import AutoregressiveSampler
@@ -537,7 +516,7 @@ def run_digits_study(
         )
     plot_samples(panels, targets, out / "digits_samples.png")
     plot_frontier(rows, out / "digits_frontier.png", data_accuracy=judge_accuracy)
-    table = format_table(rows)
+    table = frontier_table(rows)
     atomic_write(out / "digits_table.md", lambda tmp: Path(tmp).write_text(table + "\n"))
     return {
         "rows": rows,

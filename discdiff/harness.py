@@ -84,7 +84,7 @@ process that has no mask; an autoregressive run); a model without a usable
 tokenizer raises `MissingTokenizerError` (pass `tokenizer=DIR`).
 
 The lm-eval command has no plugin discovery for models, so
-`python -m discdiff.evaluation.harness ARGS` is `lm_eval ARGS` with the
+`python -m discdiff.harness ARGS` is `lm_eval ARGS` with the
 `discdiff` model registered.
 """
 
@@ -107,7 +107,6 @@ from lm_eval.api.registry import model_registry
 from torch import Tensor
 
 from discdiff._io import atomic_write
-from discdiff.config import RunConfig, apply_overrides
 from discdiff.data.text import CharTokenizer
 from discdiff.models.diffusion_llms import load_diffusion_llm, load_tokenizer, resolve_model
 from discdiff.models.llm import read_config
@@ -117,7 +116,7 @@ from discdiff.processes.base import ForwardProcess
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.rng import SequenceGenerator, derive_seed
-from discdiff.runs import load_run
+from discdiff.runs import config_from_overrides, load_run
 from discdiff.sampling.blocks import BlockSampler
 from discdiff.schedules import LogLinear
 
@@ -777,7 +776,7 @@ class DiscdiffLM(LM):
             }
             described = {"run": str(kwargs["run"]), "sampler": config.to_dict()["sampler"]}
             return codec, denoiser, process, sampling, described
-        config = RunConfig.from_dict(apply_overrides({}, overrides), overrides=overrides)
+        config = config_from_overrides(overrides)
         dtype = kwargs.get("dtype")
         if dtype is not None and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
             raise HarnessError(f"`dtype` must name a torch dtype (e.g. bfloat16); got {dtype!r}")
@@ -1047,13 +1046,13 @@ def run_harness(
 
 # A placeholder, the same from `python -m` (module `__main__`) as from an import.
 if "discdiff" not in model_registry:
-    model_registry.register("discdiff", target="discdiff.evaluation.harness:DiscdiffLM")
+    model_registry.register("discdiff", target="discdiff.harness:DiscdiffLM")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`lm_eval ARGS` with the `discdiff` model registered.
 
-    `python -m discdiff.evaluation.harness ARGS` runs it.
+    `python -m discdiff.harness ARGS` runs it.
 
     Args:
         argv: The arguments (default `sys.argv[1:]`).

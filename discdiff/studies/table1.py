@@ -1,5 +1,8 @@
-"""The scaling study on the built-in synthetic language, where every score is exact.
+r"""The ReMDM paper's Table 1 at CPU scale: the scaling study on a language with exact scores.
 
+`run_synthetic_study` samples one grid (samplers × $T$ × nucleus × seeds; the
+job of `discdiff quickstart` and `discdiff scale`), `run_table1` the paper's
+rows and columns, one grid per nucleus setting, seeds pooled into cells.
 Samples are scored by their exact negative log-likelihood per token under the
 language, reported as the gap to the language's exact entropy (0 for typical
 data; a sampler that lowers it below 0 does so by losing diversity), and by
@@ -13,9 +16,7 @@ samplers at the same $T$, and autoregressive models ("AR (T=L)" rows).
 
 import hashlib
 import json
-import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.config import build_strategy
 from discdiff.data.synthetic import ExactLanguage, SyntheticLanguage
-from discdiff.evaluation.metrics import exact_nll, mauve_score, token_entropy
+from discdiff.evaluation.metrics import language_metrics, mauve_score
 from discdiff.evaluation.study import (
     autoregressive_study,
     format_table,
@@ -37,30 +38,26 @@ from discdiff.evaluation.study import (
     write_rows,
 )
 from discdiff.models.protocol import Denoiser
-from discdiff.presets import PAPER, STUDY
+from discdiff.presets import PAPER
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
 from discdiff.sampling.ancestral import Strategy
 from discdiff.sampling.autoregressive import NextTokenModel
 from discdiff.shaping import Nucleus
+from discdiff.studies.settings import STUDY
 
 __all__ = [
-    "ASSET",
     "TABLE1_METRICS",
     "Featurizer",
-    "language_metrics",
     "run_synthetic_study",
     "run_table1",
     "score_strategies",
     "strategies",
 ]
 
-ASSET = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
-"""The shipped checkpoint trained on the built-in language (see its README.md)."""
-
 
 def strategies(full: bool = False) -> dict[str, Strategy]:
-    """The samplers of the study, built from `discdiff.presets.STUDY`.
+    """The samplers of the study, built from `discdiff.studies.STUDY`.
 
     Args:
         full: Add ReMDM-rescale, ReMDM-conf and entropy ordering.
@@ -75,7 +72,7 @@ def strategies(full: bool = False) -> dict[str, Strategy]:
 
 
 def score_strategies(full: bool = False) -> dict[str, Strategy]:
-    """SEDD's samplers for score models, built from `discdiff.presets.STUDY`.
+    """SEDD's samplers for score models, built from `discdiff.studies.STUDY`.
 
     Args:
         full: Add the Euler sampler.
@@ -84,39 +81,6 @@ def score_strategies(full: bool = False) -> dict[str, Strategy]:
         name: build_strategy(form, key=f"score_strategies[{name!r}]")
         for name, form in STUDY.score_strategies(full).items()
     }
-
-
-def language_metrics(
-    language: ExactLanguage, length: int
-) -> Callable[[torch.Tensor], dict[str, float]]:
-    r"""Exact NLL per token, its gap to the entropy, and the token-histogram entropy.
-
-    Args:
-        language: The language the samples should follow.
-        length: Sequence length $L$ (for the exact entropy).
-
-    Returns:
-        A function from samples `(N, L)` to `{"exact_nll", "nll_gap", "token_entropy"}`
-        (means over the samples) and the standard errors of those means,
-        `nll_gap_se` and `token_entropy_se` (sample standard deviation
-        $/\sqrt{N}$; `nan` for one sample). The gap's error ignores the
-        entropy's own Monte Carlo error, which is common to every row.
-    """
-    entropy = language.entropy(length)
-
-    def metrics(tokens: torch.Tensor) -> dict[str, float]:
-        nll = exact_nll(language.log_prob, tokens).double()
-        entropies = token_entropy(tokens).double()
-        root = math.sqrt(len(tokens))
-        return {
-            "exact_nll": float(nll.mean()),
-            "nll_gap": float(nll.mean()) - entropy,
-            "nll_gap_se": float(nll.std()) / root,
-            "token_entropy": float(entropies.mean()),
-            "token_entropy_se": float(entropies.std()) / root,
-        }
-
-    return metrics
 
 
 def run_synthetic_study(
