@@ -46,8 +46,10 @@ class Shaping:
             lowest id; decoders then rank by untempered confidences) or a value
             in $[10^{-3}, 10^3]$.
         top_k: Keep the $k$ most likely tokens, $k \in [1, 2^{31}]$; `None`: off.
-        top_p: Nucleus mass $p \in (0, 1]$; `None`: off.
-        nucleus: The nucleus rule `top_p` applies (see `shape_probs`).
+        top_p: Nucleus mass $p \in (0, 1]$; `None`: off (1 is stored as `None`).
+        nucleus: The nucleus rule `top_p` applies (see `shape_probs`); without
+            a nucleus it is stored as `"standard"`, so settings that shape
+            alike compare equal.
         float64: Draw categoricals in float64 (float32 silently drops the tail
             of a large vocabulary and lowers sample entropy).
 
@@ -92,6 +94,10 @@ class Shaping:
             raise ValueError(f"`nucleus` must be 'standard' or 'remdm'; got {self.nucleus!r}")
         if not isinstance(self.float64, bool):
             raise ValueError(f"`float64` must be true or false; got {self.float64!r}")
+        if p == 1:  # the whole distribution: no nucleus, spelled one way
+            object.__setattr__(self, "top_p", None)
+        if self.top_p is None:  # the rule then shapes nothing
+            object.__setattr__(self, "nucleus", "standard")
 
     @classmethod
     def given(cls, shaping: "Shaping | None", **settings: Any) -> "Shaping":

@@ -383,7 +383,7 @@ def test_baseline_runs_train_sample_eval_and_join_the_study(tmp_path, capsys):
 def _cells(gaps: dict[str, tuple[float, float]], ci: float) -> list[dict]:
     """No-nucleus model cells: sampler → (gap at T=64, gap at T=256), all with interval `ci`."""
     return [
-        {"denoiser": "model", "sampler": s, "steps": T, "top_p": 1.0, "samples": 64}
+        {"denoiser": "model", "sampler": s, "steps": T, "top_p": None, "samples": 64}
         | {"nll_gap": gap, "nll_gap_ci95": ci}
         for s, pair in gaps.items()
         for T, gap in zip((64, 256), pair, strict=True)

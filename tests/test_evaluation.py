@@ -151,7 +151,7 @@ def test_quickstart_runs_on_the_shipped_checkpoint(tmp_path, capsys):
     assert {r["steps"] for r in rows} == {16, 64, 256}
     assert {r["sampler"] for r in rows} == set(STUDY.quickstart_samplers)
     assert {r["denoiser"] for r in rows} == {"model"}
-    assert {(r["top_p"], r["nucleus"]) for r in rows} == {(1.0, "off")}
+    assert {(r["top_p"], r["nucleus"]) for r in rows} == {(None, "standard")}
     fields = {"denoiser", "sampler", "steps", "top_p", "seed", "nfe", "nll_gap", "token_entropy"}
     assert all(fields <= r.keys() and r["nll_gap_se"] > 0 for r in rows)
     assert (tmp_path / "study.png").is_file()
@@ -191,7 +191,7 @@ def test_summarize_pools_seeds_into_intervals_that_cover():
     from discdiff.evaluation import summarize
 
     rows = [
-        {"denoiser": "m", "sampler": "s", "steps": 4, "top_p": 1.0, "nucleus": "off",
+        {"denoiser": "m", "sampler": "s", "steps": 4, "top_p": None, "nucleus": "standard",
          "seed": seed, "samples": 10, "nfe": nfe, "seconds_per_sample": 1.0,
          "gap": gap, "gap_se": se, "entropy": 2.0}
         for seed, (gap, se, nfe) in enumerate([(0.1, 0.03, 5), (0.4, 0.04, 7)])
@@ -213,8 +213,8 @@ def test_summarize_pools_seeds_into_intervals_that_cover():
         for seed in range(3):
             draws = 0.3 + 2.0 * torch.randn(50, generator=generator, dtype=torch.float64)
             simulated.append(
-                {"denoiser": "m", "sampler": str(cell_id), "steps": 1, "top_p": 1.0,
-                 "nucleus": "off", "seed": seed, "nfe": 1, "seconds_per_sample": 0.0,
+                {"denoiser": "m", "sampler": str(cell_id), "steps": 1, "top_p": None,
+                 "nucleus": "standard", "seed": seed, "nfe": 1, "seconds_per_sample": 0.0,
                  "gap": float(draws.mean()), "gap_se": float(draws.std()) / math.sqrt(50)}
             )  # fmt: skip
     cells = summarize(simulated, ["gap"])
@@ -258,7 +258,7 @@ def test_table1_preset_writes_pooled_cells_and_resumes(tmp_path, monkeypatch, ca
     samplers = set(STUDY.strategies())
     expected = 2 * 2 * (len(samplers) + len(STUDY.scale_perfect))  # top_p × T × rows
     assert len(cells) == expected
-    assert {c["top_p"] for c in cells} == {0.9, 1.0}
+    assert {c["top_p"] for c in cells} == {0.9, None}
     assert all(c["seeds"] == 2 and c["samples"] == 6 for c in cells)
     assert all(c["nll_gap_ci95"] > 0 and "token_entropy_ci95" in c for c in cells)
     for part in ("top_p=0.9/study.png", "top_p=off/study.png", "table1_0.9.png", "table1_off.png"):

@@ -27,7 +27,7 @@ from discdiff.presets import PAPER
 from discdiff.processes.base import ForwardProcess
 from discdiff.sampling.ancestral import AncestralSampler, Strategy
 from discdiff.sampling.autoregressive import AutoregressiveSampler, NextTokenModel
-from discdiff.shaping import Nucleus
+from discdiff.shaping import Nucleus, Shaping
 
 __all__ = [
     "AR_SAMPLER",
@@ -84,7 +84,8 @@ def scaling_study(
             it, in row order.
 
     Returns:
-        One dict per cell: denoiser, sampler, steps, top_p, nucleus, seed, nfe
+        One dict per cell: denoiser, sampler, steps, the `Shaping`'s fields
+        (temperature, top_k, top_p, nucleus, float64; `top_p` `None`: off), seed, nfe
         (the most denoiser calls any sample needed), seconds_per_sample and
         the metrics. Sample $i$ of a cell uses the random stream $(seed, i)$,
         so every column but the wall-clock `seconds_per_sample` is the same
@@ -100,8 +101,9 @@ def scaling_study(
     ]
     rows = []
     for d, s, T, p, seed in _advancing(cells, progress, "scaling study", lambda cell: cell[2]):
-        sampler = AncestralSampler(process, strategies[s], steps=T, top_p=p, nucleus=nucleus)
-        run = {"denoiser": d, "sampler": s, "steps": T, "top_p": p, "nucleus": nucleus}
+        shaping = Shaping(top_p=p, nucleus=nucleus)
+        sampler = AncestralSampler(process, strategies[s], steps=T, shaping=shaping)
+        run = {"denoiser": d, "sampler": s, "steps": T, **shaping.to_dict()}
         rows.append(
             _scored(sampler, denoisers[d], run, seed, samples, length, batch_size, metrics, keep)
         )
@@ -143,14 +145,9 @@ def autoregressive_study(
     cells = [(m, p, seed) for m in models for p in top_p for seed in seeds]
     rows = []
     for m, p, seed in _advancing(cells, progress, "AR rows", lambda cell: length):
-        sampler = AutoregressiveSampler(top_p=p, nucleus=nucleus)
-        run = {
-            "denoiser": m,
-            "sampler": AR_SAMPLER,
-            "steps": length,
-            "top_p": p,
-            "nucleus": nucleus,
-        }
+        shaping = Shaping(top_p=p, nucleus=nucleus)
+        sampler = AutoregressiveSampler(shaping=shaping)
+        run = {"denoiser": m, "sampler": AR_SAMPLER, "steps": length, **shaping.to_dict()}
         rows.append(
             _scored(sampler, models[m], run, seed, samples, length, batch_size, metrics, keep)
         )
@@ -186,10 +183,7 @@ def _scored(
     seconds = time.perf_counter() - start
     if keep is not None:
         keep.append(result.tokens)
-    p = run["top_p"]
     return run | {
-        "top_p": p or 1.0,
-        "nucleus": run["nucleus"] if p else "off",
         "seed": seed,
         "samples": samples,
         "nfe": int(result.sequence_nfe.max()),
@@ -390,7 +384,7 @@ def plot_study(
     for (denoiser, sampler, top_p), members in groups.items():
         members.sort(key=lambda cell: cell["steps"])
         values = [cell[metric] for cell in members]
-        name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f", p={top_p}")
+        name = f"{sampler} ({denoiser})" + ("" if top_p is None else f", p={top_p}")
         style = "--" if denoiser != next(iter(groups))[0] else "-"
         for axis, x in zip(axes, ("steps", "nfe"), strict=True):
             xs = [cell[x] for cell in members]

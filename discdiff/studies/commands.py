@@ -274,7 +274,7 @@ def study_report(rows: list[dict[str, Any]], reference: dict[str, float]) -> str
     cells = summarize(rows, ["nll_gap", "token_entropy"])
     steps = sorted({c["steps"] for c in cells})
     seen = dict.fromkeys((c["denoiser"], c["sampler"], c["top_p"]) for c in cells)
-    nucleus = any(p < 1.0 for _, _, p in seen)
+    nucleus = any(p is not None for _, _, p in seen)
     width = max(24, *(len(f"{s} ({d}) p={p}") + 1 for d, s, p in seen))
     column = 25 if nucleus else 20
     lines = [
@@ -296,7 +296,7 @@ def study_report(rows: list[dict[str, Any]], reference: dict[str, float]) -> str
             for c in cells
             if (c["denoiser"], c["sampler"], c["top_p"]) == (denoiser, sampler, top_p)
         }
-        name = f"{sampler} ({denoiser})" + ("" if top_p == 1.0 else f" p={top_p}")
+        name = f"{sampler} ({denoiser})" + ("" if top_p is None else f" p={top_p}")
         line = "".join(
             f"{c['nll_gap']:>9.3f} ±{c.get('nll_gap_ci95', math.nan):6.3f}"
             + (f"{c['token_entropy']:6.2f}" if nucleus else "")
@@ -329,7 +329,7 @@ def reading(cells: list[dict[str, Any]], reference: dict[str, float]) -> list[st
     model = {
         (c["sampler"], c["steps"]): c
         for c in cells
-        if c["denoiser"] == "model" and c["top_p"] == 1.0
+        if c["denoiser"] == "model" and c["top_p"] is None
     }
     steps = sorted({T for _, T in model})
     remdm = sorted({s for s, _ in model if s.startswith("ReMDM")})

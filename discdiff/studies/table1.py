@@ -333,10 +333,10 @@ def run_table1(
     write_rows(cells, out, "table1")
     sections = []
     for p in top_p:
-        chosen = [cell for cell in cells if cell["top_p"] == (p or 1.0)]
+        chosen = [cell for cell in cells if cell["top_p"] == p]
         title = "no nucleus" if p is None else f"nucleus p = {p:g} ({nucleus} rule)"
         plot_study(
-            [row for row in rows if row["top_p"] == (p or 1.0)],
+            [row for row in rows if row["top_p"] == p],
             out / f"table1_{_tag(p)}.png",
             metric="nll_gap",
             label="exact NLL − entropy (nats/token)",
