@@ -164,6 +164,10 @@ class ScheduleCount(StepCount):
     def __repr__(self) -> str:
         return f"ScheduleCount(tokens_per_step={self.tokens_per_step})"
 
+    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
+        """Uniform from 1 to `t_min` (MDLM's grid; noise removal decodes the rest)."""
+        return uniform_time_grid(steps, t_min)
+
     def __call__(
         self,
         process: MaskingProcess,
@@ -189,10 +193,6 @@ class EvenCount(StepCount):
     exactly LLaDA's `get_num_transfer_tokens`: with $n_0 = qT + r$, $q + 1$ at
     the first $r$ steps and $q$ after, and nothing is left after the last step.
     """
-
-    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        """$t_i = 1 - i/T$, $i = 0..T$ (`t_min` unused: the last step leaves no mask)."""
-        return uniform_time_grid(steps, 0.0)
 
     def __call__(
         self,
@@ -277,10 +277,6 @@ class ThresholdCount(StepCount):
     def __repr__(self) -> str:
         return f"ThresholdCount(threshold={self.threshold})"
 
-    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        """$t_i = 1 - i/T$; the last step ($s = 0$) unmasks what is left."""
-        return uniform_time_grid(steps, 0.0)
-
     def __call__(
         self,
         process: MaskingProcess,
@@ -321,10 +317,6 @@ class FactorCount(StepCount):
 
     def __repr__(self) -> str:
         return f"FactorCount(factor={self.factor})"
-
-    def time_grid(self, steps: int, t_min: float = 1e-5) -> Float[Tensor, "points"]:
-        """$t_i = 1 - i/T$; the last step ($s = 0$) unmasks what is left."""
-        return uniform_time_grid(steps, 0.0)
 
     def __call__(
         self,
