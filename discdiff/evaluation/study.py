@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER
-from discdiff.processes.base import ForwardProcess
-from discdiff.sampling.ancestral import AncestralSampler, Strategy
+from discdiff.processes.base import ForwardProcess, Strategy
+from discdiff.sampling.ancestral import AncestralSampler
 from discdiff.sampling.autoregressive import AutoregressiveSampler, NextTokenModel
 from discdiff.shaping import Nucleus, Shaping
 

@@ -4,7 +4,7 @@ A sampler runs a strategy (a posterior or decoder of `discdiff.processes`)
 over time; it never knows which one it has.
 """
 
-from discdiff.sampling.ancestral import AncestralSampler, SampleResult, Strategy
+from discdiff.sampling.ancestral import AncestralSampler, SampleResult
 from discdiff.sampling.blocks import BlockCache, BlockSampler, BlockSampleResult
 from discdiff.sampling.particles import ParticleSampler, resample
 from discdiff.sampling.program import ReverseChain
@@ -17,6 +17,5 @@ __all__ = [
     "ParticleSampler",
     "ReverseChain",
     "SampleResult",
-    "Strategy",
     "resample",
 ]

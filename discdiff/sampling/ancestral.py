@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
-from discdiff.processes.base import ForwardProcess, StepState, Strategy
+from discdiff.processes.base import ForwardProcess, Strategy
 from discdiff.rng import RandomSource, sampling_device, stream_batches
 from discdiff.shaping import Shaping
 from discdiff.typing import Tokens
 
-__all__ = ["AncestralSampler", "SampleResult", "StepState", "Strategy"]
+__all__ = ["AncestralSampler", "SampleResult"]
 
 
 @dataclass

@@ -39,8 +39,9 @@ from torch import Tensor
 
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
+from discdiff.processes.base import StepState
 from discdiff.rng import RandomSource, SequenceGenerator, derive_seed, sampling_device, uniform
-from discdiff.sampling.ancestral import AncestralSampler, SampleResult, StepState
+from discdiff.sampling.ancestral import AncestralSampler, SampleResult
 from discdiff.typing import Tokens
 
 __all__ = ["POTENTIALS", "RESAMPLING", "ParticleSampler", "resample"]

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from discdiff._io import atomic_write
 from discdiff.evaluation.metrics import distinct_fraction, nearest_distance
 from discdiff.models.protocol import Denoiser
+from discdiff.processes.base import Strategy
 from discdiff.processes.masking.process import MaskingProcess
-from discdiff.sampling.ancestral import AncestralSampler, Strategy
+from discdiff.sampling.ancestral import AncestralSampler
 from discdiff.studies.settings import STUDY
 
 __all__ = [

@@ -39,9 +39,9 @@ from discdiff.evaluation.study import (
 )
 from discdiff.models.protocol import Denoiser
 from discdiff.presets import PAPER
+from discdiff.processes.base import Strategy
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.provenance import provenance
-from discdiff.sampling.ancestral import Strategy
 from discdiff.sampling.autoregressive import NextTokenModel
 from discdiff.shaping import Nucleus
 from discdiff.studies.settings import STUDY
