@@ -37,9 +37,9 @@ from discdiff.models.score import ScoreModel, log_score_ratio
 from discdiff.objectives import (
     T_MIN,
     ContinuousNELBO,
-    _keep_prompt,
+    _denoise,
+    _noised,
     _scored_positions,
-    antithetic_times,
 )
 from discdiff.processes.masking.process import MaskingProcess
 from discdiff.registry import register
@@ -97,16 +97,8 @@ def score_entropy(
             f"`process` must be a MaskingProcess (score entropy here is SEDD's absorbing "
             f"form); got {type(process).__name__}"
         )
-    if t is None:
-        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
-    if z_t is None:
-        z_t = process.sample(x, t, generator=generator)
-    z_t = _keep_prompt(x, z_t, prompt_mask)
-    if padding_mask is None:
-        log_s = score_model(z_t, t)
-    else:
-        log_s = score_model(z_t, t, padding_mask=padding_mask)
-    log_s = log_s.float()
+    t, z_t = _noised(process, x, t, z_t, prompt_mask, generator)
+    log_s = _denoise(score_model, z_t, t, padding_mask).float()
     log_r = log_score_ratio(process, t)[:, None]  # (B, 1)
     r = log_r.exp()
     total = log_s.logsumexp(-1).exp()  # Σ_v s_v

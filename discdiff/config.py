@@ -68,7 +68,7 @@ from discdiff.registry import entries, kind_of, lookup, name_of
 from discdiff.sampling import AncestralSampler
 from discdiff.sampling.blocks import BlockCache
 from discdiff.schedules import LogLinear, NoiseSchedule
-from discdiff.shaping import Nucleus, Shaping
+from discdiff.shaping import UNSHAPED, Nucleus, Shaping
 from discdiff.training.trainer import TrainConfig
 
 __all__ = [
@@ -591,11 +591,11 @@ class SamplerSpec:
     steps: int = 64
     samples: int = 16
     batch_size: int = 16
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    nucleus: Nucleus = "standard"
-    float64: bool = True
+    temperature: float = UNSHAPED.temperature  # the five `Shaping` settings, its defaults
+    top_k: int | None = UNSHAPED.top_k
+    top_p: float | None = UNSHAPED.top_p
+    nucleus: Nucleus = UNSHAPED.nucleus
+    float64: bool = UNSHAPED.float64
     noise_removal: bool = True
     reuse: bool = True
     cache: BlockCache | None = None

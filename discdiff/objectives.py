@@ -129,6 +129,25 @@ def _keep_prompt(
     return z_t if prompt_mask is None else torch.where(prompt_mask, x, z_t)
 
 
+def _noised(
+    process: ForwardProcess,
+    x: Int[Tensor, "batch length"],
+    t: Tensor | None,
+    z_t: Tensor | None,
+    prompt_mask: Bool[Tensor, "batch length"] | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    r"""$(t, z_t)$ of a continuous-time bound, the prompt's clean tokens put back.
+
+    Antithetic times and $z_t \sim q(\cdot \mid x)$ where they are not given.
+    """
+    if t is None:
+        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
+    if z_t is None:
+        z_t = process.sample(x, t, generator=generator)
+    return t, _keep_prompt(x, z_t, prompt_mask)
+
+
 def _scored_positions(
     x: Int[Tensor, "batch length"],
     *,
@@ -212,11 +231,7 @@ def nelbo(
     scored = _scored_positions(x, padding_mask=padding_mask, prompt_mask=prompt_mask)
     if convention not in ("integral", "mdlm"):
         raise ValueError(f"`convention` must be 'integral' or 'mdlm'; got {convention!r}")
-    if t is None:
-        t = antithetic_times(x.shape[0], generator=generator, device=x.device)
-    if z_t is None:
-        z_t = process.sample(x, t, generator=generator)
-    z_t = _keep_prompt(x, z_t, prompt_mask)
+    t, z_t = _noised(process, x, t, z_t, prompt_mask, generator)
     log_probs = _denoise(denoiser, z_t, t, padding_mask).float().log_softmax(-1)
     integrand = process.nelbo_integrand(log_probs, x, z_t, t)
     if scored is not None:

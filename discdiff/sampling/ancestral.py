@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from discdiff._checks import validation
 from discdiff.models.protocol import Denoiser, is_time_conditioned
 from discdiff.processes.base import ForwardProcess, Strategy
-from discdiff.rng import RandomSource, sampling_device, stream_batches
+from discdiff.rng import RandomSource, SequenceGenerator, sampling_device, stream_batches
 from discdiff.shaping import Shaping
 from discdiff.typing import Tokens
 
@@ -390,13 +390,10 @@ class AncestralSampler:
         Returns:
             A `SampleResult` with `(N, length)` completions on the CPU and `sequence_nfe` `(N,)`.
         """
-        parts, first = [], 0
-        for size, generator in stream_batches(len(prompts), batch_size, seed, device):
-            chunk = list(prompts[first : first + size])
-            parts.append(
-                self.complete(denoiser, chunk, length, generator=generator, device=device, **kwargs)
-            )
-            first += size
+        parts = [
+            self.complete(denoiser, chunk, length, generator=generator, device=device, **kwargs)
+            for chunk, generator in _prompt_batches(prompts, batch_size, seed, device)
+        ]
         return SampleResult.joined(parts)
 
     def sample_long(
@@ -492,6 +489,17 @@ class AncestralSampler:
                 for size, generator in stream_batches(samples, batch_size, seed, device)
             ]
         )
+
+
+def _prompt_batches(
+    prompts: Sequence[Tensor], batch_size: int | None, seed: int, device: Any
+) -> list[tuple[list[Tensor], SequenceGenerator]]:
+    """`stream_batches` of prompts: each batch's prompts with its rows' streams $(seed, i)$."""
+    batches, first = [], 0
+    for size, generator in stream_batches(len(prompts), batch_size, seed, device):
+        batches.append((list(prompts[first : first + size]), generator))
+        first += size
+    return batches
 
 
 def _prompt_rows(prompts: Sequence[Tensor] | Tensor, lengths: Tensor | None) -> list[Tensor]:

@@ -63,7 +63,12 @@ from torch import Tensor
 from discdiff.models.cache import KVCache
 from discdiff.models.protocol import is_time_conditioned, supports_cache
 from discdiff.rng import RandomSource, stream_batches
-from discdiff.sampling.ancestral import AncestralSampler, SampleResult, _prompt_rows
+from discdiff.sampling.ancestral import (
+    AncestralSampler,
+    SampleResult,
+    _prompt_batches,
+    _prompt_rows,
+)
 from discdiff.typing import Times, Tokens
 
 __all__ = ["BlockCache", "BlockSampleResult", "BlockSampler"]
@@ -492,10 +497,9 @@ class BlockSampler:
         Returns:
             A `BlockSampleResult` with `(N, length)` completions on the CPU.
         """
-        parts, first = [], 0
-        for size, generator in stream_batches(len(prompts), batch_size, seed, device):
-            chunk = list(prompts[first : first + size])
-            parts.append(self.complete(denoiser, chunk, length, generator=generator, device=device))
-            first += size
+        parts = [
+            self.complete(denoiser, chunk, length, generator=generator, device=device)
+            for chunk, generator in _prompt_batches(prompts, batch_size, seed, device)
+        ]
         processed = max(p.tokens_processed for p in parts)
         return BlockSampleResult.joined(parts, tokens_processed=processed)
